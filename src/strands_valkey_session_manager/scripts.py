@@ -1,0 +1,60 @@
+"""Server-side Lua scripts: loaded once, called by SHA, with a fallback when the server lost them.
+
+Every write of a session is one of these scripts, which is where a write becomes atomic. The
+scripts live in ``lua/``; ``lua/common.lua`` (prepended to each) holds the one place where TTLs
+are refreshed. Errors the scripts raise start with a code that :func:`error_code` reads back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import Any
+
+import valkey
+from valkey.exceptions import NoScriptError, ResponseError
+
+_LUA = resources.files(__package__).joinpath("lua")
+_COMMON = _LUA.joinpath("common.lua").read_text(encoding="utf-8")
+
+#: Codes the scripts raise (see ``fail`` in common.lua).
+NOSESSION = "NOSESSION"
+NOTFOUND = "NOTFOUND"
+CONFLICT = "CONFLICT"
+BADVALUE = "BADVALUE"
+
+
+class Script:
+    """One Lua script: its source (shebang first, then common.lua, then its body) and its SHA."""
+
+    def __init__(self, name: str) -> None:
+        """Load ``lua/<name>.lua`` and prepend the shared helpers."""
+        body = _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        shebang, _, rest = body.partition("\n") if body.startswith("#!") else ("", "", body)
+        self.name = name
+        self.source = f"{shebang}\n{_COMMON}\n{rest}" if shebang else f"{_COMMON}\n{rest}"
+        self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+
+    def __call__(self, client: valkey.Valkey | Any, keys: list[str], args: list[Any]) -> Any:
+        """Run the script: EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load it and retry."""
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.source)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+READ_RECORD = Script("read_record")
+WRITE_RECORD = Script("write_record")
+APPEND_MESSAGES = Script("append_messages")
+DELETE_SESSION = Script("delete_session")
+
+
+def error_code(error: ResponseError) -> tuple[str, str]:
+    """Split a script's error reply into its code and detail (``("", text)`` for other errors)."""
+    text = str(error)
+    code, _, detail = text.partition(" ")
+    if code in (NOSESSION, NOTFOUND, CONFLICT, BADVALUE):
+        # The server appends " script: <sha>, on @user_script:<line>." to errors raised in scripts.
+        return code, detail.split(" script: ")[0]
+    return "", text

@@ -1,0 +1,340 @@
+"""Valkey session manager: Strands Agents sessions kept in Valkey (or Redis OSS 7)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+import valkey
+from strands.session.repository_session_manager import RepositorySessionManager
+from strands.session.session_repository import SessionRepository
+from strands.types.content import Message
+from strands.types.exceptions import SessionException
+from strands.types.session import Session, SessionAgent, SessionMessage
+from valkey.cluster import ValkeyCluster
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import ResponseError, ValkeyError
+from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+
+from . import codec, scripts
+from .keys import KeySchema, validate_id, validate_message_id
+
+if TYPE_CHECKING:
+    from strands.multiagent.base import MultiAgentBase
+    from strands.types.agent import LocalAgent
+
+logger = logging.getLogger(__name__)
+
+Client = valkey.Valkey | ValkeyCluster
+
+DEFAULT_TTL = 3600
+
+
+def ttl_ms(ttl: int | float | timedelta | None) -> int:
+    """Normalise a ttl (seconds or a ``timedelta``; ``None`` = never expires) to ms (0 = none)."""
+    if ttl is None:
+        return 0
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise ValueError(f"ttl=<{ttl!r}> | must be a positive number of seconds, a timedelta, or None")
+    return max(1, round(seconds * 1000))
+
+
+class ValkeySessionManager(RepositorySessionManager, SessionRepository):
+    """Session manager that keeps sessions in Valkey, one JSON string per record.
+
+    Creates the following keys (``{}`` around the session id when ``client`` is a cluster)::
+
+        session:<session_id>                                        # Session (JSON)
+        session:<session_id>:index                                  # SET: agent:<id>, multi_agent:<id>
+        session:<session_id>:agent:<agent_id>                       # SessionAgent (JSON)
+        session:<session_id>:agent:<agent_id>:messages              # ZSET: message ids
+        session:<session_id>:agent:<agent_id>:message:<message_id>  # SessionMessage (JSON)
+        session:<session_id>:multi_agent:<multi_agent_id>           # Swarm/Graph state (JSON)
+
+    Every write is one Lua script (one round trip, atomic). All keys of a session share one
+    deadline, pushed out to now + ttl whenever a write or a restore finds it below 90% of ttl.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        client: Client,
+        *,
+        ttl: int | timedelta | None = DEFAULT_TTL,
+        key_prefix: str = "session",
+        **kwargs: Any,
+    ) -> None:
+        """Open the session ``session_id``, creating it if it does not exist yet.
+
+        Args:
+            session_id: Id of the session; no ``:``, braces, glob characters, whitespace or
+                control characters.
+            client: A synchronous ``valkey.Valkey`` or ``valkey.cluster.ValkeyCluster``, with
+                ``decode_responses`` True or False. Its timeouts bound every call made here.
+            ttl: Seconds (or a ``timedelta``) a session lives after its last write or restore;
+                ``None`` sets no expiry.
+            key_prefix: First part of every key (``session`` gives ``session:<session_id>``).
+            **kwargs: Passed on to ``RepositorySessionManager``.
+
+        Raises:
+            ValueError: If ``session_id``, ``ttl`` or ``key_prefix`` is not usable; nothing is written.
+            SessionException: If Valkey cannot be reached or holds a foreign value for the session.
+        """
+        validate_id(session_id, "session_id")
+        self.client = client
+        self.keys = KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster))
+        self.ttl_ms = ttl_ms(ttl)
+        # Messages whose append failed on the wire, re-sent (byte for byte) before the next one.
+        self._unconfirmed: dict[str, list[tuple[int, bytes]]] = {}
+        self._opening = True
+        self._joined_existing = False
+        super().__init__(session_id=session_id, session_repository=self, **kwargs)
+        self._opening = False
+        if self._joined_existing:
+            # Another process created the session between our read and our create: use theirs,
+            # and restore agents from it rather than treating it as empty.
+            self._is_new_session = False
+            self.session = self.read_session(session_id) or self.session
+
+    # -- errors -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, operation: str, key: str, not_found: str = "") -> Iterator[None]:
+        """Turn anything Valkey raises into a ``SessionException`` naming the operation and key."""
+        try:
+            yield
+        except ResponseError as error:
+            code, detail = scripts.error_code(error)
+            if code == scripts.NOTFOUND:
+                raise SessionException(not_found) from error
+            if code == scripts.CONFLICT:
+                raise SessionException(
+                    f"key=<{detail}> | {operation} refused: that message id already holds a different message. "
+                    "Another writer is appending to the same (session_id, agent_id); give each agent its own "
+                    "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored."
+                ) from error
+            if code == scripts.NOSESSION:
+                raise SessionException(
+                    f"key=<{detail}> | {operation} refused: the session no longer exists (it was deleted, or "
+                    "expired after ttl idle seconds). Open a new ValkeySessionManager to start it again."
+                ) from error
+            if code == scripts.BADVALUE:
+                raise SessionException(
+                    f"key=<{detail}> | {operation} failed: the key holds a value this library did not write"
+                ) from error
+            raise SessionException(f"key=<{key}> | {operation} failed: {error}") from error
+        except ValkeyError as error:
+            raise SessionException(
+                f"key=<{key}> | {operation} failed: {type(error).__name__}: {error}. Check that Valkey is "
+                "reachable and the client's url, credentials and timeouts."
+            ) from error
+
+    def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any]) -> Any:
+        """Run a script on one session: KEYS are the session key, its index and ``key``."""
+        keys = [self.keys.session(session_id), self.keys.index(session_id), key]
+        return script(self.client, keys, [self.ttl_ms, *args])
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def create_session(self, session: Session, **kwargs: Any) -> Session:
+        """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
+        key = self.keys.session(session.session_id)
+        with self._errors("create session", key):
+            created = self.client.set(key, codec.dumps(session.to_dict()), nx=True, px=self.ttl_ms or None)
+        if not created:
+            if not self._opening:
+                raise SessionException(f"Session {session.session_id} already exists")
+            logger.debug("session_id=<%s> | session created concurrently, joining it", session.session_id)
+            self._joined_existing = True
+        return session
+
+    def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
+        """Read a session record, or ``None``."""
+        key = self.keys.session(session_id)
+        with self._errors("read session", key):
+            raw = cast("bytes | str | None", self.client.get(key))
+        return None if raw is None else codec.load_record(Session, raw, key)
+
+    def delete_session(self, session_id: str, **kwargs: Any) -> None:
+        """Delete every key of the session in one atomic script; no other session is touched."""
+        key = self.keys.session(session_id)
+        with self._errors("delete session", key):
+            deleted = scripts.DELETE_SESSION(self.client, [key, self.keys.index(session_id)], [0])
+        if not deleted:
+            raise SessionException(f"Session {session_id} does not exist")
+        logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
+
+    # -- agents -----------------------------------------------------------------------------
+
+    def _write_record(self, operation: str, session_id: str, key: str, record: dict[str, Any], **how: str) -> str:
+        """Create or update one JSON record; returns the ``created_at`` it was stored with."""
+        created_at, body = codec.split_created_at(record) if "created_at" in record else (b"", codec.dumps(record))
+        mode, suffix = how.get("mode", "create"), how.get("suffix", "")
+        with self._errors(operation, key, how.get("not_found", "")):
+            stored = self._script(scripts.WRITE_RECORD, session_id, key, [mode, suffix, created_at, body])
+        logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
+        return str(json.loads(stored)) if stored else ""
+
+    def _read_record(self, operation: str, session_id: str, key: str) -> bytes | str | None:
+        """Read one record, sliding the session's expiry if it is due."""
+        with self._errors(operation, key):
+            raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [])
+        return raw
+
+    def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
+        """Create (or overwrite, as FileSessionManager does) an agent in the session."""
+        agent_id = session_agent.agent_id
+        key = self.keys.agent(session_id, agent_id)
+        suffix = self.keys.agent_suffix(agent_id)
+        self._write_record("create agent", session_id, key, session_agent.to_dict(), suffix=suffix)
+
+    def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
+        """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
+        key = self.keys.agent(session_id, agent_id)
+        raw = self._read_record("read agent", session_id, key)
+        return None if raw is None else codec.load_record(SessionAgent, raw, key)
+
+    def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
+        """Update an existing agent, keeping its ``created_at``; one round trip."""
+        agent_id = session_agent.agent_id
+        key = self.keys.agent(session_id, agent_id)
+        not_found = f"Agent {agent_id} in session {session_id} does not exist"
+        session_agent.created_at = self._write_record(
+            "update agent", session_id, key, session_agent.to_dict(), mode="update", not_found=not_found
+        )
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def _append(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]]) -> None:
+        """Write messages of one agent atomically; a different message under a used id is refused."""
+        prefix = self.keys.message_prefix(session_id, agent_id)
+        pairs = [item for message_id, raw in batch for item in (message_id, raw)]
+        with self._errors("append message", f"{prefix}{batch[-1][0]}"):
+            self._script(
+                scripts.APPEND_MESSAGES,
+                session_id,
+                self.keys.messages(session_id, agent_id),
+                [self.keys.agent_suffix(agent_id), prefix, *pairs],
+            )
+        logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
+
+    def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
+        """Create a message; identical content under its id is a retry and succeeds."""
+        message_id = validate_message_id(session_message.message_id)
+        self._append(session_id, agent_id, [(message_id, codec.dumps(session_message.to_dict()))])
+
+    def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
+        """Read a message, or ``None``."""
+        key = self.keys.message(session_id, agent_id, message_id)
+        with self._errors("read message", key):
+            raw = cast("bytes | str | None", self.client.get(key))
+        return None if raw is None else codec.load_record(SessionMessage, raw, key)
+
+    def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
+        """Update an existing message (a redaction), keeping its ``created_at``; one round trip."""
+        message_id = session_message.message_id
+        key = self.keys.message(session_id, agent_id, message_id)
+        session_message.created_at = self._write_record(
+            "update message",
+            session_id,
+            key,
+            session_message.to_dict(),
+            mode="update",
+            not_found=f"Message {message_id} does not exist",
+        )
+
+    def list_messages(
+        self, session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any
+    ) -> list[SessionMessage]:
+        """List an agent's messages by id, as FileSessionManager does: two round trips, two commands.
+
+        A message listed in the index but missing from Valkey (evicted, deleted by hand, or of
+        another Valkey type) is logged as a warning naming its id, and the rest are returned.
+        """
+        agent_key = self.keys.agent(session_id, agent_id)
+        ids_key = self.keys.messages(session_id, agent_id)
+        python_slice = offset < 0 or (limit is not None and limit < 0)  # rare: keep list-slice semantics
+        start, stop = (0, -1) if python_slice else (offset, -1 if limit is None else offset + limit - 1)
+        with self._errors("list messages", ids_key):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.exists(agent_key)
+            pipe.zrange(ids_key, start, stop)
+            agent_exists, ids = pipe.execute()
+        if not agent_exists and not ids:
+            raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
+        if python_slice:
+            ids = ids[offset:] if limit is None else ids[offset : offset + limit]
+        if limit == 0 or not ids:
+            return []
+        prefix = self.keys.message_prefix(session_id, agent_id)
+        keys = [f"{prefix}{int(message_id)}" for message_id in ids]
+        with self._errors("list messages", ids_key):
+            values = cast("list[bytes | str | None]", self.client.mget(keys))
+        missing = [int(message_id) for message_id, raw in zip(ids, values, strict=True) if raw is None]
+        if missing:
+            logger.warning(
+                "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | messages listed in %s are missing from "
+                "Valkey (evicted, deleted or of another type); restoring the others",
+                session_id,
+                agent_id,
+                missing,
+                ids_key,
+            )
+        found = [(key, raw) for key, raw in zip(keys, values, strict=True) if raw is not None]
+        return [codec.load_record(SessionMessage, raw, key) for key, raw in found]
+
+    # -- multi-agent (Swarm, Graph) ---------------------------------------------------------
+
+    def create_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
+        """Create (or overwrite) a Swarm's or Graph's state in the session."""
+        key = self.keys.multi_agent(session_id, multi_agent.id)
+        suffix = self.keys.multi_agent_suffix(multi_agent.id)
+        self._write_record("create multi-agent", session_id, key, multi_agent.serialize_state(), suffix=suffix)
+
+    def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
+        """Read a Swarm's or Graph's state, or ``None``; slides the session's expiry."""
+        key = self.keys.multi_agent(session_id, multi_agent_id)
+        raw = self._read_record("read multi-agent", session_id, key)
+        return None if raw is None else codec.loads(raw, key)
+
+    def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
+        """Update an existing Swarm's or Graph's state."""
+        key = self.keys.multi_agent(session_id, multi_agent.id)
+        not_found = f"MultiAgent state {multi_agent.id} in session {session_id} does not exist"
+        state = multi_agent.serialize_state()
+        self._write_record("update multi-agent", session_id, key, state, mode="update", not_found=not_found)
+
+    # -- the session manager side -----------------------------------------------------------
+
+    def append_message(self, message: Message, agent: LocalAgent, **kwargs: Any) -> None:
+        """Append a message to the agent's session in one round trip.
+
+        If an earlier append failed on the wire (timeout, dropped connection, failover), that
+        message is re-sent first, byte for byte, in the same atomic write: message ids stay
+        gap-free, and a write that did land after all is recognised as done, not as a conflict.
+        """
+        agent_id = agent.agent_id
+        latest = self._latest_agent_message[agent_id]
+        session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
+        record = (session_message.message_id, codec.dumps(session_message.to_dict()))
+        batch = [*self._unconfirmed.pop(agent_id, []), record]
+        # The SDK appended the message to agent.messages already: track it whatever happens next.
+        self._latest_agent_message[agent_id] = session_message
+        self._held_records.setdefault(agent_id, []).append(session_message)
+        try:
+            self._append(self.session_id, agent_id, batch)
+        except SessionException as error:
+            if isinstance(error.__cause__, (ValkeyConnectionError, ValkeyTimeoutError)):
+                self._unconfirmed[agent_id] = batch
+                logger.debug(
+                    "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",
+                    self.session_id,
+                    agent_id,
+                    [message_id for message_id, _ in batch],
+                )
+            raise

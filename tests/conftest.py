@@ -1,0 +1,111 @@
+"""Fixtures: a real valkey-server on a free loopback port, clients, agents on a scripted model."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import valkey
+from strands import Agent
+
+from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.local_server import LocalValkey
+from strands_valkey_session_manager.scripted_model import ScriptedModel
+
+# The server binary tests run against; .ci/run also runs the core suite on redis-server.
+SERVER_BINARY = os.environ.get("TEST_SERVER_BINARY", "valkey-server")
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LocalValkey]:
+    """One valkey-server for the whole run, in a temp dir, stopped by its pid at the end."""
+    with LocalValkey(binary=SERVER_BINARY) as local:
+        yield local
+
+
+@pytest.fixture
+def client(server: LocalValkey) -> Iterator[valkey.Valkey]:
+    """A ``decode_responses=True`` client on an empty server."""
+    c = server.client()
+    c.flushall()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def raw_client(server: LocalValkey, client: valkey.Valkey) -> Iterator[valkey.Valkey]:
+    """A ``decode_responses=False`` client on the same (emptied) server."""
+    c = server.client(decode_responses=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def make_agent() -> Callable[..., Agent]:
+    """Build an Agent on the scripted model: ``make_agent(session_manager, agent_id, replies=...)``."""
+
+    def build(session_manager: Any, agent_id: str = "assistant", replies: Any = (), **kwargs: Any) -> Agent:
+        return Agent(
+            agent_id=agent_id,
+            model=ScriptedModel(replies),
+            session_manager=session_manager,
+            callback_handler=None,
+            **kwargs,
+        )
+
+    return build
+
+
+@pytest.fixture
+def manager(client: valkey.Valkey) -> Callable[..., ValkeySessionManager]:
+    """Build managers on the test client: ``manager("user-42", ttl=60)``."""
+
+    def build(session_id: str = "user-42", **kwargs: Any) -> ValkeySessionManager:
+        return ValkeySessionManager(session_id=session_id, client=kwargs.pop("client", client), **kwargs)
+
+    return build
+
+
+def command_counts(client: valkey.Valkey) -> dict[str, int]:
+    """Calls per command from ``INFO commandstats`` (commands run inside scripts included)."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+class CommandCounter:
+    """Count the server commands run inside a ``with`` block (``INFO`` itself excluded)."""
+
+    def __init__(self, client: valkey.Valkey) -> None:
+        self.client = client
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> CommandCounter:
+        self.before = command_counts(self.client)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = command_counts(self.client)
+        self.counts = {
+            name: calls - self.before.get(name, 0)
+            for name, calls in after.items()
+            if calls - self.before.get(name, 0) and name != "info"
+        }
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def calls(self, *names: str) -> int:
+        return sum(self.counts.get(name, 0) for name in names)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
