@@ -226,7 +226,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Create a message; identical content under its id is a retry and succeeds."""
         message_id = validate_message_id(session_message.message_id)
-        self._append(session_id, agent_id, [(message_id, codec.dumps(session_message.to_dict()))])
+        self._append(session_id, agent_id, [(message_id, codec.dump_message(session_message))])
 
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
@@ -321,7 +321,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         agent_id = agent.agent_id
         latest = self._latest_agent_message[agent_id]
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
-        record = (session_message.message_id, codec.dumps(session_message.to_dict()))
+        record = (session_message.message_id, codec.dump_message(session_message))
         batch = [*self._unconfirmed.pop(agent_id, []), record]
         # The SDK appended the message to agent.messages already: track it whatever happens next.
         self._latest_agent_message[agent_id] = session_message
@@ -338,3 +338,26 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     [message_id for message_id, _ in batch],
                 )
             raise
+
+    # -- the SDK's held-record bookkeeping, amortised ---------------------------------------
+
+    def _prune_held_records(self, agent: LocalAgent) -> None:
+        """Prune the SDK's held records when they outgrow the agent's messages, not on every sync.
+
+        The SDK's version walks every message of the agent on each sync (three times a turn), so a
+        turn cost O(conversation length). The held records are read only by
+        ``redact_latest_message``, which prunes first; in between, pruning once they outnumber the
+        agent's messages two to one keeps them bounded at amortised O(1) a sync.
+        """
+        if _sdk_prune is not None and len(self._held_records.get(agent.agent_id, ())) > 2 * len(agent.messages) + 16:
+            _sdk_prune(self, agent)
+
+    def redact_latest_message(self, redact_message: Message, agent: LocalAgent, **kwargs: Any) -> None:
+        """Redact the latest message (and its aliases from a retried prompt), as the SDK does."""
+        if _sdk_prune is not None:
+            _sdk_prune(self, agent)
+        super().redact_latest_message(redact_message, agent, **kwargs)
+
+
+#: The SDK's pruning of held records (private, hence looked up, not assumed).
+_sdk_prune = getattr(RepositorySessionManager, "_prune_held_records", None)
