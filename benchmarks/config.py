@@ -51,7 +51,7 @@ MODES = {
     ),
     "quick": Config(
         mode="quick",
-        turn_messages=200,
+        turn_messages=400,
         turn_runs=1,
         restore_n=(10, 100, 1000),
         restore_k=(0, 1_000_000),
