@@ -12,7 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .report import STORE_LABEL, STORE_ORDER  # noqa: E402
 
-COLOR = {"library": "C0", "naive": "C3", "file": "C2", "floor": "C7", "floor-mget": "C8", "none": "k"}
+COLOR = {
+    "library": "C0",
+    "naive": "C3",
+    "file": "C2",
+    "floor": "C7",
+    "floor-atomic": "C1",
+    "floor-mget": "C8",
+    "none": "k",
+}
 
 
 def draw_all(out: Path, results: dict[str, Any]) -> dict[str, str]:
@@ -48,7 +56,7 @@ def _turn(results: dict[str, Any]) -> Any:
     if not rows:
         return None
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    stores = ("library", "naive", "file", "floor")
+    stores = ("library", "naive", "file", "floor", "floor-atomic")
     _lines(left, rows, "from_messages", "hooks_median_ms", stores)
     left.set(title="time in session-manager hooks per turn", xlabel="messages in conversation", ylabel="ms")
     _lines(right, rows, "from_messages", "overhead_ms", stores)

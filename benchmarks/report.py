@@ -9,12 +9,13 @@ from typing import Any
 from .targets import evaluate
 from .timing import machine_line
 
-STORE_ORDER = ("library", "naive", "file", "floor", "floor-mget", "none")
+STORE_ORDER = ("library", "naive", "file", "floor", "floor-atomic", "floor-mget", "none")
 STORE_LABEL = {
     "library": "this library",
     "naive": "naive Valkey (SCAN)",
     "file": "FileSessionManager",
     "floor": "floor (raw valkey-py)",
+    "floor-atomic": "floor + atomic index (script)",
     "floor-mget": "floor, MGET only",
     "none": "no session manager",
 }
@@ -91,6 +92,9 @@ def _stores_section() -> list[str]:
         "- **floor (raw valkey-py)**: the minimum any Valkey store pays: one `SET ... EX` per message, one `MGET` "
         "of keys it already knows (+ `json.loads` of each) per restore, one `DEL` of the same keys per delete. It "
         "keeps no index, so it is not a usable store, only the bar.",
+        "- **floor + atomic index (script)** (per-turn only): the minimum of a store that indexes its messages "
+        "atomically, as the contract requires: one script per message that SETs it and ZADDs its id (the library's "
+        "append also checks the session's TTL deadline, refuses a conflicting overwrite and keeps the session index).",
         "- **no session manager**: the same agent without one (baseline of the per-turn overhead).",
         "",
         "All Valkey stores share one `valkey-server` started by the harness, with `decode_responses=True` clients "

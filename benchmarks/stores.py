@@ -37,6 +37,12 @@ PREFIX = {"library": "session", "naive": "naive", "floor": "floor"}
 SCAN_COUNT = 1000
 
 STORES = ("library", "naive", "file", "floor")
+ATOMIC_APPEND = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
 
 
 def message_json(record: SessionMessage) -> str:
@@ -151,13 +157,19 @@ def _bytes_as_base64(value: object) -> dict[str, Any]:
 
 
 class FloorSessionManager(SessionManager):
-    """The minimum a Valkey store pays per turn: one ``SET ... EX`` of each new message, nothing else."""
+    """The minimum a Valkey store pays per turn: one ``SET ... EX`` of each new message, nothing else.
 
-    def __init__(self, session_id: str, client: valkey.Valkey) -> None:
+    With ``atomic=True`` (``floor-atomic``), the minimum of a store that indexes its messages
+    atomically: one script that SETs the message and ZADDs its id (what the library's append does,
+    without its TTL deadline, conflict check and session index).
+    """
+
+    def __init__(self, session_id: str, client: valkey.Valkey, atomic: bool = False) -> None:
         """Write under ``floor:<session_id>:...``."""
         self.client = client
         self.prefix = f"{PREFIX['floor']}:{session_id}:agent:"
         self.count = 0
+        self.script = client.register_script(ATOMIC_APPEND) if atomic else None
 
     def append_message(self, message: Any, agent: Any, **kwargs: Any) -> None:
         """SET the message with its TTL: the same JSON as ``SessionMessage.to_dict()``, built directly."""
@@ -165,7 +177,11 @@ class FloorSessionManager(SessionManager):
         record = {"message": message, "message_id": self.count, "redact_message": None}
         record.update(created_at=now, updated_at=now)
         payload = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_bytes_as_base64)
-        self.client.set(f"{self.prefix}{agent.agent_id}:message:{self.count}", payload, ex=TTL)
+        key = f"{self.prefix}{agent.agent_id}:message:{self.count}"
+        if self.script is None:
+            self.client.set(key, payload, ex=TTL)
+        else:
+            self.script(keys=[key, f"{self.prefix}{agent.agent_id}:messages"], args=[payload, self.count, TTL])
         self.count += 1
 
     def redact_latest_message(self, redact_message: Any, agent: Any, **kwargs: Any) -> None:
@@ -189,7 +205,7 @@ def make_manager(store: str, session_id: str, client: valkey.Valkey | None, file
         return NaiveValkeySessionManager(session_id, client)
     if store == "file":
         return FileSessionManager(session_id=session_id, storage_dir=str(file_dir))
-    if store == "floor":
+    if store in ("floor", "floor-atomic"):
         assert client is not None
-        return FloorSessionManager(session_id, client)
+        return FloorSessionManager(session_id, client, atomic=store == "floor-atomic")
     raise ValueError(f"unknown store {store!r}")

@@ -23,7 +23,14 @@ def test_smoke_run_measures_every_scenario_for_every_store_and_writes_the_report
     assert SCENARIOS <= results.keys()
     assert {row["store"] for row in results["restore"]} == {"library", "naive", "file", "floor", "floor-mget"}
     assert {row["store"] for row in results["delete"]} == {"library", "naive", "file", "floor"}
-    assert {row["store"] for row in results["turn"]["buckets"]} == {"none", "library", "naive", "file", "floor"}
+    assert {row["store"] for row in results["turn"]["buckets"]} == {
+        "none",
+        "library",
+        "naive",
+        "file",
+        "floor",
+        "floor-atomic",
+    }
     assert {row["store"] for row in results["concurrency"]} == {"none", "library", "naive", "file", "floor"}
     report = (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
     assert "## Targets" in report
