@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from typing import Any
 
 import pytest
 import valkey
@@ -51,38 +52,33 @@ def run_agent(port: int, session: str, agent_id: str, turns: int, barrier: objec
         agent(f"{agent_id} q{t}")
 
 
-def test_agents_on_threads_share_one_session_without_disturbing_each_other(
-    server: LocalValkey, client: valkey.Valkey
+def run_together(kind: str, port: int, session: str, agents: int, turns: int) -> list[Any]:
+    """Run one agent per thread or process, all released at once by a barrier; wait for them all."""
+    if kind == "threads":
+        barrier: Any = threading.Barrier(agents)
+        worker: Any = threading.Thread
+    else:
+        context = multiprocessing.get_context("spawn")
+        barrier, worker = context.Barrier(agents), context.Process
+    workers = [worker(target=run_agent, args=(port, session, f"agent-{i}", turns, barrier)) for i in range(agents)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    return workers
+
+
+@pytest.mark.parametrize(("kind", "agents", "turns"), [("threads", 8, 5), ("processes", 4, 3)])
+def test_agents_share_one_brand_new_session_without_disturbing_each_other(
+    server: LocalValkey, client: valkey.Valkey, kind: str, agents: int, turns: int
 ) -> None:
-    barrier = threading.Barrier(8)
-    threads = [
-        threading.Thread(target=run_agent, args=(server.port, "shared", f"agent-{i}", 5, barrier)) for i in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    workers = run_together(kind, server.port, "shared", agents, turns)
 
-    for i in range(8):
-        assert stored_texts(client, "shared", f"agent-{i}") == expected(f"agent-{i}", 5)
-    assert len(client.smembers("session:shared:index")) == 8
-
-
-def test_agents_in_processes_share_one_brand_new_session(server: LocalValkey, client: valkey.Valkey) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    processes = [
-        context.Process(target=run_agent, args=(server.port, "brand-new", f"worker-{i}", 3, barrier)) for i in range(4)
-    ]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
-
-    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
-    assert client.type("session:brand-new") == "string"
-    for i in range(4):
-        assert stored_texts(client, "brand-new", f"worker-{i}") == expected(f"worker-{i}", 3)
+    assert [getattr(w, "exitcode", 0) for w in workers] == [0] * agents
+    assert client.type("session:shared") == "string"
+    for i in range(agents):
+        assert stored_texts(client, "shared", f"agent-{i}") == expected(f"agent-{i}", turns)
+    assert len(client.smembers("session:shared:index")) == agents
 
 
 def test_a_session_created_between_read_and_create_is_joined_not_an_error(client: valkey.Valkey, make_agent) -> None:
