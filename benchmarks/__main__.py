@@ -8,6 +8,7 @@ runs every scenario, and writes ``benchmarks.md``, ``benchmarks.json`` and PNG p
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
@@ -50,12 +51,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     parser.add_argument("--server", default=None, help="valkey-server binary (default: from PATH)")
+    parser.add_argument("--from-json", type=Path, help="do not run: re-render the report from a benchmarks.json")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmarks and write the report; returns the results."""
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text(encoding="utf-8"))
+        report.write(args.out, results, plots=not args.no_plots)
+        return results
     config = MODES[args.mode or "full"]
     started = time.monotonic()
 

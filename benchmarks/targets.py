@@ -84,6 +84,7 @@ def _turn_targets(turn: dict[str, Any]) -> list[dict[str, str]]:
     floor = {row["from_messages"]: row for row in buckets if row["store"] == "floor"}
     if not lib or not floor:
         return []
+    atomic = {row["from_messages"]: row for row in buckets if row["store"] == "floor-atomic"}
     ratios = [row["hooks_median_ms"] / floor[row["from_messages"]]["hooks_median_ms"] for row in lib]
     first, last = lib[0], lib[-1]
     floor_first, floor_last = floor[first["from_messages"]], floor[last["from_messages"]]
@@ -107,4 +108,23 @@ def _turn_targets(turn: dict[str, Any]) -> list[dict[str, str]]:
             f"({floor_growth:.2f}x): net {growth / floor_growth:.2f}x",
             "verdict": _verdict(growth / floor_growth <= 1.2),
         },
+        {
+            "target": "(proposed instead) per-turn overhead <= 2x the floor's two SET EX, at every conversation size",
+            "measured": f"ratio {min(ratios):.2f}x to {max(ratios):.2f}x",
+            "verdict": _verdict(max(ratios) <= 2),
+        },
+        *_atomic_target(lib, atomic),
+    ]
+
+
+def _atomic_target(lib: list[dict[str, Any]], atomic: dict[int, dict[str, Any]]) -> list[dict[str, str]]:
+    if not all(row["from_messages"] in atomic for row in lib):
+        return []
+    ratios = [row["hooks_median_ms"] / atomic[row["from_messages"]]["hooks_median_ms"] for row in lib]
+    return [
+        {
+            "target": "(proposed instead) per-turn overhead <= 1.5x the floor + atomic index (one script: SET + ZADD)",
+            "measured": f"ratio {min(ratios):.2f}x to {max(ratios):.2f}x (median {statistics.median(ratios):.2f}x)",
+            "verdict": _verdict(max(ratios) <= 1.5),
+        }
     ]
