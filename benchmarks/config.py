@@ -20,9 +20,10 @@ class Config:
     #: delete_session: messages per session, timed rounds (at the smallest and largest K).
     delete_n: tuple[int, ...]
     delete_repeats: int
-    #: many sessions at once: (processes, threads per process), timed turns per thread.
+    #: many sessions at once: (processes, threads per process), timed turns per thread, rounds of each.
     concurrency: tuple[tuple[int, int], ...]
     concurrency_turns: int
+    concurrency_rounds: int
     #: memory: messages stored per size; (de)serialisation: messages per timing.
     memory_messages: int
     codec_messages: int
@@ -45,6 +46,7 @@ MODES = {
         delete_repeats=9,
         concurrency=((1, 1), (1, 4), (1, 8), (2, 4), (2, 8), (4, 4)),
         concurrency_turns=40,
+        concurrency_rounds=3,
         memory_messages=1000,
         codec_messages=1000,
         codec_repeats=15,
@@ -60,6 +62,7 @@ MODES = {
         delete_repeats=4,
         concurrency=((1, 1), (1, 4), (2, 4)),
         concurrency_turns=15,
+        concurrency_rounds=1,
         memory_messages=200,
         codec_messages=1000,
         codec_repeats=5,
@@ -75,6 +78,7 @@ MODES = {
         delete_repeats=2,
         concurrency=((1, 2),),
         concurrency_turns=2,
+        concurrency_rounds=1,
         memory_messages=10,
         codec_messages=20,
         codec_repeats=2,

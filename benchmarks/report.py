@@ -41,9 +41,20 @@ def _stores(rows: list[dict[str, Any]]) -> list[str]:
 def write(out: Path, results: dict[str, Any], plots: bool = True) -> None:
     """Write the three outputs into ``out`` (created if needed)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    (out / "benchmarks.json").write_text(json.dumps(_rounded(results), indent=1) + "\n", encoding="utf-8")
     images = _plots(out, results) if plots else {}
     (out / "benchmarks.md").write_text(markdown(results, images), encoding="utf-8")
+
+
+def _rounded(value: Any) -> Any:
+    """Cut floats to 7 decimals (0.1 us in seconds), so the raw JSON stays readable and small."""
+    if isinstance(value, float):
+        return round(value, 7)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
 
 
 def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
@@ -219,9 +230,9 @@ def _concurrency_section(results: dict[str, Any], images: dict[str, str], machin
         "## Many sessions at once",
         "",
         "P processes x T threads, each thread an agent (default sliding-window conversation manager) with its own "
-        "session, all released together. Cells: turns/s over the whole run (p99 of one turn, ms). On a machine "
-        "with few cores the agents compete with the server and each other for CPU: compare the stores with "
-        "each other and with *no session manager*, not with other machines.",
+        "session, all released together. Cells: turns/s over the whole run, median of the rounds (p99 of one turn "
+        "over all rounds, ms). On a machine with few cores the agents compete with the server and each other for "
+        "CPU: compare the stores with each other and with *no session manager*, not with other machines.",
         "",
         *_table(["P x T", *(STORE_LABEL[s] for s in stores)], table),
         "",

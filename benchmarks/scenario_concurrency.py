@@ -2,7 +2,7 @@
 
 Agents use the SDK's default conversation manager (a sliding window), as most users do. All
 threads of all processes start together (a barrier), each runs ``concurrency_turns`` turns; the
-result is turns/s over the whole run and the latency percentiles of single turns.
+result is the median over rounds of turns/s, and the latency percentiles of all single turns.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _process(store: str, port: int, file_dir: str, tag: str, threads: int, turns
 
 
 def measure(context: Context, store: str, processes: int, threads: int, tag: str) -> dict[str, Any]:
-    """Run one (store, P, T) configuration and aggregate its processes' results."""
+    """Run one (store, P, T) configuration once; returns its wall time and every turn's latency."""
     spawn = multiprocessing.get_context("spawn")
     barrier, out = spawn.Barrier(processes), spawn.Queue()
     turns = context.config.concurrency_turns
@@ -81,24 +81,32 @@ def measure(context: Context, store: str, processes: int, threads: int, tag: str
     for child in children:
         child.join(timeout=60)
     latencies = [latency for report in reports for latency in report["latencies"]]
-    wall = max(report["wall_s"] for report in reports)
-    return {
-        "store": store,
-        "processes": processes,
-        "threads": threads,
-        "turns": len(latencies),
-        "turns_per_s": len(latencies) / wall,
-        "median_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": percentile(latencies, 99) * 1e3,
-    }
+    return {"turns": len(latencies), "wall_s": max(report["wall_s"] for report in reports), "latencies": latencies}
 
 
 def run(context: Context) -> list[dict[str, Any]]:
-    """Every (P, T) of the config, stores in a rotating order so none always goes first."""
+    """Every (P, T) of the config, ``concurrency_rounds`` times, the stores' order rotating every round."""
     results = []
-    for index, (processes, threads) in enumerate(context.config.concurrency):
-        order = STORES[index % len(STORES) :] + STORES[: index % len(STORES)]
-        for store in order:
-            results.append(measure(context, store, processes, threads, f"{processes}x{threads}-{store}"))
+    for processes, threads in context.config.concurrency:
+        runs: dict[str, list[dict[str, Any]]] = {store: [] for store in STORES}
+        for round_ in range(context.config.concurrency_rounds):
+            order = STORES[round_ % len(STORES) :] + STORES[: round_ % len(STORES)]
+            for store in order:
+                tag = f"{processes}x{threads}-{store}-{round_}"
+                runs[store].append(measure(context, store, processes, threads, tag))
+        for store, measured in runs.items():
+            latencies = [latency for one in measured for latency in one["latencies"]]
+            results.append(
+                {
+                    "store": store,
+                    "processes": processes,
+                    "threads": threads,
+                    "rounds": len(measured),
+                    "turns": len(latencies),
+                    "turns_per_s": statistics.median(one["turns"] / one["wall_s"] for one in measured),
+                    "median_ms": statistics.median(latencies) * 1e3,
+                    "p99_ms": percentile(latencies, 99) * 1e3,
+                }
+            )
         context.log(f"concurrency: {processes} processes x {threads} threads done")
     return results

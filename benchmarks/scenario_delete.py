@@ -25,32 +25,34 @@ def run(context: Context) -> list[dict[str, Any]]:
         populate(context, k)
         context.log(f"delete: K={k}")
         for n in config.delete_n:
-            records = session_messages(n)
-            state: dict[str, Any] = {}
-
-            def setup(name: str, records: list[Any] = records, state: dict[str, Any] = state, n: int = n) -> None:
-                sid = f"delete-{n}"
-                if name == "library":
-                    state["library"] = seed_library(client, sid, records)
-                elif name == "naive":
-                    state["naive"] = seed_naive(client, sid, records)
-                elif name == "floor":
-                    manager = seed_library(client, f"{sid}-floor", records)
-                    state["floor"] = library_keys(client, manager, f"{sid}-floor")
-                else:
-                    directory = context.file_dir / sid
-                    shutil.rmtree(directory, ignore_errors=True)
-                    state["file"] = seed_file(directory, sid, records)
-
-            sid = f"delete-{n}"
-            cases: dict[str, Callable[[], Any]] = {
-                "library": lambda sid=sid, state=state: state["library"].delete_session(sid),
-                "naive": lambda sid=sid, state=state: state["naive"].delete_session(sid),
-                "file": lambda sid=sid, state=state: state["file"].delete_session(sid),
-                "floor": lambda state=state: client.delete(*state["floor"]),
-            }
-            samples = interleaved(cases, config.delete_repeats, setup=setup)
+            samples = _measure(context, n)
             for store, values in samples.items():
                 results.append({"store": store, "n": n, "k": k, **summary(values), "samples": values})
     client.flushall()
     return results
+
+
+def _measure(context: Context, n: int) -> dict[str, list[float]]:
+    """Interleaved deletes of an N-message session, each store's re-created (untimed) before each."""
+    client, sid, records = context.client, f"delete-{n}", session_messages(n)
+    seeded: dict[str, Any] = {}
+
+    def setup(store: str) -> None:
+        if store == "library":
+            seeded[store] = seed_library(client, sid, records)
+        elif store == "naive":
+            seeded[store] = seed_naive(client, sid, records)
+        elif store == "floor":
+            manager = seed_library(client, f"{sid}-floor", records)
+            seeded[store] = library_keys(client, manager, f"{sid}-floor")
+        else:
+            shutil.rmtree(context.file_dir / sid, ignore_errors=True)
+            seeded[store] = seed_file(context.file_dir / sid, sid, records)
+
+    cases: dict[str, Callable[[], Any]] = {
+        "library": lambda: seeded["library"].delete_session(sid),
+        "naive": lambda: seeded["naive"].delete_session(sid),
+        "file": lambda: seeded["file"].delete_session(sid),
+        "floor": lambda: client.delete(*seeded["floor"]),
+    }
+    return interleaved(cases, context.config.delete_repeats, setup=setup)
