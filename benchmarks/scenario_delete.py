@@ -12,23 +12,23 @@ from typing import Any
 
 from .messages import session_messages
 from .scenario_restore import populate
-from .seed import Context, library_keys, seed_file, seed_library, seed_naive
+from .seed import Context, empty, library_keys, seed_file, seed_library, seed_naive
 from .timing import interleaved, summary
 
 
 def run(context: Context) -> list[dict[str, Any]]:
     """Time each store's delete for every N, at K = min and max of the restore K's."""
-    config, client = context.config, context.client
+    config = context.config
     results = []
     for k in sorted({min(config.restore_k), max(config.restore_k)}):
-        client.flushall()
+        empty(context)
         populate(context, k)
         context.log(f"delete: K={k}")
         for n in config.delete_n:
             samples = _measure(context, n)
             for store, values in samples.items():
                 results.append({"store": store, "n": n, "k": k, **summary(values), "samples": values})
-    client.flushall()
+    empty(context)
     return results
 
 

@@ -24,7 +24,7 @@ from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.scripted_model import ScriptedModel
 
 from .messages import session_messages
-from .seed import AGENT_ID, Context, decode_all, seed_file, seed_floor, seed_library, seed_naive
+from .seed import AGENT_ID, Context, decode_all, empty, seed_file, seed_floor, seed_library, seed_naive
 from .stores import TTL, NaiveValkeySessionManager
 from .timing import interleaved, summary
 
@@ -51,7 +51,7 @@ def agent_from(manager: Any) -> Agent:
 def run(context: Context) -> list[dict[str, Any]]:
     """Time every (level, store) for every N, K; K grows in place so sessions are seeded once."""
     config, client = context.config, context.client
-    client.flushall()
+    empty(context)
     sessions: dict[int, dict[str, Any]] = {}
     for n in config.restore_n:
         records = session_messages(n)
@@ -76,7 +76,7 @@ def run(context: Context) -> list[dict[str, Any]]:
             for name, values in samples.items():
                 level, store = name.split("/")
                 results.append({"level": level, "store": store, "n": n, "k": k, **summary(values), "samples": values})
-    client.flushall()
+    empty(context)
     return results
 
 

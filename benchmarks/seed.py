@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,16 @@ class Context:
     file_dir: Path
     log: Any
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def empty(context: Context) -> None:
+    """Empty the server and wait until memory freed in the background (lazyfree) is really freed."""
+    context.client.execute_command("FLUSHALL", "SYNC")
+    deadline = time.monotonic() + 120
+    while int(context.client.info("memory").get("lazyfree_pending_objects", 0)):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server still frees memory from an earlier FLUSHALL after 120 s")
+        time.sleep(0.05)
 
 
 def session_agent() -> SessionAgent:
