@@ -41,7 +41,7 @@ def _stores(rows: list[dict[str, Any]]) -> list[str]:
 def write(out: Path, results: dict[str, Any], plots: bool = True) -> None:
     """Write the three outputs into ``out`` (created if needed)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks.json").write_text(json.dumps(_rounded(results), indent=1) + "\n", encoding="utf-8")
+    (out / "benchmarks.json").write_text(json.dumps(_rounded(results), separators=(",", ":")) + "\n", encoding="utf-8")
     images = _plots(out, results) if plots else {}
     (out / "benchmarks.md").write_text(markdown(results, images), encoding="utf-8")
 
