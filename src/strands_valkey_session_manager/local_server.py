@@ -83,17 +83,26 @@ class LocalValkey:
             finally:
                 probe.close()  # type: ignore[no-untyped-call]
 
+    def restart(self, timeout: float = 20.0, crash: bool = False) -> LocalValkey:
+        """Stop the server (SIGKILL if ``crash``) and start it again on the same port, keeping its dir and data."""
+        self._halt(signal.SIGKILL if crash else signal.SIGTERM)
+        return self.start(timeout)
+
     def stop(self) -> None:
         """Stop the server by its pid (SIGTERM, then SIGKILL) and remove its directory."""
+        self._halt(signal.SIGTERM)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _halt(self, how: signal.Signals) -> None:
+        """Send ``how`` to the server's pid and wait for it to exit (SIGKILL after 10 s)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(how)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> LocalValkey:
         """Start on entering a ``with`` block."""

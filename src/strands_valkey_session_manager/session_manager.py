@@ -16,9 +16,7 @@ from strands.types.content import Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 from valkey.cluster import ValkeyCluster
-from valkey.exceptions import ConnectionError as ValkeyConnectionError
-from valkey.exceptions import ResponseError, ValkeyError
-from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
 
 from . import codec, scripts
 from .keys import KeySchema, validate_id, validate_message_id
@@ -108,6 +106,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Turn anything Valkey raises into a ``SessionException`` naming the operation and key."""
         try:
             yield
+        except OutOfMemoryError as error:
+            raise SessionException(
+                f"key=<{key}> | {operation} refused, nothing was written: Valkey is out of memory (maxmemory "
+                f"reached under a noeviction policy). Free memory or raise maxmemory, then retry. ({error})"
+            ) from error
         except ResponseError as error:
             code, detail = scripts.error_code(error)
             if code == scripts.NOTFOUND:
@@ -314,9 +317,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def append_message(self, message: Message, agent: LocalAgent, **kwargs: Any) -> None:
         """Append a message to the agent's session in one round trip.
 
-        If an earlier append failed on the wire (timeout, dropped connection, failover), that
-        message is re-sent first, byte for byte, in the same atomic write: message ids stay
-        gap-free, and a write that did land after all is recognised as done, not as a conflict.
+        If an earlier append failed (timeout, dropped connection, failover, out of memory: anything
+        but a refusal by the script), that message is re-sent first, byte for byte, in the same
+        atomic write: message ids stay gap-free, nothing the agent holds goes missing from the
+        store, and a write that did land after all is recognised as done, not as a conflict.
         """
         agent_id = agent.agent_id
         latest = self._latest_agent_message[agent_id]
@@ -329,7 +333,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         try:
             self._append(self.session_id, agent_id, batch)
         except SessionException as error:
-            if isinstance(error.__cause__, (ValkeyConnectionError, ValkeyTimeoutError)):
+            cause = error.__cause__
+            if not (isinstance(cause, ResponseError) and scripts.error_code(cause)[0]):  # not refused: re-send
                 self._unconfirmed[agent_id] = batch
                 logger.debug(
                     "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",

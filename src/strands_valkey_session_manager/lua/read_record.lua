@@ -1,4 +1,5 @@
-#!lua
+#!lua flags=allow-oom
+-- allow-oom: restoring must work on a full server (its only write, the TTL refresh, adds no memory).
 -- Read one record of a session (an agent, a multi-agent) and slide the session's expiry if due,
 -- so restoring an agent keeps its whole session alive. Flagged as writing: the refresh writes.
 --   KEYS[3]  the record key
