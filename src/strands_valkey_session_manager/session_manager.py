@@ -148,7 +148,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
         key = self.keys.session(session.session_id)
         with self._errors("create session", key):
-            created = self.client.set(key, codec.dumps(session.to_dict()), nx=True, px=self.ttl_ms or None)
+            created = self.client.set(key, codec.encode(session), nx=True, px=self.ttl_ms or None)
         if not created:
             if not self._opening:
                 raise SessionException(f"Session {session.session_id} already exists")
@@ -174,9 +174,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     # -- agents -----------------------------------------------------------------------------
 
-    def _write_record(self, operation: str, session_id: str, key: str, record: dict[str, Any], **how: str) -> str:
+    def _write_record(self, operation: str, session_id: str, key: str, record: codec.Encodable, **how: str) -> str:
         """Create or update one JSON record; returns the ``created_at`` it was stored with."""
-        created_at, body = codec.split_created_at(record) if "created_at" in record else (b"", codec.dumps(record))
+        data = codec.to_dict(record)
+        created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
         mode, suffix = how.get("mode", "create"), how.get("suffix", "")
         with self._errors(operation, key, how.get("not_found", "")):
             stored = self._script(scripts.WRITE_RECORD, session_id, key, [mode, suffix, created_at, body])
@@ -194,7 +195,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
         suffix = self.keys.agent_suffix(agent_id)
-        self._write_record("create agent", session_id, key, session_agent.to_dict(), suffix=suffix)
+        self._write_record("create agent", session_id, key, session_agent, suffix=suffix)
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
@@ -208,7 +209,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.agent(session_id, agent_id)
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
         session_agent.created_at = self._write_record(
-            "update agent", session_id, key, session_agent.to_dict(), mode="update", not_found=not_found
+            "update agent", session_id, key, session_agent, mode="update", not_found=not_found
         )
 
     # -- messages ---------------------------------------------------------------------------
@@ -229,7 +230,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Create a message; identical content under its id is a retry and succeeds."""
         message_id = validate_message_id(session_message.message_id)
-        self._append(session_id, agent_id, [(message_id, codec.dumps(session_message.to_dict()))])
+        self._append(session_id, agent_id, [(message_id, codec.encode(session_message))])
 
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
@@ -246,7 +247,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             "update message",
             session_id,
             key,
-            session_message.to_dict(),
+            session_message,
             mode="update",
             not_found=f"Message {message_id} does not exist",
         )
@@ -274,11 +275,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             ids = ids[offset:] if limit is None else ids[offset : offset + limit]
         if limit == 0 or not ids:
             return []
+        try:
+            numbers = [int(message_id) for message_id in ids]
+        except ValueError as error:
+            raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         prefix = self.keys.message_prefix(session_id, agent_id)
-        keys = [f"{prefix}{int(message_id)}" for message_id in ids]
+        keys = [f"{prefix}{number}" for number in numbers]
         with self._errors("list messages", ids_key):
             values = cast("list[bytes | str | None]", self.client.mget(keys))
-        missing = [int(message_id) for message_id, raw in zip(ids, values, strict=True) if raw is None]
+        missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
         if missing:
             logger.warning(
                 "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | messages listed in %s are missing from "
@@ -325,7 +330,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         agent_id = agent.agent_id
         latest = self._latest_agent_message[agent_id]
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
-        record = (session_message.message_id, codec.dumps(session_message.to_dict()))
+        record = (session_message.message_id, codec.encode(session_message))
         batch = [*self._unconfirmed.pop(agent_id, []), record]
         # The SDK appended the message to agent.messages already: track it whatever happens next.
         self._latest_agent_message[agent_id] = session_message
