@@ -149,9 +149,12 @@ def test_connection_killed_while_a_tool_runs_is_replaced_transparently(client: v
     admin.close()
 
 
-def run_turn_while_its_append_is_killed(local: LocalValkey, agent: Agent) -> BaseException | None:
+def run_turn_while_its_append_is_killed(
+    local: LocalValkey, client: valkey.Valkey, agent: Agent
+) -> BaseException | None:
     """Run a turn whose first write is held by CLIENT PAUSE, killed in flight, then let the server go on."""
     admin = local.client()
+    client.ping()  # the agent's idle pooled connection now shows cmd=ping, not a past evalsha
     admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
     outcome: list[BaseException | None] = []
 
@@ -179,7 +182,7 @@ def test_connection_killed_in_flight_raises_session_exception_and_next_turn_rese
     agent = agent_on(client)
     agent("before")
 
-    error = run_turn_while_its_append_is_killed(local, agent)
+    error = run_turn_while_its_append_is_killed(local, client, agent)
 
     assert isinstance(error, SessionException)
     assert isinstance(error.__cause__, valkey.exceptions.ConnectionError)
@@ -197,7 +200,7 @@ def test_connection_killed_in_flight_is_retried_by_the_recommended_retry_policy(
     )
     agent = agent_on(client)
 
-    error = run_turn_while_its_append_is_killed(local, agent)
+    error = run_turn_while_its_append_is_killed(local, client, agent)
 
     assert error is None
     assert len(agent.messages) == 2
