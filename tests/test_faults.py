@@ -385,6 +385,26 @@ def test_evicted_half_of_a_tool_call_is_named_in_a_warning_and_the_restore_is_va
     assert_valid_conversation(restored.messages)
 
 
+@pytest.mark.parametrize("victim", ["", ":agent:assistant", ":agent:assistant:messages"])
+def test_evicted_session_agent_or_id_set_makes_the_next_append_refuse_rather_than_overwrite(
+    start_server, victim: str
+) -> None:
+    local = start_server("--maxmemory-policy", "allkeys-lru", "--maxmemory-samples", "64")
+    client, raw = local.client(), local.client(decode_responses=False)
+    agent_on(client, ["answer"])("question")
+    messages_before = {
+        key: raw.dump(key) for key in raw.scan_iter(match=f"session:{SESSION}:agent:assistant:message:*")
+    }
+
+    evict(client, raw, f"session:{SESSION}{victim}")
+    restored = agent_on(client)  # the conversation cannot be found any more, so it starts empty
+    with pytest.raises(SessionException, match="evicted") as failure:
+        restored("hello again")
+
+    assert f"session:{SESSION}:agent:assistant:message:0" in str(failure.value)
+    assert {key: raw.dump(key) for key in messages_before} == messages_before  # nothing silently overwritten
+
+
 # -- a slow server ------------------------------------------------------------------------------
 
 

@@ -119,7 +119,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 raise SessionException(
                     f"key=<{detail}> | {operation} refused: that message id already holds a different message. "
                     "Another writer is appending to the same (session_id, agent_id); give each agent its own "
-                    "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored."
+                    "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored. "
+                    "If there is no other writer, the session's records were evicted or deleted while its "
+                    "messages remain: run Valkey with maxmemory-policy noeviction."
                 ) from error
             if code == scripts.NOSESSION:
                 raise SessionException(
