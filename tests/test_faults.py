@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import valkey
 from _reliability import assert_index_consistent, assert_valid_conversation, keyspace, restore
-from conftest import SERVER_BINARY, wait_until
+from conftest import SERVER_BINARY
+from helpers import wait_until
 from strands import Agent, tool
 from strands.types.exceptions import SessionException
 from valkey.backoff import ExponentialBackoff
