@@ -17,11 +17,13 @@ def keyspace(client: valkey.Valkey) -> dict[Any, bytes]:
     return {key: client.dump(key) for key in client.scan_iter(count=1000)}
 
 
-def restore(client: valkey.Valkey, session_id: str, agent_id: str, **kwargs: Any) -> Agent:
-    """A fresh manager and agent restoring ``agent_id`` from Valkey, as a new process would."""
+def open_agent(
+    client: valkey.Valkey, session_id: str, agent_id: str = "assistant", replies: Any = (), **kwargs: Any
+) -> Agent:
+    """An agent on ``ScriptedModel(replies)`` with a fresh manager: it restores ``agent_id`` as a new process would."""
     return Agent(
         agent_id=agent_id,
-        model=kwargs.pop("model", None) or ScriptedModel(),
+        model=ScriptedModel(replies),
         session_manager=ValkeySessionManager(session_id=session_id, client=client),
         callback_handler=None,
         **kwargs,

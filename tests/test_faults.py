@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import valkey
-from _reliability import assert_index_consistent, assert_valid_conversation, keyspace, restore
+from _reliability import assert_index_consistent, assert_valid_conversation, keyspace, open_agent
 from conftest import SERVER_BINARY
 from helpers import wait_until
 from strands import Agent, tool
@@ -28,7 +28,6 @@ from valkey.retry import Retry
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.local_server import LocalValkey
-from strands_valkey_session_manager.scripted_model import ScriptedModel
 
 SESSION = "user-42"
 
@@ -47,20 +46,10 @@ def start_server() -> Iterator[Callable[..., LocalValkey]]:
         local.stop()
 
 
-def agent_on(client: valkey.Valkey, replies: Any = (), agent_id: str = "assistant", **kwargs: Any) -> Agent:
-    return Agent(
-        agent_id=agent_id,
-        model=ScriptedModel(replies),
-        session_manager=ValkeySessionManager(session_id=SESSION, client=client),
-        callback_handler=None,
-        **kwargs,
-    )
-
-
 def assert_stored_as_held(client: valkey.Valkey, agent: Agent) -> None:
     """The store is consistent and a fresh restore gives exactly the agent's messages: nothing lost or doubled."""
     assert_index_consistent(client, SESSION, agent.agent_id)
-    assert restore(client, SESSION, agent.agent_id).messages == agent.messages
+    assert open_agent(client, SESSION, agent.agent_id).messages == agent.messages
 
 
 def in_flight(admin: valkey.Valkey, command: str) -> dict[str, Any]:
@@ -76,7 +65,7 @@ def in_flight(admin: valkey.Valkey, command: str) -> dict[str, Any]:
 def test_aof_always_restores_every_acknowledged_message_after_a_server_crash(start_server) -> None:
     local = start_server("--appendonly", "yes", "--appendfsync", "always")
     client = local.client()
-    agent = agent_on(client, [{"tool": "lookup", "input": {"q": "valkey"}}, "found it", "bye"])
+    agent = open_agent(client, SESSION, replies=[{"tool": "lookup", "input": {"q": "valkey"}}, "found it", "bye"])
     agent("look it up")
     agent("thanks")
 
@@ -89,7 +78,7 @@ def test_aof_always_restores_every_acknowledged_message_after_a_server_crash(sta
 def test_agent_carries_on_with_its_old_client_after_the_server_restarted(start_server) -> None:
     local = start_server("--appendonly", "yes", "--appendfsync", "always")
     client = local.client()
-    agent = agent_on(client)
+    agent = open_agent(client, SESSION)
     agent("before")
 
     local.restart(crash=True)  # the client's pooled connection is now dead, the script cache empty
@@ -109,14 +98,14 @@ def test_server_crash_in_the_middle_of_a_turn_loses_only_the_unwritten_message_a
         local._halt(signal.SIGKILL)
         return "the server is down"
 
-    agent = agent_on(client, [{"tool": "crash_the_server"}, "done"], tools=[crash_the_server])
+    agent = open_agent(client, SESSION, replies=[{"tool": "crash_the_server"}, "done"], tools=[crash_the_server])
     with pytest.raises(SessionException) as failure:
         agent("go")
     assert isinstance(failure.value.__cause__, valkey.exceptions.ConnectionError)
 
     local.start()
     # Every write that returned is there; the toolResult, whose write failed, is not.
-    assert restore(client, SESSION, "assistant").messages == agent.messages[:-1]
+    assert open_agent(client, SESSION, "assistant").messages == agent.messages[:-1]
     agent("go on")  # re-sends the toolResult first, in the same atomic write
     assert_stored_as_held(client, agent)
 
@@ -125,7 +114,7 @@ def test_server_crash_in_the_middle_of_a_turn_loses_only_the_unwritten_message_a
 
 
 def test_connection_killed_between_turns_is_replaced_transparently(client: valkey.Valkey) -> None:
-    agent = agent_on(client)
+    agent = open_agent(client, SESSION)
     agent("one")
     client.client_kill_filter(_type="normal")  # every normal connection, this one included
 
@@ -142,7 +131,7 @@ def test_connection_killed_while_a_tool_runs_is_replaced_transparently(client: v
         """Kill the agent's connections between its toolUse and toolResult messages."""
         return f"killed {admin.client_kill_filter(_type='normal', skipme=True)}"
 
-    agent = agent_on(client, [{"tool": "kill_connections"}, "done"], tools=[kill_connections])
+    agent = open_agent(client, SESSION, replies=[{"tool": "kill_connections"}, "done"], tools=[kill_connections])
     agent("go")
 
     assert len(agent.messages) == 4
@@ -180,7 +169,7 @@ def run_turn_while_its_append_is_killed(
 def test_connection_killed_in_flight_raises_session_exception_and_next_turn_resends(start_server) -> None:
     local = start_server()
     client = local.client()
-    agent = agent_on(client)
+    agent = open_agent(client, SESSION)
     agent("before")
 
     error = run_turn_while_its_append_is_killed(local, client, agent)
@@ -199,7 +188,7 @@ def test_connection_killed_in_flight_is_retried_by_the_recommended_retry_policy(
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.01), 3),
         retry_on_error=[valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError],
     )
-    agent = agent_on(client)
+    agent = open_agent(client, SESSION)
 
     error = run_turn_while_its_append_is_killed(local, client, agent)
 
@@ -222,13 +211,15 @@ def converse_until_killed(port: int, tool_started: Any) -> None:
         return "never returned"
 
     client = valkey.Valkey(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10)
-    agent_on(client, [{"tool": "long_task", "input": {"n": 1}}], tools=[long_task])("start the long task")
+    open_agent(client, SESSION, replies=[{"tool": "long_task", "input": {"n": 1}}], tools=[long_task])(
+        "start the long task"
+    )
 
 
 def converse_forever(port: int) -> None:
     """Child process: text turns back to back, until SIGKILL lands somewhere inside one."""
     client = valkey.Valkey(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10)
-    agent = agent_on(client, [f"reply {turn}" for turn in range(1000)])
+    agent = open_agent(client, SESSION, replies=[f"reply {turn}" for turn in range(1000)])
     for turn in range(1000):
         agent(f"prompt {turn}")
 
@@ -245,7 +236,7 @@ def test_process_killed_while_a_tool_runs_leaves_a_restorable_conversation(clien
         child.join()
 
     assert assert_index_consistent(client, SESSION, "assistant") == [0, 1]  # only the in-flight toolResult is missing
-    agent = restore(client, SESSION, "assistant")
+    agent = open_agent(client, SESSION, "assistant")
     assert [list(m["content"][0]) for m in agent.messages] == [["text"], ["toolUse"]]
     agent("are you still there?")  # the SDK answers the dangling toolUse when the next prompt arrives
     assert_valid_conversation(agent.messages)
@@ -260,15 +251,16 @@ def test_process_killed_at_any_moment_leaves_a_gap_free_prefix_of_its_conversati
     child.start()
     ids_key = f"session:{SESSION}:agent:assistant:messages"
     try:
-        wait_until(lambda: client.zcard(ids_key) >= 20, timeout=60, what="20 stored messages")
+        wait_until(lambda: client.zcard(ids_key) >= 50, timeout=60, what="50 stored messages")
     finally:
         os.kill(child.pid, signal.SIGKILL)  # lands wherever the child is: mid-turn, mid-write, between turns
         child.join()
 
     count = len(assert_index_consistent(client, SESSION, "assistant"))
-    agent = restore(client, SESSION, "assistant")
+    stored = ValkeySessionManager(session_id=SESSION, client=client).list_messages(SESSION, "assistant")
     expected = [text for turn in range(count) for text in (f"prompt {turn}", f"reply {turn}")][:count]
-    assert [m["content"][0]["text"] for m in agent.messages] == expected
+    assert [m.message["content"][0]["text"] for m in stored] == expected
+    agent = open_agent(client, SESSION)  # holds the SDK's sliding window: the last 40 messages
     agent("resume")
     assert_stored_as_held(client, agent)
 
@@ -290,7 +282,7 @@ def full_server(start_server) -> tuple[valkey.Valkey, Agent]:
     """A noeviction server holding a two-message conversation, filled to maxmemory."""
     local = start_server("--maxmemory-policy", "noeviction")
     client = local.client()
-    agent = agent_on(client, ["first reply"])
+    agent = open_agent(client, SESSION, replies=["first reply"])
     agent("first")
     fill_to_maxmemory(client)
     return client, agent
@@ -312,7 +304,7 @@ def test_out_of_memory_refuses_the_whole_append_with_a_clear_error(full_server) 
 def test_out_of_memory_still_lets_an_agent_be_restored(full_server) -> None:
     client, agent = full_server
 
-    assert restore(client, SESSION, "assistant").messages == agent.messages
+    assert open_agent(client, SESSION, "assistant").messages == agent.messages
 
 
 def test_out_of_memory_still_lets_a_session_be_deleted(full_server) -> None:
@@ -370,14 +362,14 @@ def test_evicted_half_of_a_tool_call_is_named_in_a_warning_and_the_restore_is_va
 ) -> None:
     local = start_server("--maxmemory-policy", "allkeys-lru", "--maxmemory-samples", "64")
     client, raw = local.client(), local.client(decode_responses=False)
-    agent = agent_on(client, [{"tool": "lookup", "input": {"q": 1}}, "answer", "bye"])
+    agent = open_agent(client, SESSION, replies=[{"tool": "lookup", "input": {"q": 1}}, "answer", "bye"])
     agent("question")
     agent("thanks")
     assert half in agent.messages[victim_id]["content"][0]
 
     evict(client, raw, f"session:{SESSION}:agent:assistant:message:{victim_id}")
     with caplog.at_level(logging.WARNING):
-        restored = restore(client, SESSION, "assistant", model=ScriptedModel(["still here"]))
+        restored = open_agent(client, SESSION, replies=["still here"])
 
     warnings = [r.getMessage() for r in caplog.records if r.name == "strands_valkey_session_manager.session_manager"]
     assert any(f"message_ids=<[{victim_id}]>" in text for text in warnings), warnings
@@ -392,13 +384,13 @@ def test_evicted_session_agent_or_id_set_makes_the_next_append_refuse_rather_tha
 ) -> None:
     local = start_server("--maxmemory-policy", "allkeys-lru", "--maxmemory-samples", "64")
     client, raw = local.client(), local.client(decode_responses=False)
-    agent_on(client, ["answer"])("question")
+    open_agent(client, SESSION, replies=["answer"])("question")
     messages_before = {
         key: raw.dump(key) for key in raw.scan_iter(match=f"session:{SESSION}:agent:assistant:message:*")
     }
 
     evict(client, raw, f"session:{SESSION}{victim}")
-    restored = agent_on(client)  # the conversation cannot be found any more, so it starts empty
+    restored = open_agent(client, SESSION)  # the conversation cannot be found any more, so it starts empty
     with pytest.raises(SessionException, match="evicted") as failure:
         restored("hello again")
 
@@ -437,7 +429,7 @@ def still_asleep(local: LocalValkey) -> bool:
 def test_slow_server_fails_the_call_within_the_socket_timeout_and_the_session_stays_consistent(start_server) -> None:
     local = start_server("--enable-debug-command", "yes")
     client = local.client(socket_timeout=0.5)
-    agent = agent_on(client)
+    agent = open_agent(client, SESSION)
     agent("before")
 
     sleeper = put_to_sleep(local, 3)

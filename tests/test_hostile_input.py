@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import valkey
-from _reliability import keyspace, restore
+from _reliability import keyspace, open_agent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strands import Agent
@@ -34,13 +34,11 @@ CHARS = st.one_of(st.characters(), st.characters(min_codepoint=0x10000), st.samp
 TEXT = st.text(CHARS, max_size=24) | st.just("__bytes_encoded__")
 
 
-def agent_on(client: valkey.Valkey, session_id: str, agent_id: str, replies: Any = (), **kwargs: Any) -> Agent:
-    return Agent(
-        agent_id=agent_id,
-        model=ScriptedModel(replies),
-        session_manager=ValkeySessionManager(session_id=session_id, client=client),
-        callback_handler=None,
-        **kwargs,
+def team(client: valkey.Valkey | None = None, swarm_id: str = "team") -> Swarm:
+    """A one-node Swarm, kept in session user-42 when given a client."""
+    manager = ValkeySessionManager(session_id="user-42", client=client) if client is not None else None
+    return Swarm(
+        [Agent(name="node", model=ScriptedModel(), callback_handler=None)], id=swarm_id, session_manager=manager
     )
 
 
@@ -58,13 +56,13 @@ def test_any_session_id_round_trips_or_is_refused_before_anything_is_written(cli
     client.flushall()
     if refused_by_contract(session_id):
         with pytest.raises(ValueError, match="session_id=<"):
-            agent_on(client, session_id, "assistant")
+            open_agent(client, session_id, "assistant")
         assert keyspace(client) == {}
         return
-    agent = agent_on(client, session_id, "assistant", ["hi back"])
+    agent = open_agent(client, session_id, "assistant", ["hi back"])
     agent("hi")
     assert client.exists(f"session:{session_id}", f"session:{session_id}:agent:assistant:message:1") == 2
-    assert restore(client, session_id, "assistant").messages == agent.messages
+    assert open_agent(client, session_id, "assistant").messages == agent.messages
 
 
 @modest
@@ -78,10 +76,10 @@ def test_any_agent_id_round_trips_or_is_refused_before_anything_is_written(clien
             Agent(agent_id=agent_id, model=ScriptedModel(), session_manager=manager, callback_handler=None)
         assert keyspace(client) == before
         return
-    agent = agent_on(client, "user-42", agent_id, ["hi back"])
+    agent = open_agent(client, "user-42", agent_id, ["hi back"])
     agent("hi")
     assert client.exists(f"session:user-42:agent:{agent_id}:message:1")
-    assert restore(client, "user-42", agent_id).messages == agent.messages
+    assert open_agent(client, "user-42", agent_id).messages == agent.messages
 
 
 # -- message contents ---------------------------------------------------------------------------
@@ -136,9 +134,9 @@ def test_any_message_content_round_trips_exactly_through_list_messages(client, m
 @given(messages=conversation(TEXT_BLOCK | BYTES_BLOCK))
 def test_any_conversation_an_agent_holds_is_restored_exactly(client, messages: list[dict[str, Any]]) -> None:
     client.flushall()
-    agent = agent_on(client, "user-42", "assistant", messages=messages)
+    agent = open_agent(client, "user-42", "assistant", messages=messages)
 
-    restored = restore(client, "user-42", "assistant")
+    restored = open_agent(client, "user-42", "assistant")
 
     assert restored.messages == agent.messages
     assert [m["content"] for m in restored.messages] == [m["content"] for m in messages]
@@ -147,11 +145,11 @@ def test_any_conversation_an_agent_holds_is_restored_exactly(client, messages: l
 def test_a_10_mb_message_round_trips_exactly(client) -> None:
     chunk = 'ascii é 中文 \U0001f600 \U0010ffff \x00\x1b \ud800 "quoted" \\ \n'
     huge = (chunk * (10_000_000 // len(chunk) + 1))[:10_000_000]
-    agent = agent_on(client, "user-42", "assistant", ["got it"])
+    agent = open_agent(client, "user-42", "assistant", ["got it"])
 
     agent(huge)
 
-    assert restore(client, "user-42", "assistant").messages == agent.messages
+    assert open_agent(client, "user-42", "assistant").messages == agent.messages
     assert agent.messages[0]["content"][0]["text"] == huge
 
 
@@ -164,10 +162,10 @@ def nested(depth: int) -> Any:
 
 @pytest.mark.parametrize("depth", [50, 200])
 def test_deeply_nested_content_round_trips_exactly(client, depth: int) -> None:
-    agent = agent_on(client, "user-42", "assistant", [{"tool": "inspect", "input": {"tree": nested(depth)}}, "done"])
+    agent = open_agent(client, "user-42", "assistant", [{"tool": "inspect", "input": {"tree": nested(depth)}}, "done"])
     agent("go deep")
 
-    restored = restore(client, "user-42", "assistant")
+    restored = open_agent(client, "user-42", "assistant")
 
     assert restored.messages == agent.messages
     assert restored.messages[1]["content"][0]["toolUse"]["input"] == {"tree": nested(depth)}
@@ -196,11 +194,13 @@ def test_agent_holding_content_nested_too_deeply_gets_a_value_error_and_keeps_wh
     history = [{"role": "user", "content": [{"text": "hi"}]}, {"role": "assistant", "content": [{"text": "hello"}]}]
 
     with pytest.raises(ValueError, match="nested too deeply"):
-        agent_on(client, "user-42", "assistant", messages=[*history, deep])
+        open_agent(client, "user-42", "assistant", messages=[*history, deep])
 
     assert client.zrange("session:user-42:agent:assistant:messages", 0, -1) == ["0", "1"]
     assert not client.exists("session:user-42:agent:assistant:message:2")
-    assert [m["content"] for m in restore(client, "user-42", "assistant").messages] == [m["content"] for m in history]
+    assert [m["content"] for m in open_agent(client, "user-42", "assistant").messages] == [
+        m["content"] for m in history
+    ]
 
 
 # -- foreign values in a session's keys ---------------------------------------------------------
@@ -228,12 +228,8 @@ def stocked(client) -> Callable[[str, str], ValkeySessionManager]:
     """Return ``plant_and_open(key, value)``: a session with an agent, two messages and a Swarm, then the plant."""
 
     def plant_and_open(key: str, value: str) -> ValkeySessionManager:
-        agent_on(client, "user-42", "assistant", ["hello"])("hi")
-        Swarm(
-            [Agent(name="node", model=ScriptedModel(), callback_handler=None)],
-            id="team",
-            session_manager=ValkeySessionManager(session_id="user-42", client=client),
-        )
+        open_agent(client, "user-42", "assistant", ["hello"])("hi")
+        team(client)
         manager = ValkeySessionManager(session_id="user-42", client=client)
         plant(client, key, value)
         return manager
@@ -247,7 +243,7 @@ OPERATIONS: dict[str, Callable[[ValkeySessionManager, valkey.Valkey], Any]] = {
     "read session": lambda m, c: m.read_session("user-42"),
     "open session": lambda m, c: ValkeySessionManager(session_id="user-42", client=c),
     "read agent": lambda m, c: m.read_agent("user-42", "assistant"),
-    "restore agent": lambda m, c: restore(c, "user-42", "assistant"),
+    "restore agent": lambda m, c: open_agent(c, "user-42", "assistant"),
     "create agent": lambda m, c: m.create_agent("user-42", AGENT),
     "create another agent": lambda m, c: m.create_agent("user-42", SessionAgent("other", {}, {})),
     "update agent": lambda m, c: m.update_agent("user-42", AGENT),
@@ -257,17 +253,9 @@ OPERATIONS: dict[str, Callable[[ValkeySessionManager, valkey.Valkey], Any]] = {
     "append at its id": lambda m, c: m.create_message("user-42", "assistant", MESSAGE_1),
     "update message": lambda m, c: m.update_message("user-42", "assistant", MESSAGE_1),
     "read multi-agent": lambda m, c: m.read_multi_agent("user-42", "team"),
-    "restore multi-agent": lambda m, c: Swarm(
-        [Agent(name="node", model=ScriptedModel(), callback_handler=None)],
-        id="team",
-        session_manager=ValkeySessionManager(session_id="user-42", client=c),
-    ),
-    "create multi-agent": lambda m, c: m.create_multi_agent(
-        "user-42", Swarm([Agent(name="node", model=ScriptedModel(), callback_handler=None)], id="team")
-    ),
-    "update multi-agent": lambda m, c: m.update_multi_agent(
-        "user-42", Swarm([Agent(name="node", model=ScriptedModel(), callback_handler=None)], id="team")
-    ),
+    "restore multi-agent": lambda m, c: team(c),
+    "create multi-agent": lambda m, c: m.create_multi_agent("user-42", team()),
+    "update multi-agent": lambda m, c: m.update_multi_agent("user-42", team()),
     "delete session": lambda m, c: m.delete_session("user-42"),
 }
 S = "session:user-42"
@@ -338,7 +326,7 @@ def test_message_of_another_type_is_skipped_with_a_warning_naming_it(stocked, cl
     stocked(f"{S}:agent:assistant:message:1", "list")
 
     with caplog.at_level(logging.WARNING):
-        messages = restore(client, "user-42", "assistant").messages
+        messages = open_agent(client, "user-42", "assistant").messages
 
     assert [m["content"][0]["text"] for m in messages] == ["hi"]
     assert any("message_ids=<[1]>" in record.getMessage() for record in caplog.records)
@@ -379,12 +367,8 @@ CRAFTED = [
 @pytest.fixture
 def neighbour(client) -> dict[Any, bytes]:
     """Session user-42 with an agent and a Swarm, snapshotted; returns the snapshot (compare it after)."""
-    agent_on(client, "user-42", "assistant", ["hello"])("hi")
-    Swarm(
-        [Agent(name="node", model=ScriptedModel(), callback_handler=None)],
-        id="team",
-        session_manager=ValkeySessionManager(session_id="user-42", client=client),
-    )
+    open_agent(client, "user-42", "assistant", ["hello"])("hi")
+    team(client)
     return keyspace(client)
 
 
@@ -410,7 +394,7 @@ def test_crafted_session_id_is_refused_and_the_neighbour_untouched(client, neigh
 def test_crafted_agent_id_is_refused_and_the_other_agent_untouched(client, neighbour, crafted: str) -> None:
     manager = ValkeySessionManager(session_id="user-42", client=client)
     for attempt in [
-        lambda: agent_on(client, "user-42", crafted),
+        lambda: open_agent(client, "user-42", crafted),
         lambda: manager.list_messages("user-42", crafted),
         lambda: manager.create_message("user-42", crafted, MESSAGE_1),
         lambda: manager.read_multi_agent("user-42", crafted),
@@ -423,9 +407,9 @@ def test_crafted_agent_id_is_refused_and_the_other_agent_untouched(client, neigh
 
 def test_prefix_neighbour_session_is_never_touched(client, neighbour) -> None:
     for session_id in ("user-4", "user-420", "user-42-", "user-42\u00a8", "user-42\uff1a"):  # ¨ and a fullwidth colon
-        agent = agent_on(client, session_id, "assistant", ["x"])
+        agent = open_agent(client, session_id, "assistant", ["x"])
         agent("hello")
-        assert restore(client, session_id, "assistant").messages == agent.messages
+        assert open_agent(client, session_id, "assistant").messages == agent.messages
         ValkeySessionManager(session_id=session_id, client=client).delete_session(session_id)
 
     assert keyspace(client) == neighbour
@@ -434,14 +418,10 @@ def test_prefix_neighbour_session_is_never_touched(client, neighbour) -> None:
 def test_ids_that_spell_bookkeeping_keys_stay_in_their_own_place(client, neighbour) -> None:
     # An agent, a Swarm and a message id can never produce the index, the id set or each other's keys.
     for agent_id in ("index", "messages", "message", "multi_agent", "agent"):
-        agent = agent_on(client, "user-42", agent_id, ["x"])
+        agent = open_agent(client, "user-42", agent_id, ["x"])
         agent("hello")
-        assert restore(client, "user-42", agent_id).messages == agent.messages
-    Swarm(
-        [Agent(name="node", model=ScriptedModel(), callback_handler=None)],
-        id="assistant",
-        session_manager=ValkeySessionManager(session_id="user-42", client=client),
-    )
+        assert open_agent(client, "user-42", agent_id).messages == agent.messages
+    team(client, "assistant")
 
     after = keyspace(client)
     assert {key: after[key] for key in neighbour if key != f"{S}:index"} == {
@@ -460,7 +440,7 @@ def test_every_printable_ascii_id_character_is_either_refused_or_harmless(client
     allowed = [c for c in string.printable if not refused_by_contract(c)]
     assert "".join(sorted(set(string.printable) - set(allowed))) == "".join(sorted(":{}*?[]" + string.whitespace))
     session_id = "user-42" + "".join(allowed)
-    agent = agent_on(client, session_id, "assistant", ["x"])
+    agent = open_agent(client, session_id, "assistant", ["x"])
     agent("hello")
     ValkeySessionManager(session_id=session_id, client=client).delete_session(session_id)
 
