@@ -25,7 +25,7 @@ from strands_valkey_session_manager.keys import KeySchema
 from strands_valkey_session_manager.scripted_model import ScriptedModel
 
 # Few examples, no deadline: each example talks to a real server, and CI time is shared.
-modest = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+modest = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Characters that tend to break things, mixed into otherwise arbitrary text of every plane.
 NASTY = list(":{}*?[]/\\\"' \t\n\r\x00\x07\x1b\x7f\x85\xa0\u200b\u2028\u202e\ufeff\ufffe\U0001f600\U0010ffff")
