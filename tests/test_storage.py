@@ -210,7 +210,7 @@ def test_search_fetches_values_in_batches_not_one_request_each(make_storage, cli
     assert counter.calls("evalsha", "evalsha_ro") == 0  # no read script: searching slides no expiry
 
 
-# -- parity with InMemoryStorage ---------------------------------------------------------------------------------------
+# -- parity with InMemoryStorage ----------------------------------------------------------------------------------
 
 
 async def scripted_scenario(storage: Storage) -> list[Any]:
@@ -273,7 +273,7 @@ def test_any_sequence_of_operations_shows_the_same_on_valkey_as_in_memory(
     assert run(replay(make_storage(), operations)) == run(replay(InMemoryStorage(), operations))
 
 
-# -- efficiency ---------------------------------------------------------------------------------------------------------
+# -- efficiency -----------------------------------------------------------------------------------------------------
 
 
 def test_each_write_read_and_delete_is_one_script_call(make_storage, client: valkey.Valkey) -> None:
@@ -304,9 +304,7 @@ def test_listing_within_a_group_is_one_command_whatever_else_the_server_holds(
     assert counter.counts == {"zrangebylex": 1}
 
 
-def test_listing_above_groups_reads_the_registry_then_only_matching_groups(
-    make_storage, client: valkey.Valkey
-) -> None:
+def test_listing_above_groups_reads_the_registry_then_only_matching_groups(make_storage, client: valkey.Valkey) -> None:
     storage = make_storage()
     for number in range(50):
         run(storage.write(f"session/s{number}/x", b"x"))
@@ -319,7 +317,7 @@ def test_listing_above_groups_reads_the_registry_then_only_matching_groups(
     assert counter.counts == {"zrangebylex": 1 + len(listed)}  # the registry, then one per matching group
 
 
-# -- errors and clients -------------------------------------------------------------------------------------------------
+# -- errors and clients ---------------------------------------------------------------------------------------------
 
 
 def test_an_unreachable_server_raises_storage_error_naming_the_key() -> None:
