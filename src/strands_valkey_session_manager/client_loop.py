@@ -56,7 +56,7 @@ def clone_client(client: AsyncClient) -> AsyncClient:
     if isinstance(pool, BlockingConnectionPool):
         options["timeout"] = pool.timeout
     clone = type(pool)(connection_class=pool.connection_class, max_connections=pool.max_connections, **options)
-    return valkey.asyncio.Valkey(connection_pool=clone)
+    return valkey.asyncio.Valkey.from_pool(clone)  # owns the pool: aclose() disconnects it
 
 
 def _clone_cluster(client: valkey.asyncio.ValkeyCluster) -> valkey.asyncio.ValkeyCluster:
