@@ -7,6 +7,7 @@ this module is skipped, and says so.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,3 +101,25 @@ def test_an_agent_session_round_trips_and_delete_session_empties_the_cluster(
     assert [m["content"][0]["text"] for m in restored.messages] == ["ping", "pong"]
     run(restored._session_manager.delete_session())  # type: ignore[union-attr]
     assert keyspace(cluster_client) == []
+
+
+def test_listing_above_groups_recovers_from_a_stale_slot_map(
+    cluster_storage: ValkeyStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="strands_valkey_session_manager.storage")
+    keys = [f"session/s{number}/snapshot.json" for number in range(30)]
+    for key in keys:
+        run(cluster_storage.write(key, b"x"))
+
+    async def scramble(client: Any) -> None:  # as if slots had moved since the client last looked
+        await client.initialize()
+        cache = client.nodes_manager.slots_cache
+        primaries = sorted({nodes[0].name: nodes[0] for nodes in cache.values()}.items())
+        for slot, nodes in cache.items():
+            others = [node for name, node in primaries if name != nodes[0].name]
+            cache[slot] = [others[slot % len(others)]]
+
+    run(cluster_storage._io.run(scramble))
+
+    assert run(cluster_storage.list("session/")) == sorted(keys)
+    assert "slot map changed while listing" in caplog.text

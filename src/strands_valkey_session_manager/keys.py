@@ -202,6 +202,11 @@ class StorageKeySchema:
         """Key of a group's index (ZSET of its keys, scores 0); its expiry is the group's deadline."""
         return f"{self.value(group)}/"
 
+    def index_around(self) -> tuple[str, str]:
+        """``(before, after)``: a group's index key is ``before + group + after`` (scripts build them so)."""
+        before, _, after = self.index("\0").partition("\0")
+        return before, after
+
     def registry(self, group: str) -> tuple[str, str]:
         """Keys of the registry holding ``group``: (ZSET of groups, ZSET of their deadlines), in the group's slot."""
         tag = f"{{{_slot_tags()[key_slot(group.encode())]}}}" if self.cluster else ""

@@ -37,22 +37,23 @@ class Script:
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
     async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any]) -> Any:
-        """Run the script through ``call(command, *args)``, which sends one command on the client at hand.
+        """Run the script through ``call(*command)``, which sends one command on the client at hand.
 
         EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and retry. This is the one
         definition for both kinds of client: a synchronous client's ``call`` returns without suspending.
         """
+        evalsha = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return await call("evalsha", self.sha, len(keys), *keys, *args)
+            return await call(*evalsha)
         except NoScriptError:
-            await call("script_load", self.source)
-            return await call("evalsha", self.sha, len(keys), *keys, *args)
+            await call("SCRIPT LOAD", self.source)  # a cluster client loads it on every primary
+            return await call(*evalsha)
 
     def __call__(self, client: valkey.Valkey | Any, keys: list[str], args: list[Any]) -> Any:
         """Run the script on a synchronous client."""
 
-        async def call(command: str, *words: Any) -> Any:
-            return getattr(client, command)(*words)  # returns at once: the coroutine never suspends
+        async def call(*command: Any) -> Any:
+            return client.execute_command(*command)  # returns at once: the coroutine never suspends
 
         steps = self._run(call, keys, args)
         try:
@@ -61,11 +62,11 @@ class Script:
             return done.value
         raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
 
-    async def run_async(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        """Run the script on a ``valkey.asyncio`` client (standalone or cluster)."""
+    async def run_async(self, client: Any, keys: list[str], args: list[Any], **options: Any) -> Any:
+        """Run the script on a ``valkey.asyncio`` client; ``options`` go with each command (``target_nodes=``)."""
 
-        async def call(command: str, *words: Any) -> Any:
-            return await getattr(client, command)(*words)
+        async def call(*command: Any) -> Any:
+            return await client.execute_command(*command, **options)
 
         return await self._run(call, keys, args)
 
@@ -75,7 +76,8 @@ WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
 STORAGE = Script("storage")
-ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, STORAGE)
+STORAGE_LIST = Script("storage_list")
+ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, STORAGE, STORAGE_LIST)
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:

@@ -7,6 +7,7 @@ Key layout, grouping and expiry: see ``keys.py`` and ``docs/storage.md``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import copy
 import logging
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, cast
 
+import valkey.asyncio
 from strands.storage.search.keyword import STOP_WORDS, KeywordSearchStrategy, tokenize
 from strands.storage.storage import _NAMESPACED, Storage, StorageSearchResult, _normalize_key, _normalize_prefix
 from strands.types.exceptions import StorageError
@@ -148,9 +150,9 @@ class ValkeyStorage:
     async def list(self, query: str = "") -> builtins.list[str]:
         """Keys starting with ``query``, sorted ascending ('' lists all), from the indexes: no SCAN, no KEYS.
 
-        A prefix with two '/' (``session/<id>/...``) lies in one group: one command. A shorter one asks the
-        registry which groups start with it (one registry standalone, one per slot on a cluster), then their
-        indexes: two round trips.
+        A prefix with two '/' (``session/<id>/...``) lies in one group: one command. A shorter one runs a script
+        that asks the registry which groups start with it, then their indexes: one round trip (one per primary,
+        in parallel, on a cluster, where each slot has its registry).
 
         Raises:
             StorageError: If the prefix is invalid or Valkey fails.
@@ -168,17 +170,37 @@ class ValkeyStorage:
         return [key[len(self._prefix) :] for key in keys]
 
     async def _list_groups(self, client: AsyncClient, low: bytes | str, high: bytes | str) -> builtins.list[bytes]:
-        """Members of every group index in range, the groups found through the registries."""
-        pipe = client.pipeline(transaction=False)
-        for registry in self.keys.registries():
-            pipe.zrangebylex(registry, low, high)
-        groups = {group.decode() for found in await pipe.execute() for group in found}
-        if not groups:
-            return []
-        pipe = client.pipeline(transaction=False)
-        for group in groups:
-            pipe.zrangebylex(self.keys.index(group), low, high)
-        return [member for found in await pipe.execute() for member in found]
+        """Keys in range from every group found through the registries: one script call per node."""
+        before, after = self.keys.index_around()
+        args = [0, low, high, before, after]
+        if not isinstance(client, valkey.asyncio.ValkeyCluster):
+            found: builtins.list[bytes] = await scripts.STORAGE_LIST.run_async(
+                client, [], [*args, *self.keys.registries()]
+            )
+            return found
+        try:
+            return await self._list_on_primaries(client, args)
+        except ResponseError as error:  # a slot moved between the slot map and the call: refresh, ask again
+            if "non local key" not in str(error):
+                raise
+            logger.debug("error=<%s> | slot map changed while listing, refreshing it", error)
+            await client.nodes_manager.initialize()
+            return await self._list_on_primaries(client, args)
+
+    async def _list_on_primaries(
+        self, client: valkey.asyncio.ValkeyCluster, args: builtins.list[Any]
+    ) -> builtins.list[bytes]:
+        """Run the list script on every primary, in parallel, with the registries of the slots it serves."""
+        await client.initialize()  # the slot map
+        by_node: dict[str, tuple[Any, builtins.list[str]]] = {}
+        for slot, registry in enumerate(self.keys.registries()):
+            node = client.nodes_manager.slots_cache[slot][0]
+            by_node.setdefault(node.name, (node, []))[1].append(registry)
+        calls = [
+            scripts.STORAGE_LIST.run_async(client, [], [*args, *registries], target_nodes=node)
+            for node, registries in by_node.values()
+        ]
+        return [key for keys in await asyncio.gather(*calls) for key in keys]
 
     async def search(self, query: str) -> builtins.list[StorageSearchResult]:
         """Search with the SDK's keyword search (``KeywordSearchStrategy``: query words in key and content).
