@@ -31,6 +31,11 @@ def run(coroutine: Awaitable[Any]) -> Any:
     return asyncio.run(main())
 
 
+def test_it_is_a_strands_storage(make_storage) -> None:
+    assert isinstance(make_storage(), Storage)
+    assert isinstance(make_storage().namespace("a"), Storage)
+
+
 def test_read_returns_the_bytes_written_byte_for_byte(make_storage) -> None:
     storage = make_storage()
     every_byte = bytes(range(256)) * 4

@@ -79,6 +79,7 @@ class ValkeyStorage:
         self.ttl_ms = ttl_ms(ttl)
         self._io = ClientLoop(lambda: clone_client(client))
         self._prefix = ""
+        self._root: ValkeyStorage | None = None  # a namespace keeps its root (whose finalizer closes _io) alive
         weakref.finalize(self, self._io.close)
 
     def __repr__(self) -> str:
@@ -243,6 +244,7 @@ class ValkeyStorage:
         normalized = _normalize_prefix(prefix).rstrip("/")
         scoped = copy.copy(self)
         scoped._prefix = f"{self._prefix}{normalized}/" if normalized else self._prefix
+        scoped._root = self._root or self
         scoped._namespaced = _NAMESPACED  # type: ignore[attr-defined]
         return scoped
 
