@@ -355,6 +355,13 @@ def test_a_synchronous_client_is_refused_with_what_to_pass_instead(server) -> No
         ValkeyStorage(server.client())
 
 
+def test_a_client_whose_settings_cannot_be_copied_is_refused_up_front(server) -> None:
+    sentinel = valkey.asyncio.Sentinel([("127.0.0.1", server.port)])
+
+    with pytest.raises(TypeError, match="cannot copy this client's connection settings"):
+        ValkeyStorage(sentinel.master_for("mymaster"))
+
+
 def test_a_value_written_is_visible_to_another_storage_instance(make_storage) -> None:
     run(make_storage().write(SNAPSHOT, b"shared"))
 

@@ -48,14 +48,25 @@ def is_cluster(client: object) -> bool:
 
 
 def clone_client(client: AsyncClient) -> AsyncClient:
-    """Return a new client with ``client``'s connection settings and its own connections, replying bytes."""
-    if isinstance(client, valkey.asyncio.ValkeyCluster):
-        return _clone_cluster(client)
-    pool = client.connection_pool
-    options: dict[str, Any] = {**pool.connection_kwargs, "decode_responses": False}
-    if isinstance(pool, BlockingConnectionPool):
-        options["timeout"] = pool.timeout
-    clone = type(pool)(connection_class=pool.connection_class, max_connections=pool.max_connections, **options)
+    """Return a new client with ``client``'s connection settings and its own connections, replying bytes.
+
+    Raises:
+        TypeError: If the client's settings cannot be copied (a pool class that takes more than connection
+            settings, such as Sentinel's).
+    """
+    try:
+        if isinstance(client, valkey.asyncio.ValkeyCluster):
+            return _clone_cluster(client)
+        pool = client.connection_pool
+        options: dict[str, Any] = {**pool.connection_kwargs, "decode_responses": False}
+        if isinstance(pool, BlockingConnectionPool):
+            options["timeout"] = pool.timeout
+        clone = type(pool)(connection_class=pool.connection_class, max_connections=pool.max_connections, **options)
+    except TypeError as error:
+        raise TypeError(
+            f"client=<{client!r}> | ValkeyStorage cannot copy this client's connection settings ({error}); "
+            "pass a client made with valkey.asyncio.Valkey(...), .from_url(...) or valkey.asyncio.ValkeyCluster(...)"
+        ) from error
     return valkey.asyncio.Valkey.from_pool(clone)  # owns the pool: aclose() disconnects it
 
 

@@ -72,10 +72,11 @@ class ValkeyStorage:
             key_prefix: First part of every Valkey key (``strands`` gives ``strands:<key>``).
 
         Raises:
-            TypeError: If ``client`` is not an asyncio Valkey client.
+            TypeError: If ``client`` is not an asyncio Valkey client, or its settings cannot be copied.
             ValueError: If ``ttl`` or ``key_prefix`` is not usable.
         """
         self.keys = StorageKeySchema(key_prefix, cluster=is_cluster(client))
+        clone_client(client)  # refuse now, not on first use, a client whose settings cannot be copied
         self.ttl_ms = ttl_ms(ttl)
         self._io = ClientLoop(lambda: clone_client(client))
         self._prefix = ""
