@@ -48,6 +48,11 @@ READ_RECORD = Script("read_record")
 WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
+# The admin scripts (admin.py): the CLI's session walks reuse each_key() rather than a second walker.
+SESSION_KEYS = Script("session_keys")
+DUMP_SESSION = Script("dump_session")
+IMPORT_SESSION = Script("import_session")
+EXPIRE_SESSION = Script("expire_session")
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:
