@@ -122,7 +122,7 @@ def _not_found(session_ids: list[str], key_prefix: str) -> CliError:
     "strands-valkey demo",
     "strands-valkey demo --url valkey://localhost:6380 --keep",
     "strands-valkey demo --model bedrock",
-    "strands-valkey demo --pause",
+    "strands-valkey demo --embedded --pause",
     name="demo",
 )
 @_connection
@@ -136,9 +136,12 @@ def _not_found(session_ids: list[str], key_prefix: str) -> CliError:
 @click.option(
     "--session", default=demo.SESSION_ID, show_default=True, metavar="SESSION", callback=_ids, help="Session id."
 )
+@click.option("--embedded", is_flag=True, help="Run on a throwaway valkey-server even if one answers at the default.")
 @click.option("--pause", is_flag=True, help="Wait for Enter between the steps.")
 @click.option("--keep", is_flag=True, help="Skip the logout step: leave the session to explore.")
-def demo_command(url: str | None, key_prefix: str, model: str, session: str, pause: bool, keep: bool) -> None:
+def demo_command(
+    url: str | None, key_prefix: str, model: str, session: str, embedded: bool, pause: bool, keep: bool
+) -> None:
     """Run the tutorial end to end (start here).
 
     Two agents share a session, a second process resumes it, its raw keys are listed, and it is
@@ -147,7 +150,7 @@ def demo_command(url: str | None, key_prefix: str, model: str, session: str, pau
     else localhost:6379; when nothing answers there, a throwaway valkey-server is started on a free
     loopback port and stopped at the end.
     """
-    demo.run(Output(), url, key_prefix, model, session, pause, keep)
+    demo.run(Output(), url, key_prefix, model, session, embedded=embedded, pause=pause, keep=keep)
 
 
 @command(name="demo-resume", hidden=True)

@@ -30,7 +30,7 @@ from ..admin import Store
 from ..local_server import LocalValkey
 from ..scripted_model import ScriptedModel
 from . import connect, models
-from .errors import UNAVAILABLE, CliError
+from .errors import UNAVAILABLE, USAGE, CliError
 from .output import Output, seconds
 from .transcript import message_lines
 
@@ -104,26 +104,29 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def server(out: Output, url_option: str | None) -> Iterator[str]:
-    """Yield the URL to run on: the user's, or a throwaway valkey-server when nothing answers at the default."""
+def server(out: Output, url_option: str | None, embedded: bool = False) -> Iterator[str]:
+    """Yield the URL to run on: the user's, or a throwaway valkey-server (``embedded``, or nothing at the default)."""
+    if embedded and url_option:
+        raise CliError("--embedded and --url exclude each other: --embedded runs on a throwaway server", USAGE)
     url, chosen = connect.resolve_url(url_option)
-    if chosen or _answers(url):
+    if not embedded and (chosen or _answers(url)):
         out.say(f"Valkey: {escape(connect.redact(url))}")
         yield url
         return
+    reason = "--embedded" if embedded else f"nothing answers at {url}"
     try:
         local = LocalValkey()
     except FileNotFoundError as error:
-        raise CliError(f"nothing answers at {url}, and {error}", UNAVAILABLE) from error
+        raise CliError(f"{reason}, and {error}", UNAVAILABLE) from error
     try:
         local.start()
     except (RuntimeError, TimeoutError) as error:
         local.stop()
-        raise CliError(f"nothing answers at {url}, and starting {local.binary} failed: {error}", UNAVAILABLE) from error
+        raise CliError(f"{reason}, and starting {local.binary} failed: {error}", UNAVAILABLE) from error
     assert local.process is not None
     pid, binary = local.process.pid, os.path.basename(local.binary)
     out.say(
-        f"Valkey: nothing answers at {url}, so the demo started a throwaway {binary} (pid {pid}) "
+        f"Valkey: {escape(reason)}, so the demo started a throwaway {binary} (pid {pid}) "
         f"on 127.0.0.1:{local.port} in {local.dir}; it is stopped at the end."
     )
     try:
@@ -170,14 +173,22 @@ def _resume_elsewhere(url: str, key_prefix: str, spec: str, session_id: str) -> 
 
 
 def run(
-    out: Output, url_option: str | None, key_prefix: str, spec: str, session_id: str, pause: bool, keep: bool
+    out: Output,
+    url_option: str | None,
+    key_prefix: str,
+    spec: str,
+    session_id: str,
+    *,
+    embedded: bool = False,
+    pause: bool = False,
+    keep: bool = False,
 ) -> None:
     """Run the whole demo."""
     models.check(spec)
     started = time.monotonic()
     out.say('[bold]strands-valkey demo[/bold]: the tutorial "Managing Your Valkey Session Store", end to end')
     out.say(f"Model: {escape(models.describe(spec))}")
-    with server(out, url_option) as url, connect.store(url, key_prefix) as store:
+    with server(out, url_option, embedded) as url, connect.store(url, key_prefix) as store:
         try:
             _steps(out, store, url, spec, session_id, pause, keep)
         except KeyboardInterrupt:
