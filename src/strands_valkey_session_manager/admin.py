@@ -138,6 +138,8 @@ class Store:
         if not key.startswith(head):
             return None
         rest = key[len(head) :]
+        if ":" in rest:  # a member key (most keys under the prefix): no need to ask KeySchema
+            return None
         if self.keys.cluster:
             if not (rest.startswith("{") and rest.endswith("}")):
                 return None

@@ -20,7 +20,7 @@ from ..admin import SCAN_COUNT, SessionExists, SessionSummary
 from ..keys import validate_id
 from . import connect, demo, models, transcript
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
-from .output import Output, seconds, ttl_seconds
+from .output import Output, plural, seconds, ttl_seconds
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -336,7 +336,8 @@ def export(
     records = sum(1 + len(e["agents"]) + len(e["multi_agents"]) for e in entries)
     messages = sum(len(agent["messages"]) for e in entries for agent in e["agents"].values())
     where = "stdout" if output == "-" else output
-    out.note(f"exported {len(entries)} sessions ({records} records, {messages} messages) to {escape(where)}")
+    counts = f"{plural(len(entries), 'session')} ({plural(records, 'record')}, {plural(messages, 'message')})"
+    out.note(f"exported {counts} to {escape(where)}")
 
 
 @command(
@@ -385,7 +386,8 @@ def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: b
                 except SessionExists as error:  # created since the check above
                     raise CliError(f"{error}; stopped there. Pass --force to replace it.", REFUSED) from error
                 tick()
-    out.note(f"imported {len(dumps)} sessions ({records} records), each with the TTL it had left at export")
+    counts = f"{plural(len(dumps), 'session')} ({plural(records, 'record')})"
+    out.note(f"imported {counts}, each with the TTL it had left at export")
 
 
 # -- changing ---------------------------------------------------------------------------------

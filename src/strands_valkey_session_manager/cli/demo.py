@@ -104,20 +104,22 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def server(out: Output, url_option: str | None, embedded: bool = False) -> Iterator[str]:
-    """Yield the URL to run on: the user's, or a throwaway valkey-server (``embedded``, or nothing at the default)."""
+def server(out: Output, url_option: str | None, embedded: bool = False) -> Iterator[tuple[str, bool]]:
+    """Yield the URL to run on and whether it is a throwaway server (``embedded``, or nothing at the default)."""
     if embedded and url_option:
         raise CliError("--embedded and --url exclude each other: --embedded runs on a throwaway server", USAGE)
     url, chosen = connect.resolve_url(url_option)
     if not embedded and (chosen or _answers(url)):
         out.say(f"Valkey: {escape(connect.redact(url))}")
-        yield url
+        yield url, False
         return
     reason = "--embedded" if embedded else f"nothing answers at {url}"
     try:
         local = LocalValkey()
     except FileNotFoundError as error:
-        raise CliError(f"{reason}, and {error}", UNAVAILABLE) from error
+        raise CliError(
+            f"{reason}, and {error} Or run one in a container: docker run --rm -p 6379:6379 valkey/valkey", UNAVAILABLE
+        ) from error
     try:
         local.start()
     except (RuntimeError, TimeoutError) as error:
@@ -130,7 +132,7 @@ def server(out: Output, url_option: str | None, embedded: bool = False) -> Itera
         f"on 127.0.0.1:{local.port} in {local.dir}; it is stopped at the end."
     )
     try:
-        yield local.url
+        yield local.url, True
     finally:
         local.stop()
         out.say(f"Stopped the throwaway {binary} (pid {pid}).")
@@ -142,7 +144,7 @@ def _show_turn(out: Output, agent_id: str, messages: Sequence[Any]) -> None:
         who = agent_id if role == "assistant" else role
         style = "green" if role == "assistant" else "cyan"
         for line in message_lines(message):
-            out.say(f"  [bold {style}]{escape(who)}[/bold {style}]  {line}")
+            out.labelled(f"[bold {style}]{escape(who)}[/bold {style}]", line)
 
 
 def _pause(out: Output, enabled: bool) -> None:
@@ -188,9 +190,13 @@ def run(
     started = time.monotonic()
     out.say('[bold]strands-valkey demo[/bold]: the tutorial "Managing Your Valkey Session Store", end to end')
     out.say(f"Model: {escape(models.describe(spec))}")
-    with server(out, url_option, embedded) as url, connect.store(url, key_prefix) as store:
+    with server(out, url_option, embedded) as (url, throwaway), connect.store(url, key_prefix) as store:
+        if keep and throwaway:
+            out.note(
+                "[yellow]--keep ignored: the throwaway server goes at the end; keep needs a server of yours.[/yellow]"
+            )
         try:
-            _steps(out, store, url, spec, session_id, pause, keep)
+            _steps(out, store, url, spec, session_id, pause, keep and not throwaway)
         except KeyboardInterrupt:
             if not keep and store.delete(session_id):
                 out.note(f"Interrupted: deleted the demo's session {session_id}.")
@@ -205,7 +211,9 @@ def _steps(out: Output, store: Store, url: str, spec: str, session_id: str, paus
         return ValkeySessionManager(session_id=session_id, client=client, key_prefix=prefix)
 
     if store.delete(session_id):
-        out.say(f"[yellow]Removed session {escape(session_id)} left over from an earlier run.[/yellow]")
+        out.say(
+            f"[yellow]Deleted the existing session {escape(session_id)} first (--session picks another id).[/yellow]"
+        )
     _pause(out, pause)
 
     out.heading("1. Share a session across multiple agents (orchestrator pattern)")

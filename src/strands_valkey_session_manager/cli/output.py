@@ -14,11 +14,17 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 #: ``tick(advance=1, text=None)``: move a progress display on (a no-op when stderr is no TTY).
 Tick = Callable[..., None]
+
+
+def plural(count: int, word: str) -> str:
+    """``1 session``, ``2 sessions``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def seconds(ttl_ms: int | None) -> str:
@@ -37,8 +43,10 @@ class Output:
     def __init__(self, as_json: bool = False) -> None:
         """``as_json``: results are printed as JSON (``--json``)."""
         self.as_json = as_json
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+        for console in (self.console, self.err):
+            console.soft_wrap = not console.is_terminal  # piped: one line per line, never re-wrapped
 
     @property
     def tty(self) -> bool:
@@ -56,9 +64,21 @@ class Output:
     def heading(self, text: str) -> None:
         """Print a section heading: a rule on a TTY, an underlined line when piped."""
         if self.tty:
+            self.console.print()
             self.console.rule(f"[bold]{escape(text)}[/bold]", align="left")
         else:
             self.console.print(f"\n{text}\n{'-' * len(text)}")
+
+    def labelled(self, label: str, markup: str, indent: int = 2) -> None:
+        """Print ``label  text`` (both rich markup); on a TTY the text wraps under itself, not under the label."""
+        if not self.tty:
+            self.console.print(f"{' ' * indent}{label}  {markup}")
+            return
+        grid = Table.grid(padding=(0, 2), pad_edge=False)
+        grid.add_column(no_wrap=True)
+        grid.add_column()
+        grid.add_row(label, markup)
+        self.console.print(Padding(grid, (0, 0, 0, indent)))
 
     def json(self, data: Any) -> None:
         """Print a JSON document (the result of a ``--json`` command)."""

@@ -126,6 +126,6 @@ def _render_message(out: Output, message_id: int, raw: bytes, agent_id: str) -> 
     redacted = " [yellow](redacted)[/yellow]" if record.redact_message is not None else ""
     lines = message_lines(dict(message)) or ["[dim](no content)[/dim]"]
     head = f"[dim]#{message_id} {stamp(record.created_at)}[/dim] {_role(str(message.get('role')))}{redacted}"
-    out.say(f"{head}  {lines[0]}")
+    out.labelled(head, lines[0], indent=0)
     for line in lines[1:]:
-        out.say(f"    {line}")
+        out.labelled(" " * 4, line, indent=0)
