@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import CommandCounter
+from helpers import CommandCounter
 
 
 def _ttls(client, session_id: str) -> list[int]:

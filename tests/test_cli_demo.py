@@ -12,7 +12,7 @@ import time
 
 import pytest
 from cli_support import invoke, run_process
-from conftest import wait_until
+from helpers import wait_until
 
 from strands_valkey_session_manager.cli import connect
 from strands_valkey_session_manager.local_server import LocalValkey, free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cli_support import PNG
-from conftest import CommandCounter
+from helpers import CommandCounter
 
 
 def test_show_prints_roles_text_tool_calls_results_image_sizes_and_state(cli, seed) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CommandCounter
+from helpers import CommandCounter
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.admin import Store

@@ -48,6 +48,7 @@ READ_RECORD = Script("read_record")
 WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
+ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION)
 # The admin scripts (admin.py): the CLI's session walks reuse each_key() rather than a second walker.
 SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")
