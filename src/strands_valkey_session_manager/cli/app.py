@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import transfer
-from ..admin import SCAN_COUNT, SessionExists, SessionSummary
+from ..admin import SCAN_COUNT, SessionExists, SessionSummary, Store
 from ..keys import validate_id
 from . import connect, demo, models, transcript
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
@@ -104,7 +105,7 @@ def command(*examples: str, **options: Any) -> Callable[[F], click.Command]:
     return lambda fn: app.command(epilog=epilog, **options)(_guarded(fn))
 
 
-def _open(url: str | None, key_prefix: str, cluster: bool = False) -> Any:
+def _open(url: str | None, key_prefix: str, cluster: bool = False) -> AbstractContextManager[Store]:
     return connect.store(connect.resolve_url(url)[0], key_prefix, cluster)
 
 

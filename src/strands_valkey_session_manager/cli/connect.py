@@ -42,7 +42,7 @@ def redact(url: str) -> str:
 def unreachable(url: str, error: BaseException) -> CliError:
     """Build the error for a server that cannot be reached or fails, with what to do about it."""
     return CliError(
-        f"cannot reach Valkey at {redact(url)}: {type(error).__name__}: {error}. Start a server "
+        f"cannot reach Valkey at {redact(url)}: {type(error).__name__}: {str(error).rstrip('.')}. Start a server "
         "(valkey-server), or point --url / VALKEY_URL at one (valkey://, valkeys:// for TLS, redis://, rediss://).",
         UNAVAILABLE,
     )
