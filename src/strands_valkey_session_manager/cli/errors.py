@@ -1,8 +1,7 @@
-"""Exit codes and the one error type the commands raise for a user to read."""
+"""Exit codes (0 is success) and the one error type the commands raise for a user to read."""
 
 from __future__ import annotations
 
-OK = 0
 NOT_FOUND = 1  # a session (or file) that does not exist
 USAGE = 2  # bad arguments or options, an unusable --model; also click's own usage errors
 UNAVAILABLE = 3  # Valkey unreachable or failing, or no valkey-server for the demo
