@@ -78,6 +78,11 @@ DELETE_SESSION = Script("delete_session")
 STORAGE = Script("storage")
 STORAGE_LIST = Script("storage_list")
 ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, STORAGE, STORAGE_LIST)
+# The admin scripts (admin.py): the CLI's session walks reuse each_key() rather than a second walker.
+SESSION_KEYS = Script("session_keys")
+DUMP_SESSION = Script("dump_session")
+IMPORT_SESSION = Script("import_session")
+EXPIRE_SESSION = Script("expire_session")
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:
