@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import valkey
 from strands import Agent
+from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.local_cluster import LocalCluster
 from strands_valkey_session_manager.local_server import LocalValkey
 from strands_valkey_session_manager.scripted_model import ScriptedModel
 
@@ -23,6 +25,29 @@ SERVER_BINARY = os.environ.get("TEST_SERVER_BINARY", "valkey-server")
 def server() -> Iterator[LocalValkey]:
     """One valkey-server for the whole run, in a temp dir, stopped by its pid at the end."""
     with LocalValkey(binary=SERVER_BINARY) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    """One 3-master + 3-replica cluster for the whole run (started on first use), stopped by pid at the end."""
+    with LocalCluster(binary=SERVER_BINARY) as local:
+        yield local
+
+
+@pytest.fixture
+def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
+    """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster."""
+    c = cluster.client()
+    c.flushall()  # on every primary
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def tls_server() -> Iterator[LocalValkey]:
+    """A TLS-only server (``--port 0``); ``tls_server.tls_files.ca`` is the CA, ``tls_server.url`` a valkeys:// URL."""
+    with LocalValkey(binary=SERVER_BINARY, tls=True) as local:
         yield local
 
 
@@ -69,16 +94,26 @@ def manager(client: valkey.Valkey) -> Callable[..., ValkeySessionManager]:
     return build
 
 
-def command_counts(client: valkey.Valkey) -> dict[str, int]:
-    """Calls per command from ``INFO commandstats`` (commands run inside scripts included)."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+def command_counts(client: valkey.Valkey | ValkeyCluster) -> dict[str, int]:
+    """Calls per command from ``INFO commandstats`` (commands run inside scripts included).
+
+    On a cluster: the sum over every primary (replicas only replay what their primary ran).
+    """
+    if isinstance(client, ValkeyCluster):
+        per_node = list(client.info("commandstats", target_nodes=ValkeyCluster.PRIMARIES).values())
+    else:
+        per_node = [client.info("commandstats")]
+    counts: dict[str, int] = {}
+    for stats in per_node:
+        for name, value in stats.items():
+            counts[name.removeprefix("cmdstat_")] = counts.get(name.removeprefix("cmdstat_"), 0) + int(value["calls"])
+    return counts
 
 
 class CommandCounter:
     """Count the server commands run inside a ``with`` block (``INFO`` itself excluded)."""
 
-    def __init__(self, client: valkey.Valkey) -> None:
+    def __init__(self, client: valkey.Valkey | ValkeyCluster) -> None:
         self.client = client
         self.counts: dict[str, int] = {}
 

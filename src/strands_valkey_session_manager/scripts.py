@@ -14,6 +14,8 @@ from typing import Any
 import valkey
 from valkey.exceptions import NoScriptError, ResponseError
 
+from . import replication
+
 _LUA = resources.files(__package__).joinpath("lua")
 _COMMON = _LUA.joinpath("common.lua").read_text(encoding="utf-8")
 
@@ -35,13 +37,23 @@ class Script:
         self.source = f"{shebang}\n{_COMMON}\n{rest}" if shebang else f"{_COMMON}\n{rest}"
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
-    def __call__(self, client: valkey.Valkey | Any, keys: list[str], args: list[Any]) -> Any:
-        """Run the script: EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load it and retry."""
+    def __call__(
+        self,
+        client: valkey.Valkey | Any,
+        keys: list[str],
+        args: list[Any],
+        wait: replication.WaitForReplicas | None = None,
+    ) -> Any:
+        """Run the script: EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load it and retry.
+
+        With ``wait``, ``WAIT`` for that many replicas follows in the same round trip (see ``replication``).
+        """
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            return replication.execute(client, keys[0], command, wait)
         except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            client.script_load(self.source)  # a cluster client loads it on every primary
+            return replication.execute(client, keys[0], command, wait)
 
 
 READ_RECORD = Script("read_record")
