@@ -21,7 +21,7 @@ from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 logger = logging.getLogger(__name__)
 
-#: How often a write follows a MOVED redirect (a failover or resharding moved the slot) before it gives up.
+#: How many MOVED redirects (a failover or resharding moved the slot) a write follows before it gives up.
 MAX_REDIRECTS = 3
 
 
@@ -59,18 +59,26 @@ def execute(
     if wait is None:
         untyped: Any = client  # ValkeyCluster.execute_command is untyped
         return untyped.execute_command(*command)
-    for _ in range(MAX_REDIRECTS):
+    # As ValkeyCluster does for any command: after a connection error reload the slot map and try again
+    # (our writes are safe to repeat), and follow MOVED redirects. A standalone client does neither.
+    retries = int(getattr(client, "cluster_error_retry_attempts", 0))
+    redirects = MAX_REDIRECTS if isinstance(client, ValkeyCluster) else 0
+    while True:
         pipe: Any = _node_for(client, key).pipeline(transaction=False)
         pipe.execute_command(*command)
         pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
         try:
             reply, acknowledged = pipe.execute(raise_on_error=False)
         except (ValkeyConnectionError, ValkeyTimeoutError):
-            _refresh_topology(client)  # the primary may have failed over: find the slot's owner for the next call
-            raise
-        if isinstance(reply, MovedError) and isinstance(client, ValkeyCluster):
+            _refresh_topology(client)  # the primary may have failed over: find the slot's owner
+            if retries == 0:
+                raise
+            retries -= 1
+            continue
+        if isinstance(reply, MovedError) and redirects:
             logger.debug("key=<%s> | slot moved (%s), following the redirect", key, reply)
             _refresh_topology(client)
+            redirects -= 1
             continue
         if isinstance(reply, Exception):
             raise reply
@@ -83,7 +91,6 @@ def execute(
                 "replica received it"
             )
         return reply
-    raise ValkeyConnectionError(f"key=<{key}> | slot kept moving after {MAX_REDIRECTS} redirects; cluster resharding?")
 
 
 def _node_for(client: valkey.Valkey | ValkeyCluster, key: str) -> Any:
