@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import valkey
+from helpers import CommandCounter, command_counts, wait_until  # noqa: F401  (re-exported for test files)
 from strands import Agent
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager import ValkeySessionManager, scripts
 from strands_valkey_session_manager.local_cluster import LocalCluster
 from strands_valkey_session_manager.local_server import LocalValkey
 from strands_valkey_session_manager.scripted_model import ScriptedModel
@@ -24,7 +24,7 @@ SERVER_BINARY = os.environ.get("TEST_SERVER_BINARY", "valkey-server")
 @pytest.fixture(scope="session")
 def server() -> Iterator[LocalValkey]:
     """One valkey-server for the whole run, in a temp dir, stopped by its pid at the end."""
-    with LocalValkey(binary=SERVER_BINARY) as local:
+    with LocalValkey(binary=SERVER_BINARY, args=["--enable-debug-command", "yes"]) as local:
         yield local
 
 
@@ -37,9 +37,11 @@ def cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
-    """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster."""
+    """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster, scripts loaded on every primary."""
     c = cluster.client()
     c.flushall()  # on every primary
+    for script in scripts.ALL:
+        c.script_load(script.source)
     yield c
     c.close()
 
@@ -56,6 +58,8 @@ def client(server: LocalValkey) -> Iterator[valkey.Valkey]:
     """A ``decode_responses=True`` client on an empty server."""
     c = server.client()
     c.flushall()
+    for script in scripts.ALL:  # steady state: command counts never include a one-off SCRIPT LOAD
+        c.script_load(script.source)
     yield c
     c.close()
 
@@ -92,55 +96,3 @@ def manager(client: valkey.Valkey) -> Callable[..., ValkeySessionManager]:
         return ValkeySessionManager(session_id=session_id, client=kwargs.pop("client", client), **kwargs)
 
     return build
-
-
-def command_counts(client: valkey.Valkey | ValkeyCluster) -> dict[str, int]:
-    """Calls per command from ``INFO commandstats`` (commands run inside scripts included).
-
-    On a cluster: the sum over every primary (replicas only replay what their primary ran).
-    """
-    if isinstance(client, ValkeyCluster):
-        per_node = list(client.info("commandstats", target_nodes=ValkeyCluster.PRIMARIES).values())
-    else:
-        per_node = [client.info("commandstats")]
-    counts: dict[str, int] = {}
-    for stats in per_node:
-        for name, value in stats.items():
-            counts[name.removeprefix("cmdstat_")] = counts.get(name.removeprefix("cmdstat_"), 0) + int(value["calls"])
-    return counts
-
-
-class CommandCounter:
-    """Count the server commands run inside a ``with`` block (``INFO`` itself excluded)."""
-
-    def __init__(self, client: valkey.Valkey | ValkeyCluster) -> None:
-        self.client = client
-        self.counts: dict[str, int] = {}
-
-    def __enter__(self) -> CommandCounter:
-        self.before = command_counts(self.client)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        after = command_counts(self.client)
-        self.counts = {
-            name: calls - self.before.get(name, 0)
-            for name, calls in after.items()
-            if calls - self.before.get(name, 0) and name != "info"
-        }
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def calls(self, *names: str) -> int:
-        return sum(self.counts.get(name, 0) for name in names)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition`` until it holds, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)

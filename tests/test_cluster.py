@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import valkey
-from conftest import CommandCounter
+from helpers import CommandCounter
 from strands import Agent
 from strands.multiagent.graph import GraphBuilder
 from valkey.cluster import ValkeyCluster

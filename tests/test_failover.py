@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import valkey
-from conftest import SERVER_BINARY, CommandCounter, wait_until
+from conftest import SERVER_BINARY
+from helpers import CommandCounter, CountingConnection, counting_client, wait_until
 from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
-from valkey.connection import Connection
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.local_cluster import LocalCluster
@@ -73,25 +73,18 @@ def test_every_acknowledged_write_is_already_on_the_replica(replicated: Replicat
         )
 
 
-def test_wait_adds_one_command_per_write_and_no_round_trip(primary, make_agent, monkeypatch) -> None:
-    sends = {"count": 0}
-    original = Connection.send_packed_command
-
-    def counting(self: Connection, command: Any, check_health: bool = True) -> None:
-        sends["count"] += 1
-        original(self, command, check_health)
-
-    agent = make_agent(ValkeySessionManager("user-42", primary, wait_replicas=1))
+def test_wait_adds_one_command_per_write_and_no_round_trip(replicated: Replicated, primary, make_agent) -> None:
+    counted = counting_client(replicated.primary.port)
+    agent = make_agent(ValkeySessionManager("user-42", counted, wait_replicas=1))
     agent("warm up")
-    monkeypatch.setattr(Connection, "send_packed_command", counting)
 
     with CommandCounter(primary) as counter:
-        before = sends["count"]
+        before = CountingConnection.round_trips
         agent("hello")  # two messages appended
-        sent = sends["count"] - before
+        round_trips = CountingConnection.round_trips - before
 
     assert (counter.calls("evalsha"), counter.calls("wait")) == (2, 2)
-    assert sent == 2  # script and WAIT leave in one write: one round trip per message
+    assert round_trips == 2  # script and WAIT leave in one request: one round trip per message
 
 
 def test_write_no_replica_acknowledged_raises_and_is_sent_again_with_the_next(

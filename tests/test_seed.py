@@ -35,7 +35,9 @@ def test_two_agents_share_one_session_each_with_its_own_keys(client: valkey.Valk
         "writer": ["Write a short blog intro about Valkey for AI.", "Meet Valkey."],
     }.items():
         stored = [
-            json.loads(client.get(f"session:workflow-001:agent:{agent_id}:message:{i}"))["message"]["content"][0]["text"]
+            json.loads(client.get(f"session:workflow-001:agent:{agent_id}:message:{i}"))["message"]["content"][0][
+                "text"
+            ]
             for i in range(2)
         ]
         assert stored == texts
@@ -53,8 +55,11 @@ def test_delete_session_on_logout_removes_every_key(client: valkey.Valkey, make_
 
 
 def test_raw_keys_listing_shows_every_key_with_a_ttl_near_an_hour(client: valkey.Valkey) -> None:
-    agent = Agent(model=ScriptedModel(), callback_handler=None,
-                  session_manager=ValkeySessionManager(session_id="user-42", client=client))
+    agent = Agent(
+        model=ScriptedModel(),
+        callback_handler=None,
+        session_manager=ValkeySessionManager(session_id="user-42", client=client),
+    )
     agent("hello")
 
     keys = client.keys("session:user-42*")

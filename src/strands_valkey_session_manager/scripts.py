@@ -60,6 +60,7 @@ READ_RECORD = Script("read_record")
 WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
+ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION)
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:

@@ -133,8 +133,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     "expired after ttl idle seconds). Open a new ValkeySessionManager to start it again."
                 ) from error
             if code == scripts.BADVALUE:
+                bad_key, _, reason = detail.partition(" ")
                 raise SessionException(
-                    f"key=<{detail}> | {operation} failed: the key holds a value this library did not write"
+                    f"key=<{bad_key}> | {operation} failed: the key holds a value this library did not write "
+                    f"({reason}). Delete or repair that key."
                 ) from error
             raise SessionException(f"key=<{key}> | {operation} failed: {error}") from error
         except replication.ReplicasNotAcknowledged as error:

@@ -1,0 +1,86 @@
+"""Test helpers shared by the test files: command counting and waiting on conditions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import valkey
+from valkey.cluster import ValkeyCluster
+
+
+def command_counts(client: valkey.Valkey | ValkeyCluster) -> dict[str, int]:
+    """Calls per command from ``INFO commandstats`` (commands run inside scripts included).
+
+    On a cluster: the sum over every primary (replicas only replay what their primary ran).
+    """
+    if isinstance(client, ValkeyCluster):
+        per_node = list(client.info("commandstats", target_nodes=ValkeyCluster.PRIMARIES).values())
+    else:
+        per_node = [client.info("commandstats")]
+    counts: dict[str, int] = {}
+    for stats in per_node:
+        for name, value in stats.items():
+            counts[name.removeprefix("cmdstat_")] = counts.get(name.removeprefix("cmdstat_"), 0) + int(value["calls"])
+    return counts
+
+
+class CommandCounter:
+    """Count the server commands run inside a ``with`` block (``INFO`` itself excluded)."""
+
+    def __init__(self, client: valkey.Valkey | ValkeyCluster) -> None:
+        self.client = client
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> CommandCounter:
+        self.before = command_counts(self.client)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = command_counts(self.client)
+        self.counts = {
+            name: calls - self.before.get(name, 0)
+            for name, calls in after.items()
+            if calls - self.before.get(name, 0) and name != "info"
+        }
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def calls(self, *names: str) -> int:
+        return sum(self.counts.get(name, 0) for name in names)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def counting_client(port: int) -> valkey.Valkey:
+    """A client whose connections count round trips in ``CountingConnection.round_trips``."""
+    pool = valkey.ConnectionPool(port=port, connection_class=CountingConnection, decode_responses=True)
+    client = valkey.Valkey(connection_pool=pool)
+    client.ping()  # connect now: the handshake is not a round trip of ours
+    return client
+
+
+class CountingConnection(valkey.Connection):
+    """A real connection that counts the requests it sends: one per round trip (a pipeline is one)."""
+
+    round_trips = 0
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        CountingConnection.round_trips += 1
+        super().send_packed_command(command, check_health)
+
+
+def populate(client: valkey.Valkey, count: int, prefix: str = "unrelated") -> None:
+    """Fill the server with ``count`` unrelated string keys (like DEBUG POPULATE, on any server)."""
+    for start in range(0, count, 10_000):
+        client.mset({f"{prefix}:{i}": "x" for i in range(start, min(start + 10_000, count))})

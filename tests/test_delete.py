@@ -1,0 +1,71 @@
+"""delete_session: every key of that session, in one call, and no key of any other session."""
+
+from __future__ import annotations
+
+import pytest
+import valkey
+from strands.types.exceptions import SessionException
+
+from strands_valkey_session_manager import ValkeySessionManager
+
+NEIGHBOURS = ["user-4", "user-420", "user-42x", "xuser-42"]
+
+
+def populate_session(client: valkey.Valkey, make_agent, session_id: str) -> None:
+    for agent_id in ("researcher", "writer"):
+        make_agent(ValkeySessionManager(session_id=session_id, client=client), agent_id=agent_id)(f"hi {session_id}")
+
+
+def snapshot(client: valkey.Valkey) -> dict[str, tuple[bytes, int]]:
+    return {key: (client.dump(key), client.pexpiretime(key)) for key in client.keys("*")}
+
+
+def test_delete_session_removes_every_key_of_the_session(client: valkey.Valkey, make_agent) -> None:
+    populate_session(client, make_agent, "user-42")
+    ValkeySessionManager(session_id="user-42", client=client).delete_session("user-42")
+    assert client.keys("*") == []
+
+
+def test_delete_session_leaves_prefix_neighbours_untouched(client: valkey.Valkey, make_agent) -> None:
+    for session_id in NEIGHBOURS:
+        populate_session(client, make_agent, session_id)
+    populate_session(client, make_agent, "user-42")
+    logout = ValkeySessionManager(session_id="user-4", client=client)
+    untouched = {
+        key: value
+        for key, value in snapshot(client).items()
+        if key != "session:user-42" and not key.startswith("session:user-42:")
+    }
+
+    logout.delete_session("user-42")
+
+    assert snapshot(client) == untouched
+
+
+def test_deleting_an_unknown_session_raises(client: valkey.Valkey) -> None:
+    manager = ValkeySessionManager(session_id="user-1", client=client)
+    with pytest.raises(SessionException, match="Session user-42 does not exist"):
+        manager.delete_session("user-42")
+
+
+def test_an_agent_whose_session_was_deleted_cannot_write_orphan_keys(client: valkey.Valkey, make_agent) -> None:
+    manager = ValkeySessionManager(session_id="user-42", client=client)
+    agent = make_agent(manager)
+    agent("hi")
+    manager.delete_session("user-42")
+
+    with pytest.raises(SessionException, match="no longer exists"):
+        agent("still there?")
+    assert client.keys("*") == []
+
+
+def test_delete_session_with_thousands_of_messages_is_complete(client: valkey.Valkey, make_agent) -> None:
+    agent = make_agent(ValkeySessionManager(session_id="big", client=client))
+    manager = agent._session_manager
+    for i in range(2500):
+        manager.append_message({"role": "user", "content": [{"text": str(i)}]}, agent)
+    assert client.dbsize() == 2504
+
+    manager.delete_session("big")
+
+    assert client.dbsize() == 0

@@ -1,0 +1,115 @@
+"""Efficiency (CONTRACT.md): counted in server commands (INFO commandstats) and round trips, never timed."""
+
+from __future__ import annotations
+
+import valkey
+from helpers import CommandCounter, CountingConnection, counting_client, populate
+from strands.types.session import SessionMessage
+
+from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.local_server import LocalValkey
+
+
+def conversation(client: valkey.Valkey, make_agent, messages: int, session: str = "s") -> None:
+    agent = make_agent(ValkeySessionManager(session_id=session, client=client))
+    manager = agent._session_manager
+    for i in range(messages):
+        role = "user" if i % 2 == 0 else "assistant"
+        manager.append_message({"role": role, "content": [{"text": f"message {i}"}]}, agent)
+
+
+def restore_counts(client: valkey.Valkey, make_agent, session: str = "s") -> dict[str, int]:
+    with CommandCounter(client) as counter:
+        agent = make_agent(ValkeySessionManager(session_id=session, client=client))
+    assert agent.messages, "nothing was restored"
+    return counter.counts
+
+
+def test_restore_takes_the_same_commands_for_20_and_200_messages(client: valkey.Valkey, make_agent) -> None:
+    conversation(client, make_agent, 20, session="short")
+    conversation(client, make_agent, 200, session="long")
+
+    short, long = restore_counts(client, make_agent, "short"), restore_counts(client, make_agent, "long")
+
+    assert short == long
+    assert long["mget"] == 1
+    assert long.get("get", 0) <= 2  # the session record and the agent record, never one per message
+
+
+def test_restore_takes_the_same_commands_with_100k_unrelated_keys(client: valkey.Valkey, make_agent) -> None:
+    conversation(client, make_agent, 200)
+    quiet = restore_counts(client, make_agent)
+    populate(client, 100_000)
+
+    assert restore_counts(client, make_agent) == quiet
+
+
+def test_restore_takes_a_constant_number_of_round_trips(server: LocalValkey, client: valkey.Valkey, make_agent) -> None:
+    counting = counting_client(server.port)
+    trips = []
+    for n in (20, 200):
+        conversation(client, make_agent, n, session=f"s{n}")
+        CountingConnection.round_trips = 0
+        make_agent(ValkeySessionManager(session_id=f"s{n}", client=counting))
+        trips.append(CountingConnection.round_trips)
+    assert trips[0] == trips[1] <= 5, trips
+
+
+def test_appending_a_message_is_one_round_trip(server: LocalValkey, make_agent) -> None:
+    counting = counting_client(server.port)
+    agent = make_agent(ValkeySessionManager(session_id="s", client=counting))
+    CountingConnection.round_trips = 0
+    agent._session_manager.append_message({"role": "user", "content": [{"text": "hi"}]}, agent)
+    assert CountingConnection.round_trips == 1
+
+
+def test_syncing_the_agent_is_one_round_trip(server: LocalValkey, make_agent) -> None:
+    counting = counting_client(server.port)
+    agent = make_agent(ValkeySessionManager(session_id="s", client=counting))
+    agent.state.set("k", "v")
+    CountingConnection.round_trips = 0
+    agent._session_manager.sync_agent(agent)
+    assert CountingConnection.round_trips == 1
+
+
+def test_an_append_costs_the_same_commands_at_10_and_at_200_messages(client: valkey.Valkey, make_agent) -> None:
+    agent = make_agent(ValkeySessionManager(session_id="s", client=client))
+    manager = agent._session_manager
+    costs = {}
+    for i in range(201):
+        message = {"role": "user", "content": [{"text": f"message {i}"}]}
+        with CommandCounter(client) as counter:
+            manager.append_message(message, agent)
+        costs[i] = counter.counts
+    assert costs[10] == costs[200]
+    assert sum(costs[200].values()) <= 12
+
+
+def test_delete_session_is_one_call_whose_cost_ignores_other_keys(
+    server: LocalValkey, client: valkey.Valkey, make_agent
+) -> None:
+    def delete_counts() -> dict[str, int]:
+        conversation(client, make_agent, 200)
+        with CommandCounter(client) as counter:
+            ValkeySessionManager(session_id="s", client=client).delete_session("s")
+        assert client.keys("session:*") == []
+        return counter.counts
+
+    quiet = delete_counts()
+    populate(client, 100_000)
+    assert delete_counts() == quiet
+    assert quiet["evalsha"] == 1
+    assert quiet["del"] == 1  # 205 keys in one DEL
+
+
+def test_no_path_an_agent_takes_uses_scan_or_keys(client: valkey.Valkey, make_agent) -> None:
+    with CommandCounter(client) as counter:
+        manager = ValkeySessionManager(session_id="s", client=client)
+        agent = make_agent(manager)
+        agent("hi")
+        manager.redact_latest_message({"role": "assistant", "content": [{"text": "x"}]}, agent)
+        manager.create_message("s", "assistant", SessionMessage({"role": "user", "content": []}, 2))
+        make_agent(ValkeySessionManager(session_id="s", client=client))
+        manager.list_messages("s", "assistant", limit=1, offset=1)
+        manager.delete_session("s")
+    assert not {"scan", "keys"} & set(counter.counts), counter.counts

@@ -1,0 +1,119 @@
+"""Errors (CONTRACT.md): storage failures and foreign values are SessionExceptions naming the key."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+import valkey
+from strands.types.exceptions import SessionException
+
+from strands_valkey_session_manager import ValkeySessionManager
+
+
+def conversation(client: valkey.Valkey, make_agent, turns: int = 2) -> None:
+    agent = make_agent(ValkeySessionManager(session_id="s", client=client))
+    for turn in range(turns):
+        agent(f"turn {turn}")
+
+
+def test_a_vanished_message_is_logged_by_id_and_the_rest_restored(client: valkey.Valkey, make_agent, caplog) -> None:
+    conversation(client, make_agent)
+    client.delete("session:s:agent:assistant:message:1")
+
+    with caplog.at_level(logging.WARNING):
+        restored = make_agent(ValkeySessionManager(session_id="s", client=client))
+
+    assert "message_ids=<[1]>" in caplog.text
+    assert len(restored.messages) == 3
+
+
+def test_a_message_replaced_by_another_type_counts_as_vanished(client: valkey.Valkey, make_agent, caplog) -> None:
+    conversation(client, make_agent)
+    client.delete("session:s:agent:assistant:message:2")
+    client.rpush("session:s:agent:assistant:message:2", "not a message")
+
+    with caplog.at_level(logging.WARNING):
+        restored = make_agent(ValkeySessionManager(session_id="s", client=client))
+
+    assert "message_ids=<[2]>" in caplog.text
+    assert len(restored.messages) == 3
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("session:s", "{not json"),
+        ("session:s:agent:assistant", "[1, 2]"),
+        ("session:s:agent:assistant", '{"agent_id": "assistant"}'),
+        ("session:s:agent:assistant:message:1", '{"message": "hi", "message_id": 1}'),
+        ("session:s:agent:assistant:message:1", "\xff garbage"),
+    ],
+    ids=["session-bad-json", "agent-not-an-object", "agent-missing-fields", "message-wrong-shape", "message-garbage"],
+)
+def test_a_foreign_value_fails_the_restore_naming_its_key(
+    client: valkey.Valkey, make_agent, key: str, value: str
+) -> None:
+    conversation(client, make_agent)
+    client.set(key, value, keepttl=True)
+
+    with pytest.raises(SessionException, match=f"key=<{key}> \\| value is"):
+        make_agent(ValkeySessionManager(session_id="s", client=client))
+
+
+@pytest.mark.parametrize("key", ["session:s:agent:assistant", "session:s:index", "session:s:agent:assistant:messages"])
+def test_a_key_of_the_wrong_type_fails_the_write_naming_it_and_changes_nothing(
+    client: valkey.Valkey, make_agent, key: str
+) -> None:
+    manager = ValkeySessionManager(session_id="s", client=client)
+    agent = make_agent(manager)
+    agent("hi")
+    client.delete(key)
+    client.hset(key, "foreign", "value")
+    before = {k: client.dump(k) for k in client.keys("*")}
+
+    with pytest.raises(SessionException, match=f"key=<{key}>"):
+        if key.endswith(":assistant"):
+            agent.state.set("x", 1)
+            manager.sync_agent(agent)
+        else:
+            manager.append_message({"role": "user", "content": [{"text": "more"}]}, agent)
+
+    assert {k: client.dump(k) for k in client.keys("*")} == before
+
+
+def test_a_multi_agent_value_that_is_not_json_raises_naming_its_key(client: valkey.Valkey) -> None:
+    manager = ValkeySessionManager(session_id="s", client=client)
+    client.set("session:s:multi_agent:swarm", "nope")
+    with pytest.raises(SessionException, match="key=<session:s:multi_agent:swarm>"):
+        manager.read_multi_agent("s", "swarm")
+
+
+def test_an_unreachable_server_raises_session_exception_with_the_cause() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        client = valkey.Valkey(port=port, socket_connect_timeout=1)
+        with pytest.raises(SessionException, match="ConnectionError") as raised:
+            ValkeySessionManager(session_id="s", client=client)
+    assert isinstance(raised.value.__cause__, valkey.ConnectionError)
+
+
+def test_a_server_that_never_answers_fails_within_the_clients_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts connections (kernel backlog) but never replies
+        client = valkey.Valkey(port=listener.getsockname()[1], socket_timeout=0.5, socket_connect_timeout=0.5)
+        with pytest.raises(SessionException, match="TimeoutError") as raised:
+            ValkeySessionManager(session_id="s", client=client)
+    assert isinstance(raised.value.__cause__, valkey.TimeoutError)
+
+
+def test_session_exception_names_the_operation(client: valkey.Valkey) -> None:
+    manager = ValkeySessionManager(session_id="s", client=client)
+    client.set("session:s:index", "not a set")
+    from strands.types.session import SessionAgent
+
+    with pytest.raises(SessionException, match=r"key=<session:s:index> \| create agent failed"):
+        manager.create_agent("s", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
