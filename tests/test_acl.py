@@ -118,7 +118,7 @@ def test_a_user_with_the_minimal_rule_runs_the_whole_flow(users: tuple[Users, st
     ValkeySessionManager("user-42", app).delete_session("user-42")
 
     assert restored.messages == agent.messages
-    assert ValkeySessionManager("user-42", app).read_multi_agent("user-42", "pipeline") is None
+    assert ValkeySessionManager("user-42", app).read_multi_agent("user-42", "default_graph") is None
 
 
 def test_a_user_with_the_minimal_rule_cannot_touch_other_keys(users: tuple[Users, str]) -> None:

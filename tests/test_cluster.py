@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import valkey
 from helpers import CommandCounter
-from strands import Agent
-from strands.multiagent.graph import GraphBuilder
+from strands.session.file_session_manager import FileSessionManager
+from test_multiagent import graph, interrupted_graph_resumed, interrupted_swarm_resumed
 from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager
@@ -94,23 +94,23 @@ def test_new_manager_restores_the_conversation(store: Store, make_agent) -> None
 
 
 def run_graph(store: Store, session_id: str) -> Any:
-    builder = GraphBuilder()
-    builder.add_node(Agent(model=ScriptedModel(["notes"]), callback_handler=None), "research")
-    builder.add_node(Agent(model=ScriptedModel(["draft"]), callback_handler=None), "write")
-    builder.add_edge("research", "write")
-    builder.set_graph_id("pipeline").set_max_node_executions(4).set_execution_timeout(60)
-    builder.set_session_manager(ValkeySessionManager(session_id, store))
-    return builder.build()("Write about Valkey.")
+    return graph(ValkeySessionManager(session_id, store), ScriptedModel(["notes"]), ScriptedModel(["draft"]))("task")
 
 
-def test_graph_state_persists_in_the_session(store: Store) -> None:
-    run_graph(store, "user-42")
+def test_graph_resumes_on_a_cluster_like_file_session_manager(cluster_client: ValkeyCluster, tmp_path) -> None:
+    on_cluster = interrupted_graph_resumed(lambda: ValkeySessionManager("g", cluster_client))
+    from_file = interrupted_graph_resumed(lambda: FileSessionManager(session_id="g", storage_dir=str(tmp_path)))
 
-    state = ValkeySessionManager("user-42", store).read_multi_agent("user-42", "pipeline")
+    assert on_cluster == from_file
+    assert on_cluster[0]["execution_order"] == ["A", "B"]
 
-    assert state is not None
-    assert (state["status"], state["execution_order"]) == ("completed", ["research", "write"])
-    assert texts([state["node_results"]["write"]["result"]["message"]]) == ["draft"]
+
+def test_swarm_resumes_on_a_cluster_like_file_session_manager(cluster_client: ValkeyCluster, tmp_path) -> None:
+    on_cluster = interrupted_swarm_resumed(lambda: ValkeySessionManager("sw", cluster_client))
+    from_file = interrupted_swarm_resumed(lambda: FileSessionManager(session_id="sw", storage_dir=str(tmp_path)))
+
+    assert on_cluster == from_file
+    assert on_cluster[1]["status"] == "completed"
 
 
 def test_all_keys_of_a_session_expire_together_within_its_ttl(store: Store, make_agent) -> None:
