@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 import valkey
+import valkey.asyncio
+from cli_support import PNG, invoke, lookup
 from helpers import CommandCounter, command_counts, wait_until  # noqa: F401  (re-exported for test files)
 from strands import Agent
+from strands.multiagent import Swarm
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import ValkeySessionManager, scripts
+from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts
 from strands_valkey_session_manager.local_cluster import LocalCluster
 from strands_valkey_session_manager.local_server import LocalValkey
 from strands_valkey_session_manager.scripted_model import ScriptedModel
@@ -94,5 +97,56 @@ def manager(client: valkey.Valkey) -> Callable[..., ValkeySessionManager]:
 
     def build(session_id: str = "user-42", **kwargs: Any) -> ValkeySessionManager:
         return ValkeySessionManager(session_id=session_id, client=kwargs.pop("client", client), **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def make_storage(server: LocalValkey, client: valkey.Valkey) -> Iterator[Callable[..., ValkeyStorage]]:
+    """Build ``ValkeyStorage`` on the (emptied) test server: ``make_storage(ttl=60)``; closed at teardown."""
+    made: list[ValkeyStorage] = []
+
+    def build(**kwargs: Any) -> ValkeyStorage:
+        made.append(ValkeyStorage(valkey.asyncio.Valkey(port=server.port), **kwargs))
+        return made[-1]
+
+    yield build
+    for storage in made:
+        storage.close()
+
+
+# -- the CLI's tests (tests/test_cli_*.py; helpers in cli_support.py) -------------------------------
+
+
+@pytest.fixture
+def cli(server: LocalValkey, client: valkey.Valkey) -> Callable[..., Any]:
+    """``cli("keys", "user-42")``: run a ``strands-valkey`` command in-process against the (emptied) test server."""
+
+    def run(*args: str, input: str | None = None) -> Any:
+        return invoke(*args, "--url", server.url, input=input)
+
+    return run
+
+
+@pytest.fixture
+def seed(client: valkey.Valkey, make_agent: Callable[..., Agent]) -> Callable[..., None]:
+    """``seed("user-42")``: a session whose agents ran for real: tool use, an image, agent state (and a Swarm)."""
+
+    def build(
+        session_id: str = "user-42",
+        ttl: int | None = 3600,
+        agents: tuple[str, ...] = ("researcher", "writer"),
+        swarm: bool = False,
+    ) -> None:
+        if swarm:
+            node = Agent(name="node", agent_id="node", model=ScriptedModel(["done"]), callback_handler=None)
+            Swarm([node], session_manager=ValkeySessionManager(session_id=session_id, client=client, ttl=ttl))("task")
+        for agent_id in agents:
+            manager = ValkeySessionManager(session_id=session_id, client=client, ttl=ttl)
+            replies: list[Any] = [{"tool": "lookup", "input": {"topic": "valkey"}}, "Valkey is fast."]
+            agent = make_agent(manager, agent_id, replies=replies, tools=[lookup])
+            agent.state.set("stage", "draft")
+            agent("Research Valkey.")
+            agent([{"text": "What is in this picture?"}, {"image": {"format": "png", "source": {"bytes": PNG}}}])
 
     return build

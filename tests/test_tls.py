@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import valkey
+from cli_support import invoke
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.local_server import LocalValkey
@@ -49,3 +52,15 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(tls_server: LocalValkey)
 
     with pytest.raises(valkey.exceptions.ConnectionError, match="certificate verify failed"):
         untrusting.ping()
+
+
+def test_the_cli_reaches_a_tls_only_server_with_a_valkeys_url(tls_server: LocalValkey, make_agent) -> None:
+    client = tls_server.client()
+    client.flushall()
+    make_agent(ValkeySessionManager("cli-user", client))("hello")
+    url = f"{tls_server.url}?ssl_ca_certs={tls_server.tls_files.ca}"
+
+    result = invoke("sessions", "--url", url, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert [entry["session_id"] for entry in json.loads(result.stdout)] == ["cli-user"]

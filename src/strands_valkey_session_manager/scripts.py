@@ -8,6 +8,7 @@ are refreshed. Errors the scripts raise start with a code that :func:`error_code
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -37,6 +38,19 @@ class Script:
         self.source = f"{shebang}\n{_COMMON}\n{rest}" if shebang else f"{_COMMON}\n{rest}"
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
+    async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any]) -> Any:
+        """Run the script through ``call(*command)``, which sends one command on the client at hand.
+
+        EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and retry. This is the one
+        definition for both kinds of client: a synchronous client's ``call`` returns without suspending.
+        """
+        evalsha = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        try:
+            return await call(*evalsha)
+        except NoScriptError:
+            await call("SCRIPT LOAD", self.source)  # a cluster client loads it on every primary
+            return await call(*evalsha)
+
     def __call__(
         self,
         client: valkey.Valkey | Any,
@@ -44,23 +58,39 @@ class Script:
         args: list[Any],
         wait: replication.WaitForReplicas | None = None,
     ) -> Any:
-        """Run the script: EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load it and retry.
+        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip."""
 
-        With ``wait``, ``WAIT`` for that many replicas follows in the same round trip (see ``replication``).
-        """
-        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
+            return replication.execute(client, keys[0], command, wait if command[0] == "EVALSHA" else None)
+
+        steps = self._run(call, keys, args)
         try:
-            return replication.execute(client, keys[0], command, wait)
-        except NoScriptError:
-            client.script_load(self.source)  # a cluster client loads it on every primary
-            return replication.execute(client, keys[0], command, wait)
+            steps.send(None)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
+
+    async def run_async(self, client: Any, keys: list[str], args: list[Any], **options: Any) -> Any:
+        """Run the script on a ``valkey.asyncio`` client; ``options`` go with each command (``target_nodes=``)."""
+
+        async def call(*command: Any) -> Any:
+            return await client.execute_command(*command, **options)
+
+        return await self._run(call, keys, args)
 
 
 READ_RECORD = Script("read_record")
 WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
-ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION)
+STORAGE = Script("storage")
+STORAGE_LIST = Script("storage_list")
+ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, STORAGE, STORAGE_LIST)
+# The admin scripts (admin.py): the CLI's session walks reuse each_key() rather than a second walker.
+SESSION_KEYS = Script("session_keys")
+DUMP_SESSION = Script("dump_session")
+IMPORT_SESSION = Script("import_session")
+EXPIRE_SESSION = Script("expire_session")
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:

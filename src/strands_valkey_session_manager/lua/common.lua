@@ -53,11 +53,23 @@ local function each_key(fn)
   end
 end
 
+-- Delete every key of the session, in chunks (Lua's unpack() is bounded). Returns how many existed.
+local function delete_session_keys()
+  local keys = {}
+  each_key(function(key) keys[#keys + 1] = key end)
+  local deleted = 0
+  for first = 1, #keys, 1000 do
+    deleted = deleted + redis.call('DEL', unpack(keys, first, math.min(first + 999, #keys)))
+  end
+  return deleted
+end
+
 -- The session's one deadline (ms since the epoch; -1 = none), refreshed first when it is due.
 -- THIS IS THE ONLY PLACE TTLs ARE REFRESHED. Refreshing is amortised: all keys move to now + ttl
 -- together, and only once the remaining life has dropped below 90% of ttl, so a burst of writes
 -- pays for one walk of the session, not one per write. Returns -2 if the session record is gone.
-local function deadline()
+-- walk (default each_key) calls its argument on every key that shares the deadline of session_key.
+local function deadline(walk)
   local current = redis.call('PEXPIRETIME', session_key)
   if current == -2 or ttl == 0 then
     return current
@@ -67,7 +79,8 @@ local function deadline()
     return current
   end
   local new_deadline = now + ttl
-  each_key(function(key) redis.call('PEXPIREAT', key, new_deadline) end)
+  walk = walk or each_key
+  walk(function(key) redis.call('PEXPIREAT', key, new_deadline) end)
   return new_deadline
 end
 
