@@ -13,8 +13,10 @@ from cli_support import PNG, invoke, lookup
 from helpers import CommandCounter, command_counts, wait_until  # noqa: F401  (re-exported for test files)
 from strands import Agent
 from strands.multiagent import Swarm
+from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts
+from strands_valkey_session_manager.local_cluster import LocalCluster
 from strands_valkey_session_manager.local_server import LocalValkey
 from strands_valkey_session_manager.scripted_model import ScriptedModel
 
@@ -26,6 +28,31 @@ SERVER_BINARY = os.environ.get("TEST_SERVER_BINARY", "valkey-server")
 def server() -> Iterator[LocalValkey]:
     """One valkey-server for the whole run, in a temp dir, stopped by its pid at the end."""
     with LocalValkey(binary=SERVER_BINARY, args=["--enable-debug-command", "yes"]) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    """One 3-master + 3-replica cluster for the whole run (started on first use), stopped by pid at the end."""
+    with LocalCluster(binary=SERVER_BINARY) as local:
+        yield local
+
+
+@pytest.fixture
+def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
+    """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster, scripts loaded on every primary."""
+    c = cluster.client()
+    c.flushall()  # on every primary
+    for script in scripts.ALL:
+        c.script_load(script.source)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def tls_server() -> Iterator[LocalValkey]:
+    """A TLS-only server (``--port 0``); ``tls_server.tls_files.ca`` is the CA, ``tls_server.url`` a valkeys:// URL."""
+    with LocalValkey(binary=SERVER_BINARY, tls=True) as local:
         yield local
 
 

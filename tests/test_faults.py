@@ -69,7 +69,8 @@ def test_aof_always_restores_every_acknowledged_message_after_a_server_crash(sta
     agent("look it up")
     agent("thanks")
 
-    local.restart(crash=True)  # SIGKILL: only what the AOF holds survives
+    local.kill()  # SIGKILL: only what the AOF holds survives
+    local.start()
 
     assert len(agent.messages) == 6
     assert_stored_as_held(local.client(), agent)
@@ -81,7 +82,8 @@ def test_agent_carries_on_with_its_old_client_after_the_server_restarted(start_s
     agent = open_agent(client, SESSION)
     agent("before")
 
-    local.restart(crash=True)  # the client's pooled connection is now dead, the script cache empty
+    local.kill()  # the client's pooled connection is now dead, the script cache empty
+    local.start()
     agent("after")
 
     assert len(agent.messages) == 4
@@ -95,7 +97,7 @@ def test_server_crash_in_the_middle_of_a_turn_loses_only_the_unwritten_message_a
     @tool
     def crash_the_server() -> str:
         """Kill the server between the toolUse and toolResult messages."""
-        local._halt(signal.SIGKILL)
+        local.kill()
         return "the server is down"
 
     agent = open_agent(client, SESSION, replies=[{"tool": "crash_the_server"}, "done"], tools=[crash_the_server])

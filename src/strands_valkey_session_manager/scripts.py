@@ -15,6 +15,8 @@ from typing import Any
 import valkey
 from valkey.exceptions import NoScriptError, ResponseError
 
+from . import replication
+
 _LUA = resources.files(__package__).joinpath("lua")
 _COMMON = _LUA.joinpath("common.lua").read_text(encoding="utf-8")
 
@@ -49,11 +51,17 @@ class Script:
             await call("SCRIPT LOAD", self.source)  # a cluster client loads it on every primary
             return await call(*evalsha)
 
-    def __call__(self, client: valkey.Valkey | Any, keys: list[str], args: list[Any]) -> Any:
-        """Run the script on a synchronous client."""
+    def __call__(
+        self,
+        client: valkey.Valkey | Any,
+        keys: list[str],
+        args: list[Any],
+        wait: replication.WaitForReplicas | None = None,
+    ) -> Any:
+        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip."""
 
-        async def call(*command: Any) -> Any:
-            return client.execute_command(*command)  # returns at once: the coroutine never suspends
+        async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
+            return replication.execute(client, keys[0], command, wait if command[0] == "EVALSHA" else None)
 
         steps = self._run(call, keys, args)
         try:

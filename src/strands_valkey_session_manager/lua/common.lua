@@ -16,11 +16,15 @@ local function fail(code, detail)
   error({ err = code .. ' ' .. detail })
 end
 
--- redis.call, but a server error (WRONGTYPE, ...) becomes BADVALUE naming the key it was about.
+-- redis.call, but a WRONGTYPE error becomes BADVALUE naming the key it was about. Other errors
+-- (an ACL user without a command, OOM, ...) are raised as they are: they say what went wrong.
 local function call_on(key, ...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then
-    fail('BADVALUE', key .. ' ' .. reply.err)
+    if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then
+      fail('BADVALUE', key .. ' ' .. reply.err)
+    end
+    error(reply)
   end
   return reply
 end

@@ -38,10 +38,7 @@ if mode == 'update' then
     created_at = stored
   end
 else
-  local kind = redis.call('TYPE', record_key).ok   -- a create replaces a string, never another type
-  if kind ~= 'none' and kind ~= 'string' then
-    fail('BADVALUE', record_key .. ' holds a ' .. kind)
-  end
+  call_on(record_key, 'GET', record_key)        -- a create replaces a string, never another type (BADVALUE)
 end
 if suffix ~= '' then                            -- fails first (wrong type) or changes nothing twice
   call_on(index_key, 'SADD', index_key, suffix)
