@@ -25,12 +25,39 @@ _FIELDS: dict[type, frozenset[str]] = {
 }
 
 
-def dumps(data: dict[str, Any]) -> bytes:
-    """Encode a record as compact UTF-8 JSON (escaped ASCII only where UTF-8 cannot go)."""
+#: Records as the session manager is handed them: the SDK's dataclasses, or a multi-agent's state dict.
+Encodable = Session | SessionAgent | SessionMessage | dict[str, Any]
+
+_TOO_DEEP = "is nested too deeply to encode (Python's recursion limit); nothing was written"
+_TOO_DEEP_TO_DECODE = "is nested too deeply to decode (Python's recursion limit)"
+
+
+def to_dict(record: Encodable) -> dict[str, Any]:
+    """Return the dict to store for a record (its ``to_dict()``); ``ValueError`` if nested too deeply."""
     try:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: valid in a Python str, not in UTF-8
-        return json.dumps(data, separators=(",", ":")).encode("ascii")
+        return record if isinstance(record, dict) else record.to_dict()
+    except RecursionError as error:
+        raise ValueError(f"{type(record).__name__} {_TOO_DEEP}") from error
+
+
+def dumps(data: dict[str, Any]) -> bytes:
+    """Encode a record as compact UTF-8 JSON (escaped ASCII only where UTF-8 cannot go).
+
+    Raises:
+        ValueError: If the record is nested too deeply to encode.
+    """
+    try:
+        try:
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: valid in a Python str, not in UTF-8
+            return json.dumps(data, separators=(",", ":")).encode("ascii")
+    except RecursionError as error:
+        raise ValueError(f"record {_TOO_DEEP}") from error
+
+
+def encode(record: Encodable) -> bytes:
+    """Return the JSON stored for a record: ``dumps(to_dict(record))``."""
+    return dumps(to_dict(record))
 
 
 def split_created_at(data: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -51,6 +78,8 @@ def loads(raw: bytes | str, key: str) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, TypeError) as error:
         raise SessionException(f"key=<{key}> | value is not valid JSON: {error}") from error
+    except RecursionError as error:
+        raise SessionException(f"key=<{key}> | value {_TOO_DEEP_TO_DECODE}") from error
     if not isinstance(data, dict):
         raise SessionException(f"key=<{key}> | value is JSON {type(data).__name__}, expected an object")
     return data
@@ -61,7 +90,10 @@ def load_record(cls: type[Record], raw: bytes | str, key: str) -> Record:
     data = loads(raw, key)
     fields = {name: value for name, value in data.items() if name in _FIELDS[cls]}
     if (_BYTES_MARKER in raw) if isinstance(raw, bytes) else (_BYTES_MARKER.decode() in raw):
-        fields = decode_bytes_values(fields)
+        try:
+            fields = decode_bytes_values(fields)
+        except RecursionError as error:
+            raise SessionException(f"key=<{key}> | value {_TOO_DEEP_TO_DECODE}") from error
     try:
         record = cls(**fields)
     except TypeError as error:

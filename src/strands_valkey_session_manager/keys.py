@@ -25,6 +25,9 @@ from valkey.crc import key_slot
 # Characters that would let one id reach another's keys (":"), break hash tags ("{", "}") or
 # break raw inspection patterns (glob characters).
 _FORBIDDEN = frozenset(":{}*?[]")
+# Unicode categories never allowed: control characters (Cc), and lone surrogates (Cs), which a
+# Python str may hold but UTF-8, and so a Valkey key, cannot.
+_FORBIDDEN_CATEGORIES = frozenset(("Cc", "Cs"))
 
 INDEX = "index"
 AGENT = "agent"
@@ -43,10 +46,10 @@ def validate_id(value: object, kind: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{kind}=<{value!r}> | must be a non-empty string")
     for char in value:
-        if char in _FORBIDDEN or char.isspace() or unicodedata.category(char) == "Cc":
+        if char in _FORBIDDEN or char.isspace() or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
             raise ValueError(
                 f"{kind}=<{value!r}> | must not contain {char!r}: ids may not contain ':', '{{', '}}', "
-                "glob characters (*?[]), whitespace or control characters"
+                "glob characters (*?[]), whitespace, control characters or lone surrogates"
             )
     return value
 
@@ -63,7 +66,7 @@ def validate_prefix(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"key_prefix=<{value!r}> | must be a non-empty string")
     for char in value:
-        if char in "{}*?[]" or char.isspace() or unicodedata.category(char) == "Cc":
+        if char in "{}*?[]" or char.isspace() or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
             raise ValueError(f"key_prefix=<{value!r}> | must not contain {char!r}")
     return value
 

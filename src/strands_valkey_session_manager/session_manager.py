@@ -16,9 +16,7 @@ from strands.types.content import Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 from valkey.cluster import ValkeyCluster
-from valkey.exceptions import ConnectionError as ValkeyConnectionError
-from valkey.exceptions import ResponseError, ValkeyError
-from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
 
 from . import codec, replication, scripts
 from .keys import KeySchema, validate_id, validate_message_id
@@ -117,6 +115,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Turn anything Valkey raises into a ``SessionException`` naming the operation and key."""
         try:
             yield
+        except OutOfMemoryError as error:
+            raise SessionException(
+                f"key=<{key}> | {operation} refused, nothing was written: Valkey is out of memory (maxmemory "
+                f"reached under a noeviction policy). Free memory or raise maxmemory, then retry. ({error})"
+            ) from error
         except ResponseError as error:
             code, detail = scripts.error_code(error)
             if code == scripts.NOTFOUND:
@@ -125,7 +128,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 raise SessionException(
                     f"key=<{detail}> | {operation} refused: that message id already holds a different message. "
                     "Another writer is appending to the same (session_id, agent_id); give each agent its own "
-                    "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored."
+                    "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored. "
+                    "If there is no other writer, the session's records were evicted or deleted while its "
+                    "messages remain: run Valkey with maxmemory-policy noeviction."
                 ) from error
             if code == scripts.NOSESSION:
                 raise SessionException(
@@ -165,7 +170,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.session(session.session_id)
         expiry = ("PX", self.ttl_ms) if self.ttl_ms else ()
         with self._errors("create session", key):
-            command = ("SET", key, codec.dumps(session.to_dict()), "NX", *expiry)
+            command = ("SET", key, codec.encode(session), "NX", *expiry)
             created = replication.execute(self.client, key, command, self.replica_wait)
         if not created:
             if not self._opening:
@@ -192,9 +197,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     # -- agents -----------------------------------------------------------------------------
 
-    def _write_record(self, operation: str, session_id: str, key: str, record: dict[str, Any], **how: str) -> str:
+    def _write_record(self, operation: str, session_id: str, key: str, record: codec.Encodable, **how: str) -> str:
         """Create or update one JSON record; returns the ``created_at`` it was stored with."""
-        created_at, body = codec.split_created_at(record) if "created_at" in record else (b"", codec.dumps(record))
+        data = codec.to_dict(record)
+        created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
         mode, suffix = how.get("mode", "create"), how.get("suffix", "")
         with self._errors(operation, key, how.get("not_found", "")):
             stored = self._script(scripts.WRITE_RECORD, session_id, key, [mode, suffix, created_at, body])
@@ -212,7 +218,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
         suffix = self.keys.agent_suffix(agent_id)
-        self._write_record("create agent", session_id, key, session_agent.to_dict(), suffix=suffix)
+        self._write_record("create agent", session_id, key, session_agent, suffix=suffix)
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
@@ -226,7 +232,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.agent(session_id, agent_id)
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
         session_agent.created_at = self._write_record(
-            "update agent", session_id, key, session_agent.to_dict(), mode="update", not_found=not_found
+            "update agent", session_id, key, session_agent, mode="update", not_found=not_found
         )
 
     # -- messages ---------------------------------------------------------------------------
@@ -247,7 +253,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Create a message; identical content under its id is a retry and succeeds."""
         message_id = validate_message_id(session_message.message_id)
-        self._append(session_id, agent_id, [(message_id, codec.dumps(session_message.to_dict()))])
+        self._append(session_id, agent_id, [(message_id, codec.encode(session_message))])
 
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
@@ -264,7 +270,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             "update message",
             session_id,
             key,
-            session_message.to_dict(),
+            session_message,
             mode="update",
             not_found=f"Message {message_id} does not exist",
         )
@@ -292,11 +298,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             ids = ids[offset:] if limit is None else ids[offset : offset + limit]
         if limit == 0 or not ids:
             return []
+        try:
+            numbers = [int(message_id) for message_id in ids]
+        except ValueError as error:
+            raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         prefix = self.keys.message_prefix(session_id, agent_id)
-        keys = [f"{prefix}{int(message_id)}" for message_id in ids]
+        keys = [f"{prefix}{number}" for number in numbers]
         with self._errors("list messages", ids_key):
             values = cast("list[bytes | str | None]", self.client.mget(keys))
-        missing = [int(message_id) for message_id, raw in zip(ids, values, strict=True) if raw is None]
+        missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
         if missing:
             logger.warning(
                 "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | messages listed in %s are missing from "
@@ -335,14 +345,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def append_message(self, message: Message, agent: LocalAgent, **kwargs: Any) -> None:
         """Append a message to the agent's session in one round trip.
 
-        If an earlier append failed on the wire (timeout, dropped connection, failover), that
-        message is re-sent first, byte for byte, in the same atomic write: message ids stay
-        gap-free, and a write that did land after all is recognised as done, not as a conflict.
+        If an earlier append failed (timeout, dropped connection, failover, out of memory: anything
+        but a refusal by the script), that message is re-sent first, byte for byte, in the same
+        atomic write: message ids stay gap-free, nothing the agent holds goes missing from the
+        store, and a write that did land after all is recognised as done, not as a conflict.
         """
         agent_id = agent.agent_id
         latest = self._latest_agent_message[agent_id]
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
-        record = (session_message.message_id, codec.dumps(session_message.to_dict()))
+        record = (session_message.message_id, codec.encode(session_message))
         batch = [*self._unconfirmed.pop(agent_id, []), record]
         # The SDK appended the message to agent.messages already: track it whatever happens next.
         self._latest_agent_message[agent_id] = session_message
@@ -350,7 +361,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         try:
             self._append(self.session_id, agent_id, batch)
         except SessionException as error:
-            if isinstance(error.__cause__, (ValkeyConnectionError, ValkeyTimeoutError)):
+            cause = error.__cause__
+            if not (isinstance(cause, ResponseError) and scripts.error_code(cause)[0]):  # not refused: re-send
                 self._unconfirmed[agent_id] = batch
                 logger.debug(
                     "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",

@@ -1,4 +1,5 @@
-#!lua
+#!lua flags=allow-oom
+-- allow-oom: deleting is how a full server gets memory back.
 -- Delete every key of one session, atomically, found through its index (no SCAN, no KEYS).
 -- Returns the number of keys deleted (0 = the session did not exist).
 
