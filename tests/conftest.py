@@ -10,8 +10,10 @@ import pytest
 import valkey
 from helpers import CommandCounter, command_counts, wait_until  # noqa: F401  (re-exported for test files)
 from strands import Agent
+from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager, scripts
+from strands_valkey_session_manager.local_cluster import LocalCluster
 from strands_valkey_session_manager.local_server import LocalValkey
 from strands_valkey_session_manager.scripted_model import ScriptedModel
 
@@ -24,6 +26,22 @@ def server() -> Iterator[LocalValkey]:
     """One valkey-server for the whole run, in a temp dir, stopped by its pid at the end."""
     with LocalValkey(binary=SERVER_BINARY, args=["--enable-debug-command", "yes"]) as local:
         yield local
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    """One 3-master + 3-replica cluster for the whole run (started on first use), stopped by pid at the end."""
+    with LocalCluster(binary=SERVER_BINARY) as local:
+        yield local
+
+
+@pytest.fixture
+def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
+    """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster."""
+    c = cluster.client()
+    c.flushall()  # on every primary
+    yield c
+    c.close()
 
 
 @pytest.fixture
