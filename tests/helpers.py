@@ -7,18 +7,29 @@ from collections.abc import Callable
 
 import pytest
 import valkey
+from valkey.cluster import ValkeyCluster
 
 
-def command_counts(client: valkey.Valkey) -> dict[str, int]:
-    """Calls per command from ``INFO commandstats`` (commands run inside scripts included)."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+def command_counts(client: valkey.Valkey | ValkeyCluster) -> dict[str, int]:
+    """Calls per command from ``INFO commandstats`` (commands run inside scripts included).
+
+    On a cluster: the sum over every primary (replicas only replay what their primary ran).
+    """
+    if isinstance(client, ValkeyCluster):
+        per_node = list(client.info("commandstats", target_nodes=ValkeyCluster.PRIMARIES).values())
+    else:
+        per_node = [client.info("commandstats")]
+    counts: dict[str, int] = {}
+    for stats in per_node:
+        for name, value in stats.items():
+            counts[name.removeprefix("cmdstat_")] = counts.get(name.removeprefix("cmdstat_"), 0) + int(value["calls"])
+    return counts
 
 
 class CommandCounter:
     """Count the server commands run inside a ``with`` block (``INFO`` itself excluded)."""
 
-    def __init__(self, client: valkey.Valkey) -> None:
+    def __init__(self, client: valkey.Valkey | ValkeyCluster) -> None:
         self.client = client
         self.counts: dict[str, int] = {}
 

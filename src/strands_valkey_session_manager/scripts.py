@@ -22,13 +22,19 @@ NOSESSION = "NOSESSION"
 NOTFOUND = "NOTFOUND"
 CONFLICT = "CONFLICT"
 BADVALUE = "BADVALUE"
+FENCED = "FENCED"
 
 
 class Script:
     """One Lua script: its source (shebang first, then common.lua, then its body) and its SHA."""
 
-    def __init__(self, name: str) -> None:
-        """Load ``lua/<name>.lua`` and prepend the shared helpers."""
+    def __init__(self, name: str, fenced: bool = False) -> None:
+        """Load ``lua/<name>.lua`` and prepend the shared helpers.
+
+        A ``fenced`` script writes through ``write_deadline()``, which checks the session lock's token
+        when it is passed one (see ``check_fence`` in common.lua).
+        """
+        self.fenced = fenced
         body = _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         shebang, _, rest = body.partition("\n") if body.startswith("#!") else ("", "", body)
         self.name = name
@@ -45,17 +51,18 @@ class Script:
 
 
 READ_RECORD = Script("read_record")
-WRITE_RECORD = Script("write_record")
-APPEND_MESSAGES = Script("append_messages")
+WRITE_RECORD = Script("write_record", fenced=True)
+APPEND_MESSAGES = Script("append_messages", fenced=True)
 DELETE_SESSION = Script("delete_session")
-ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION)
+LOCK = Script("lock")
+ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK)
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:
     """Split a script's error reply into its code and detail (``("", text)`` for other errors)."""
     text = str(error)
     code, _, detail = text.partition(" ")
-    if code in (NOSESSION, NOTFOUND, CONFLICT, BADVALUE):
+    if code in (NOSESSION, NOTFOUND, CONFLICT, BADVALUE, FENCED):
         # The server appends " script: <sha>, on @user_script:<line>." to errors raised in scripts.
         return code, detail.split(" script: ")[0]
     return "", text
