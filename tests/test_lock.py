@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import valkey
-from helpers import CommandCounter, command_counts, wait_until
+from helpers import CommandCounter, CountingConnection, command_counts, counting_client, wait_until
 from strands import Agent
 from strands.multiagent import GraphBuilder
 from strands.types.exceptions import SessionException
@@ -158,6 +158,24 @@ class Holder:
         return self.outcome[0]
 
 
+Hold = Callable[..., Holder]
+
+
+@pytest.fixture
+def hold() -> Iterator[Hold]:
+    """``hold(client, **options)`` starts a Holder; any the test leaves holding are finished at teardown."""
+    holders: list[Holder] = []
+
+    def start(client: Any, prompt: str = "held", **options: Any) -> Holder:
+        holders.append(Holder(client, prompt, **options))
+        return holders[-1]
+
+    yield start
+    for holder in holders:
+        holder.proceed.set()
+        holder.thread.join(30)
+
+
 # -- the tests ----------------------------------------------------------------------------------
 
 
@@ -190,8 +208,10 @@ def test_two_processes_invoking_at_once_both_succeed_one_after_the_other(store: 
     assert texts[1::2] == [f"reply to {texts[0]}", f"reply to {texts[2]}"]
 
 
-def test_a_caller_that_cannot_get_the_lock_in_time_gets_session_busy_error_and_writes_nothing(store: Store) -> None:
-    holder = Holder(store.client)
+def test_a_caller_that_cannot_get_the_lock_in_time_gets_session_busy_error_and_writes_nothing(
+    store: Store, hold: Hold
+) -> None:
+    holder = hold(store.client)
     waiter = locked_agent(store.client, ["never used"], timeout=0.5)
     before = snapshot(store)
 
@@ -261,7 +281,7 @@ def test_a_holder_paused_past_its_lease_cannot_write_after_another_took_the_lock
     assert stored_texts(store) == ["paused", "while it slept", "(scripted reply) You said: while it slept"]
 
 
-def test_a_waiting_caller_closes_a_dangling_tool_use_only_under_the_lock(store: Store) -> None:
+def test_a_waiting_caller_closes_a_dangling_tool_use_only_under_the_lock(store: Store, hold: Hold) -> None:
     manager = ValkeySessionManager(SESSION, store.client)
     setup = Agent(agent_id=AGENT, model=ScriptedModel(), session_manager=manager, callback_handler=None)
     setup("first")
@@ -269,7 +289,7 @@ def test_a_waiting_caller_closes_a_dangling_tool_use_only_under_the_lock(store: 
     manager.append_message({"role": "assistant", "content": [dangling]}, setup)  # type: ignore[typeddict-item]
     waiter = locked_agent(store.client)  # restored now: its history ends in the unanswered toolUse too
 
-    holder = Holder(store.client)  # it closes the toolUse itself, then waits in its model
+    holder = hold(store.client)  # it closes the toolUse itself, then waits in its model
     result: list[Any] = []
     waiting = threading.Thread(target=lambda: result.append(waiter("second")))
     waiting.start()
@@ -287,8 +307,8 @@ def test_a_waiting_caller_closes_a_dangling_tool_use_only_under_the_lock(store: 
     assert stored_ids(store) == [str(i) for i in range(8)]
 
 
-def test_the_lock_key_lives_in_the_session_and_delete_session_removes_it(store: Store) -> None:
-    holder = Holder(store.client)
+def test_the_lock_key_lives_in_the_session_and_delete_session_removes_it(store: Store, hold: Hold) -> None:
+    holder = hold(store.client)
     expected = (
         "session:{chat}:lock:agent:assistant" if store.spec[0] == "cluster" else "session:chat:lock:agent:assistant"
     )
@@ -304,8 +324,8 @@ def test_the_lock_key_lives_in_the_session_and_delete_session_removes_it(store: 
     assert store.client.exists(store.keys.session(SESSION)) == 0
 
 
-def test_the_ttl_refresh_never_extends_a_lease(store: Store) -> None:
-    holder = Holder(store.client, ttl=3600, lease=30)
+def test_the_ttl_refresh_never_extends_a_lease(store: Store, hold: Hold) -> None:
+    holder = hold(store.client, ttl=3600, lease=30)
     store.client.pexpire(store.keys.session(SESSION), 100_000)  # the session's refresh is due now
     ValkeySessionManager(SESSION, store.client).read_agent(SESSION, AGENT)  # a restore: refreshes every key
 
@@ -314,8 +334,8 @@ def test_the_ttl_refresh_never_extends_a_lease(store: Store) -> None:
     holder.finish()
 
 
-def test_a_lease_never_outlives_its_session(store: Store) -> None:
-    holder = Holder(store.client, ttl=5, lease=30)
+def test_a_lease_never_outlives_its_session(store: Store, hold: Hold) -> None:
+    holder = hold(store.client, ttl=5, lease=30)
 
     lock_ends = store.client.execute_command("PEXPIRETIME", store.lock_key)
     session_ends = store.client.execute_command("PEXPIRETIME", store.keys.session(SESSION))
@@ -349,8 +369,8 @@ def test_a_graph_run_holds_the_orchestrators_lock(store: Store) -> None:
     assert str(second("task").status.value) == "completed"  # free again: the second graph runs
 
 
-def test_waiting_for_a_busy_lock_sends_a_bounded_number_of_commands(client: valkey.Valkey) -> None:
-    holder = Holder(client, lease=30)  # renews every 10 s: not within this wait
+def test_waiting_for_a_busy_lock_sends_a_bounded_number_of_commands(client: valkey.Valkey, hold: Hold) -> None:
+    holder = hold(client, lease=30)  # renews every 10 s: not within this wait
     waiter = locked_agent(client, timeout=2.0)
 
     with CommandCounter(client) as counted, pytest.raises(SessionBusyError):
@@ -360,6 +380,26 @@ def test_waiting_for_a_busy_lock_sends_a_bounded_number_of_commands(client: valk
     assert counted.counts == {"evalsha": attempts, "exists": attempts}  # a busy attempt: EVALSHA + EXISTS
     assert 2 <= attempts <= max_attempts(2.0) <= 12
     holder.finish()
+
+
+def test_an_uncontended_locked_invocation_costs_two_round_trips_and_reads_nothing_again(
+    server: Any, client: valkey.Valkey
+) -> None:
+    def round_trips_of_a_turn(session: str, **lock: Any) -> tuple[int, int]:
+        counting = counting_client(server.port)
+        Agent(agent_id=AGENT, model=ScriptedModel(), session_manager=ValkeySessionManager(session, counting))("first")
+        manager = ValkeySessionManager(session, counting, **lock)
+        agent = Agent(agent_id=AGENT, model=ScriptedModel(), session_manager=manager, callback_handler=None)
+        before = CountingConnection.round_trips
+        with CommandCounter(client) as counted:
+            agent("second")
+        return CountingConnection.round_trips - before, counted.calls("mget")
+
+    unlocked, unlocked_reads = round_trips_of_a_turn("plain")
+    locked, locked_reads = round_trips_of_a_turn("locked", lock_timeout=30)
+
+    assert locked == unlocked + 2  # acquire, release; the writes carry their fence in the same round trip
+    assert locked_reads == unlocked_reads == 0  # restored just before: no second restore under the lock
 
 
 def test_lock_settings_are_checked_before_anything_is_written(client: valkey.Valkey) -> None:

@@ -103,7 +103,7 @@ class Member:
     id: str
     keys: list[str]  # lua/lock.lua's KEYS: session, index, lock key, record key[, message-id ZSET]
     reload: Callable[[], None]  # read it again from the session: state, messages
-    newest: Callable[[], str]  # the newest message id this process knows of it ('' = none)
+    newest: Callable[[], str] = lambda: ""  # the newest message id this process knows of it ('' = none)
     seen: Fingerprint | None = None  # its fingerprint when this process last read or released it
 
     @property
@@ -121,7 +121,7 @@ class Lease:
     """A held lock: its token, and a thread renewing it every ``interval`` s until ``stop_renewing``."""
 
     def __init__(self, member: Member, token: str, renew: Callable[[Lease], bool], interval: float) -> None:
-        """Start renewing at once."""
+        """Start renewing at once (``interval``: a third of the lease)."""
         self.member = member
         self.token = token
         self.depth = 1  # invocations of the same object sharing it (the SDK decides if they may run)
@@ -131,13 +131,16 @@ class Lease:
         thread.start()
 
     def _renew(self, renew: Callable[[Lease], bool], interval: float) -> None:
+        expires = time.monotonic() + 3 * interval
         while not self._stopped.wait(interval):
             try:
                 if renew(self):
+                    expires = time.monotonic() + 3 * interval
                     continue
-            except SessionException as error:  # the lease may outlive a blip; the next renewal may work
-                logger.warning("%s | could not renew the session lock, will retry: %s", self.member.lock_key, error)
-                continue
+            except SessionException as error:  # the lease may outlive a blip: the next renewal may work
+                if time.monotonic() < expires:
+                    logger.warning("%s | could not renew the session lock, will retry", error)
+                    continue
             if not self._stopped.is_set():
                 logger.warning(
                     "key=<%s> | lost the session lock: its lease ran out before it was renewed; this "
@@ -166,7 +169,6 @@ class SessionLock:
         self._run = run
         self.session_id = session_id
         self.timeout = float(timeout)
-        self.lease = float(lease)
         self._lease_ms = max(1, round(lease * 1000))
         self._renew_every = min(self._lease_ms, ttl_ms or self._lease_ms) / 3000
         self._held: dict[str, Lease] = {}  # by lock key
@@ -224,12 +226,16 @@ class SessionLock:
         try:
             if found != member.seen:
                 logger.debug(
-                    "session_id=<%s>, id=<%s> | changed since last seen, reading it again", self.session_id, member.id
+                    "session_id=<%s>, agent_id=<%s> | written by another invocation since we read it, reading it again",
+                    self.session_id,
+                    member.id,
                 )
+                self._read.pop(member.record_key, None)
                 member.reload()
                 self._remember(member)
         except BaseException:
             self._exit(lease)
+            member.seen = None  # the reload did not finish: read it again next time
             raise
         return lease
 
@@ -243,7 +249,7 @@ class SessionLock:
             waited = time.monotonic() - started
             if waited >= self.timeout:
                 raise SessionBusyError(self.session_id, member.id, waited, self.timeout)
-            logger.debug("session_id=<%s>, id=<%s> | session busy, waiting", self.session_id, member.id)
+            logger.debug("session_id=<%s>, agent_id=<%s> | session busy, waiting", self.session_id, member.id)
             await asyncio.sleep(min(next(delays), self.timeout - waited))
 
     def _renew(self, lease: Lease) -> bool:

@@ -379,9 +379,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self._lock is not None:
             agent_id = agent.agent_id
             keys = [self.keys.agent(self.session_id, agent_id), self.keys.messages(self.session_id, agent_id)]
-            suffix = self.keys.agent_suffix(agent_id)
-            newest = functools.partial(self._newest_message_id, agent_id)
-            self._lock.guard(agent, self._member(agent_id, suffix, keys, lambda: self._reload_agent(agent), newest))
+            member = self._member(agent_id, self.keys.agent_suffix(agent_id), keys, lambda: self._reload_agent(agent))
+            member.newest = functools.partial(self._newest_message_id, agent_id)
+            self._lock.guard(agent, member)
 
     def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
         """Restore or create a Swarm's or Graph's state; with the lock on, make its runs take the lock."""
@@ -391,12 +391,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
             self._lock.guard(source, self._member(source.id, self.keys.multi_agent_suffix(source.id), keys, reload))
 
-    def _member(
-        self, member_id: str, suffix: str, keys: list[str], reload: Callable[[], None], newest: Callable[[], str] = str
-    ) -> Member:
+    def _member(self, member_id: str, suffix: str, keys: list[str], reload: Callable[[], None]) -> Member:
         """Describe a member of this session for the lock: its lock key, record key[, message ids]."""
         session, index = self.keys.session(self.session_id), self.keys.index(self.session_id)
-        return Member(member_id, [session, index, self.keys.lock(self.session_id, suffix), *keys], reload, newest)
+        return Member(member_id, [session, index, self.keys.lock(self.session_id, suffix), *keys], reload)
 
     def _newest_message_id(self, agent_id: str) -> str:
         latest = self._latest_agent_message.get(agent_id)
