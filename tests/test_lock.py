@@ -6,6 +6,7 @@ as long as the test wants by a model whose reply waits on an Event the test sets
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -238,6 +239,34 @@ def test_an_invocation_that_raises_releases_the_lock_at_once(store: Store) -> No
     assert store.client.exists(store.lock_key) == 0
     locked_agent(store.client, timeout=0)("again")  # timeout 0: one attempt, which finds the lock free
     assert stored_texts(store)[-2:] == ["again", "(scripted reply) You said: again"]
+
+
+def test_invoke_async_calls_in_one_event_loop_take_turns(store: Store) -> None:
+    first, second = locked_agent(store.client), locked_agent(store.client)
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(first.invoke_async("one"), second.invoke_async("two"))
+
+    asyncio.run(both())
+
+    texts = stored_texts(store)
+    assert sorted(texts[0::2]) == ["one", "two"]
+    assert texts[1::2] == [f"(scripted reply) You said: {texts[0]}", f"(scripted reply) You said: {texts[2]}"]
+
+
+def test_a_stream_dropped_midway_releases_the_lock(store: Store) -> None:
+    agent = locked_agent(store.client)
+
+    async def first_event_only() -> bool:
+        stream = agent.stream_async("hello")
+        async for _ in stream:
+            break
+        held = bool(store.client.exists(store.lock_key))
+        await stream.aclose()  # type: ignore[attr-defined]
+        return held
+
+    assert asyncio.run(first_event_only())
+    assert store.client.exists(store.lock_key) == 0
 
 
 def test_a_killed_holders_lease_expires_and_the_next_caller_continues_the_conversation(store: Store) -> None:
