@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 import valkey
+import valkey.asyncio
 from helpers import CommandCounter, command_counts, wait_until  # noqa: F401  (re-exported for test files)
 from strands import Agent
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import ValkeySessionManager, scripts
+from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts
 from strands_valkey_session_manager.local_cluster import LocalCluster
 from strands_valkey_session_manager.local_server import LocalValkey
 from strands_valkey_session_manager.scripted_model import ScriptedModel
@@ -87,3 +88,17 @@ def manager(client: valkey.Valkey) -> Callable[..., ValkeySessionManager]:
         return ValkeySessionManager(session_id=session_id, client=kwargs.pop("client", client), **kwargs)
 
     return build
+
+
+@pytest.fixture
+def make_storage(server: LocalValkey, client: valkey.Valkey) -> Iterator[Callable[..., ValkeyStorage]]:
+    """Build ``ValkeyStorage`` on the (emptied) test server: ``make_storage(ttl=60)``; closed at teardown."""
+    made: list[ValkeyStorage] = []
+
+    def build(**kwargs: Any) -> ValkeyStorage:
+        made.append(ValkeyStorage(valkey.asyncio.Valkey(port=server.port), **kwargs))
+        return made[-1]
+
+    yield build
+    for storage in made:
+        storage.close()

@@ -8,6 +8,7 @@ are refreshed. Errors the scripts raise start with a code that :func:`error_code
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -41,13 +42,39 @@ class Script:
         self.source = f"{shebang}\n{_COMMON}\n{rest}" if shebang else f"{_COMMON}\n{rest}"
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
-    def __call__(self, client: valkey.Valkey | Any, keys: list[str], args: list[Any]) -> Any:
-        """Run the script: EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load it and retry."""
+    async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any]) -> Any:
+        """Run the script through ``call(*command)``, which sends one command on the client at hand.
+
+        EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and retry. This is the one
+        definition for both kinds of client: a synchronous client's ``call`` returns without suspending.
+        """
+        evalsha = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            return await call(*evalsha)
         except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            await call("SCRIPT LOAD", self.source)  # a cluster client loads it on every primary
+            return await call(*evalsha)
+
+    def __call__(self, client: valkey.Valkey | Any, keys: list[str], args: list[Any]) -> Any:
+        """Run the script on a synchronous client."""
+
+        async def call(*command: Any) -> Any:
+            return client.execute_command(*command)  # returns at once: the coroutine never suspends
+
+        steps = self._run(call, keys, args)
+        try:
+            steps.send(None)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
+
+    async def run_async(self, client: Any, keys: list[str], args: list[Any], **options: Any) -> Any:
+        """Run the script on a ``valkey.asyncio`` client; ``options`` go with each command (``target_nodes=``)."""
+
+        async def call(*command: Any) -> Any:
+            return await client.execute_command(*command, **options)
+
+        return await self._run(call, keys, args)
 
 
 READ_RECORD = Script("read_record")
@@ -55,7 +82,9 @@ WRITE_RECORD = Script("write_record", fenced=True)
 APPEND_MESSAGES = Script("append_messages", fenced=True)
 DELETE_SESSION = Script("delete_session")
 LOCK = Script("lock")
-ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK)
+STORAGE = Script("storage")
+STORAGE_LIST = Script("storage_list")
+ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, STORAGE, STORAGE_LIST)
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:

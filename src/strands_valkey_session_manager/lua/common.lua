@@ -58,7 +58,8 @@ end
 -- THIS IS THE ONLY PLACE TTLs ARE REFRESHED. Refreshing is amortised: all keys move to now + ttl
 -- together, and only once the remaining life has dropped below 90% of ttl, so a burst of writes
 -- pays for one walk of the session, not one per write. Returns -2 if the session record is gone.
-local function deadline()
+-- walk (default each_key) calls its argument on every key that shares the deadline of session_key.
+local function deadline(walk)
   local current = redis.call('PEXPIRETIME', session_key)
   if current == -2 or ttl == 0 then
     return current
@@ -68,7 +69,8 @@ local function deadline()
     return current
   end
   local new_deadline = now + ttl
-  each_key(function(key) redis.call('PEXPIREAT', key, new_deadline) end)
+  walk = walk or each_key
+  walk(function(key) redis.call('PEXPIREAT', key, new_deadline) end)
   return new_deadline
 end
 
