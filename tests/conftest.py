@@ -38,9 +38,11 @@ def cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
-    """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster."""
+    """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster, scripts loaded on every primary."""
     c = cluster.client()
     c.flushall()  # on every primary
+    for script in scripts.ALL:
+        c.script_load(script.source)
     yield c
     c.close()
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import valkey
 from valkey.cluster import ClusterNode, ValkeyCluster
+from valkey.crc import key_slot
 
 from .local_server import LocalValkey, find_server, free_port, wait_for
 
@@ -65,6 +66,13 @@ def _topology(client: Any) -> tuple[tuple[int, int, tuple[tuple[int, int], ...]]
         slots = tuple((int(r[0]), int(r[-1])) for r in fields["slots"])
         healthy.append((int(address.rsplit(":", 1)[1]), ports.get(fields["master_id"], 0), slots))
     return tuple(sorted(healthy))
+
+
+def _key_in(slots: tuple[int, int]) -> str:
+    """Return a key whose hash slot lies in ``slots`` (first, last): for probe writes to one master."""
+    return next(
+        key for n in range(100_000) if slots[0] <= key_slot(key := f"probe:{{{n}}}".encode()) <= slots[1]
+    ).decode()
 
 
 def _replica_ports(client: Any) -> list[int]:
@@ -159,14 +167,23 @@ class LocalCluster:
                 return False
             if not all(port in running for port, slots in masters.items() if slots):
                 return False
-            return not complete or all(self._in_sync(port) for port in masters)
+            return not complete or all(self._in_sync(port, slots) for port, slots in masters.items())
         except valkey.exceptions.ValkeyError:
             return False
 
-    def _in_sync(self, master_port: int) -> bool:
-        """Whether the master at ``master_port`` has all its replicas online and linked."""
+    def _in_sync(self, master_port: int, slots: tuple[tuple[int, int], ...]) -> bool:
+        """Whether the master's replicas are online and receive its stream: a write is acknowledged (WAIT).
+
+        Right after a (re)sync a replica can show as online while its master holds the stream back
+        until its first acknowledgement; only a write that comes back acknowledged proves it flows.
+        """
+        probe = _key_in(slots[0])
         with self.node_at(master_port).client(socket_timeout=2) as client:
-            return len(_replica_ports(client)) >= self.replicas
+            if len(_replica_ports(client)) < self.replicas:
+                return False
+            client.set(probe, "1")
+            client.delete(probe)
+            return int(client.execute_command("WAIT", self.replicas, 100)) >= self.replicas
 
     def node_at(self, port: int) -> LocalValkey:
         """Return the node listening on ``port``."""
