@@ -19,8 +19,8 @@ import pytest
 import valkey
 from helpers import CommandCounter, CountingConnection, command_counts, counting_client, wait_until
 from strands import Agent
-from strands.multiagent import GraphBuilder
-from strands.types.exceptions import SessionException
+from strands.multiagent import GraphBuilder, Swarm
+from strands.types.exceptions import ConcurrencyException, SessionException
 from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import SessionBusyError, ValkeySessionManager
@@ -372,30 +372,54 @@ def test_a_lease_never_outlives_its_session(store: Store, hold: Hold) -> None:
     holder.finish()
 
 
-def test_a_graph_run_holds_the_orchestrators_lock(store: Store) -> None:
-    def graph(replies: Any, timeout: float) -> Any:
-        builder = GraphBuilder()
-        builder.add_node(Agent(name="A", agent_id="A", model=ScriptedModel(replies), callback_handler=None), "A")
-        builder.set_entry_point("A")
-        builder.set_max_node_executions(5)
-        builder.set_session_manager(ValkeySessionManager(SESSION, store.client, lock_timeout=timeout))
-        return builder.build()
+def orchestrator(kind: str, client: Any, replies: Any, timeout: float) -> Any:
+    """A one-node Graph or Swarm on a locked manager."""
+    node = Agent(name="A", agent_id="A", model=ScriptedModel(replies), callback_handler=None)
+    manager = ValkeySessionManager(SESSION, client, lock_timeout=timeout)
+    if kind == "swarm":
+        return Swarm([node], session_manager=manager)
+    builder = GraphBuilder()
+    builder.add_node(node, "A")
+    builder.set_entry_point("A")
+    builder.set_max_node_executions(5)
+    builder.set_session_manager(manager)
+    return builder.build()
 
+
+@pytest.mark.parametrize("kind", ["graph", "swarm"])
+def test_an_orchestrator_run_holds_the_lock_on_its_id(store: Store, kind: str) -> None:
     entered, proceed = threading.Event(), threading.Event()
-    first = graph(held_reply(entered, proceed), 30)
+    first = orchestrator(kind, store.client, held_reply(entered, proceed), 30)
     running = threading.Thread(target=first, args=("task",))
     running.start()
     assert entered.wait(30)
-    second = graph(["second"], 0.2)
+    second = orchestrator(kind, store.client, ["second"], 0.2)
 
     with pytest.raises(SessionBusyError) as busy:
         second("task")
 
-    assert busy.value.agent_id == "default_graph"
-    assert store.client.exists(store.keys.lock(SESSION, store.keys.multi_agent_suffix("default_graph"))) == 1
+    assert busy.value.agent_id == f"default_{kind}"
+    assert store.client.exists(store.keys.lock(SESSION, store.keys.multi_agent_suffix(f"default_{kind}"))) == 1
     proceed.set()
     running.join(30)
-    assert str(second("task").status.value) == "completed"  # free again: the second graph runs
+    assert str(second("task").status.value) == "completed"  # free again: the second one runs
+
+
+def test_the_same_agent_invoked_twice_at_once_in_one_process_gets_the_sdks_concurrency_error(store: Store) -> None:
+    entered, proceed = threading.Event(), threading.Event()
+    agent = locked_agent(store.client, held_reply(entered, proceed))
+    running = threading.Thread(target=agent, args=("first",))
+    running.start()
+    assert entered.wait(30)
+
+    with pytest.raises(ConcurrencyException):
+        agent("second")  # shares the running invocation's lock: the SDK's own rule decides
+
+    assert store.client.exists(store.lock_key) == 1  # still held for the running invocation
+    proceed.set()
+    running.join(30)
+    assert store.client.exists(store.lock_key) == 0
+    assert stored_texts(store) == ["first", "reply to first"]
 
 
 def test_waiting_for_a_busy_lock_sends_a_bounded_number_of_commands(client: valkey.Valkey, hold: Hold) -> None:
