@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,7 +225,7 @@ def test_a_caller_that_cannot_get_the_lock_in_time_gets_session_busy_error_and_w
     assert busy.value.waited >= 0.5
     assert "session busy" in str(busy.value) and "lock_timeout=0.5s" in str(busy.value)
     assert snapshot(store) == before
-    assert waiter.model.calls == 0  # type: ignore[attr-defined]
+    assert waiter.model.calls == 0
     assert not isinstance(holder.finish(), Exception)
     assert stored_texts(store) == ["held", "reply to held"]
 
@@ -262,22 +263,31 @@ def test_a_stream_dropped_midway_releases_the_lock(store: Store) -> None:
         async for _ in stream:
             break
         held = bool(store.client.exists(store.lock_key))
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         return held
 
     assert asyncio.run(first_event_only())
     assert store.client.exists(store.lock_key) == 0
 
 
-def test_a_killed_holders_lease_expires_and_the_next_caller_continues_the_conversation(store: Store) -> None:
+@contextmanager
+def holding_process(store: Store, prompt: str) -> Iterator[tuple[Any, Any, Any]]:
+    """A process whose locked agent (1 s lease) holds the lock inside its model call; killed on leaving."""
     entered, proceed, outcomes = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
-    holder = SPAWN.Process(target=invoke_in_process, args=(store.spec, "doomed", 1.0, entered, proceed, outcomes))
+    holder = SPAWN.Process(target=invoke_in_process, args=(store.spec, prompt, 1.0, entered, proceed, outcomes))
     holder.start()
     try:
         wait_until(entered.is_set, 90, "the holder to take the lock and call its model")
-        assert store.client.get(store.lock_key) is not None
+        yield holder, proceed, outcomes
     finally:
-        os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        holder.kill()
+        holder.join(30)
+
+
+def test_a_killed_holders_lease_expires_and_the_next_caller_continues_the_conversation(store: Store) -> None:
+    with holding_process(store, "doomed") as (holder, _, _):
+        assert store.client.get(store.lock_key) is not None
+        os.kill(holder.pid, signal.SIGKILL)
         holder.join(30)
 
     locked_agent(store.client, timeout=30, lease=1.0)("after the crash")
@@ -288,21 +298,14 @@ def test_a_killed_holders_lease_expires_and_the_next_caller_continues_the_conver
 
 
 def test_a_holder_paused_past_its_lease_cannot_write_after_another_took_the_lock(store: Store) -> None:
-    entered, proceed, outcomes = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
-    holder = SPAWN.Process(target=invoke_in_process, args=(store.spec, "paused", 1.0, entered, proceed, outcomes))
-    holder.start()
-    try:
-        wait_until(entered.is_set, 90, "the holder to take the lock and call its model")
-        os.kill(holder.pid, signal.SIGSTOP)  # type: ignore[arg-type]  # no renewals from here on
+    with holding_process(store, "paused") as (holder, proceed, outcomes):
+        os.kill(holder.pid, signal.SIGSTOP)  # no renewals from here on
         wait_until(lambda: store.client.exists(store.lock_key) == 0, 30, "the paused holder's lease to run out")
         locked_agent(store.client, timeout=30)("while it slept")
         after_takeover = snapshot(store)
-        os.kill(holder.pid, signal.SIGCONT)  # type: ignore[arg-type]
+        os.kill(holder.pid, signal.SIGCONT)
         proceed.set()
         prompt, outcome = outcomes.get(timeout=60)
-        holder.join(30)
-    finally:
-        holder.kill()
 
     assert prompt == "paused"
     assert outcome.startswith("SessionException(") and "lost the session lock" in outcome
@@ -315,7 +318,7 @@ def test_a_waiting_caller_closes_a_dangling_tool_use_only_under_the_lock(store: 
     setup = Agent(agent_id=AGENT, model=ScriptedModel(), session_manager=manager, callback_handler=None)
     setup("first")
     dangling = {"toolUse": {"toolUseId": "t1", "name": "lookup", "input": {}}}
-    manager.append_message({"role": "assistant", "content": [dangling]}, setup)  # type: ignore[typeddict-item]
+    manager.append_message({"role": "assistant", "content": [dangling]}, setup)
     waiter = locked_agent(store.client)  # restored now: its history ends in the unanswered toolUse too
 
     holder = hold(store.client)  # it closes the toolUse itself, then waits in its model
