@@ -272,9 +272,9 @@ def test_a_stream_dropped_midway_releases_the_lock(store: Store) -> None:
 
 @contextmanager
 def holding_process(store: Store, prompt: str) -> Iterator[tuple[Any, Any, Any]]:
-    """A process whose locked agent (1 s lease) holds the lock inside its model call; killed on leaving."""
+    """A process whose locked agent (1.5 s lease) holds the lock inside its model call; killed on leaving."""
     entered, proceed, outcomes = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
-    holder = SPAWN.Process(target=invoke_in_process, args=(store.spec, prompt, 1.0, entered, proceed, outcomes))
+    holder = SPAWN.Process(target=invoke_in_process, args=(store.spec, prompt, 1.5, entered, proceed, outcomes))
     holder.start()
     try:
         wait_until(entered.is_set, 90, "the holder to take the lock and call its model")
@@ -426,7 +426,7 @@ def test_the_same_agent_invoked_twice_at_once_in_one_process_gets_the_sdks_concu
 
 
 def test_waiting_for_a_busy_lock_sends_a_bounded_number_of_commands(client: valkey.Valkey, hold: Hold) -> None:
-    holder = hold(client, lease=30)  # renews every 10 s: not within this wait
+    holder = hold(client, lease=300)  # renews every 100 s: not within this wait
     waiter = locked_agent(client, timeout=2.0)
 
     with CommandCounter(client) as counted, pytest.raises(SessionBusyError):
