@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import valkey
 import valkey.asyncio
+from cli_support import PNG, invoke, lookup
 from helpers import CommandCounter, command_counts, wait_until  # noqa: F401  (re-exported for test files)
 from strands import Agent
+from strands.multiagent import Swarm
 from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts
@@ -45,6 +47,13 @@ def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
         c.script_load(script.source)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def tls_server() -> Iterator[LocalValkey]:
+    """A TLS-only server (``--port 0``); ``tls_server.tls_files.ca`` is the CA, ``tls_server.url`` a valkeys:// URL."""
+    with LocalValkey(binary=SERVER_BINARY, tls=True) as local:
+        yield local
 
 
 @pytest.fixture
@@ -104,3 +113,40 @@ def make_storage(server: LocalValkey, client: valkey.Valkey) -> Iterator[Callabl
     yield build
     for storage in made:
         storage.close()
+
+
+# -- the CLI's tests (tests/test_cli_*.py; helpers in cli_support.py) -------------------------------
+
+
+@pytest.fixture
+def cli(server: LocalValkey, client: valkey.Valkey) -> Callable[..., Any]:
+    """``cli("keys", "user-42")``: run a ``strands-valkey`` command in-process against the (emptied) test server."""
+
+    def run(*args: str, input: str | None = None) -> Any:
+        return invoke(*args, "--url", server.url, input=input)
+
+    return run
+
+
+@pytest.fixture
+def seed(client: valkey.Valkey, make_agent: Callable[..., Agent]) -> Callable[..., None]:
+    """``seed("user-42")``: a session whose agents ran for real: tool use, an image, agent state (and a Swarm)."""
+
+    def build(
+        session_id: str = "user-42",
+        ttl: int | None = 3600,
+        agents: tuple[str, ...] = ("researcher", "writer"),
+        swarm: bool = False,
+    ) -> None:
+        if swarm:
+            node = Agent(name="node", agent_id="node", model=ScriptedModel(["done"]), callback_handler=None)
+            Swarm([node], session_manager=ValkeySessionManager(session_id=session_id, client=client, ttl=ttl))("task")
+        for agent_id in agents:
+            manager = ValkeySessionManager(session_id=session_id, client=client, ttl=ttl)
+            replies: list[Any] = [{"tool": "lookup", "input": {"topic": "valkey"}}, "Valkey is fast."]
+            agent = make_agent(manager, agent_id, replies=replies, tools=[lookup])
+            agent.state.set("stage", "draft")
+            agent("Research Valkey.")
+            agent([{"text": "What is in this picture?"}, {"image": {"format": "png", "source": {"bytes": PNG}}}])
+
+    return build

@@ -15,6 +15,8 @@ from typing import Any
 import valkey
 from valkey.exceptions import NoScriptError, ResponseError
 
+from . import replication
+
 _LUA = resources.files(__package__).joinpath("lua")
 _COMMON = _LUA.joinpath("common.lua").read_text(encoding="utf-8")
 
@@ -29,13 +31,8 @@ FENCED = "FENCED"
 class Script:
     """One Lua script: its source (shebang first, then common.lua, then its body) and its SHA."""
 
-    def __init__(self, name: str, fenced: bool = False) -> None:
-        """Load ``lua/<name>.lua`` and prepend the shared helpers.
-
-        A ``fenced`` script writes through ``write_deadline()``, which checks the session lock's token
-        when it is passed one (see ``check_fence`` in common.lua).
-        """
-        self.fenced = fenced
+    def __init__(self, name: str) -> None:
+        """Load ``lua/<name>.lua`` and prepend the shared helpers."""
         body = _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         shebang, _, rest = body.partition("\n") if body.startswith("#!") else ("", "", body)
         self.name = name
@@ -55,11 +52,17 @@ class Script:
             await call("SCRIPT LOAD", self.source)  # a cluster client loads it on every primary
             return await call(*evalsha)
 
-    def __call__(self, client: valkey.Valkey | Any, keys: list[str], args: list[Any]) -> Any:
-        """Run the script on a synchronous client."""
+    def __call__(
+        self,
+        client: valkey.Valkey | Any,
+        keys: list[str],
+        args: list[Any],
+        wait: replication.WaitForReplicas | None = None,
+    ) -> Any:
+        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip."""
 
-        async def call(*command: Any) -> Any:
-            return client.execute_command(*command)  # returns at once: the coroutine never suspends
+        async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
+            return replication.execute(client, keys[0], command, wait if command[0] == "EVALSHA" else None)
 
         steps = self._run(call, keys, args)
         try:
@@ -78,13 +81,18 @@ class Script:
 
 
 READ_RECORD = Script("read_record")
-WRITE_RECORD = Script("write_record", fenced=True)
-APPEND_MESSAGES = Script("append_messages", fenced=True)
+WRITE_RECORD = Script("write_record")
+APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
 LOCK = Script("lock")
 STORAGE = Script("storage")
 STORAGE_LIST = Script("storage_list")
 ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, STORAGE, STORAGE_LIST)
+# The admin scripts (admin.py): the CLI's session walks reuse each_key() rather than a second walker.
+SESSION_KEYS = Script("session_keys")
+DUMP_SESSION = Script("dump_session")
+IMPORT_SESSION = Script("import_session")
+EXPIRE_SESSION = Script("expire_session")
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:

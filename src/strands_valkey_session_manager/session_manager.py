@@ -21,7 +21,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import ResponseError, ValkeyError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from . import codec, scripts
+from . import codec, replication, scripts
 from .keys import KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
 
@@ -71,6 +71,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         *,
         ttl: int | timedelta | None = DEFAULT_TTL,
         key_prefix: str = "session",
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
         lock_timeout: float | None = None,
         lock_lease: float = 30.0,
         **kwargs: Any,
@@ -85,6 +87,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             ttl: Seconds (or a ``timedelta``) a session lives after its last write or restore;
                 ``None`` sets no expiry.
             key_prefix: First part of every key (``session`` gives ``session:<session_id>``).
+            wait_replicas: If > 0, every write waits (``WAIT``, same round trip) until this many replicas
+                have it, and raises ``SessionException`` if fewer did within ``wait_timeout_ms``. Opt-in
+                protection against losing acknowledged writes when a primary fails; costs one more
+                command per write and a replica round trip of latency.
+            wait_timeout_ms: How long each write waits for its replicas; keep it below the client's
+                ``socket_timeout``.
             lock_timeout: ``None`` (default): no lock. Seconds: every invocation of an agent (or of a
                 Swarm/Graph using this manager) first takes a lock on it in this session, waiting up to
                 this long (``0``: try once), else raises ``SessionBusyError``. See docs/locking.md.
@@ -100,6 +108,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self.client = client
         self.keys = KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster))
         self.ttl_ms = ttl_ms(ttl)
+        self.replica_wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._lock = None
         if lock_timeout is not None:
             self._lock = SessionLock(self._run_lock, session_id, lock_timeout, lock_lease, self.ttl_ms)
@@ -150,19 +159,28 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     f"({reason}). Delete or repair that key."
                 ) from error
             raise SessionException(f"key=<{key}> | {operation} failed: {error}") from error
+        except replication.ReplicasNotAcknowledged as error:
+            raise SessionException(
+                f"key=<{key}> | {operation} not confirmed: {error}. Check the replicas (INFO replication), or "
+                "raise wait_timeout_ms; the write is safe to repeat (an agent re-sends a message with its next one)."
+            ) from error
         except ValkeyError as error:
             raise SessionException(
                 f"key=<{key}> | {operation} failed: {type(error).__name__}: {error}. Check that Valkey is "
                 "reachable and the client's url, credentials and timeouts."
             ) from error
 
-    def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any]) -> Any:
-        """Run a script on one session: KEYS are the session key, its index and ``key``."""
+    def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any], write: bool = True) -> Any:
+        """Run a script on one session: KEYS are the session key, its index and ``key``.
+
+        A ``write`` waits for ``wait_replicas`` replicas, if asked to; a read does not. With the session
+        lock on, a write to a member whose lock this manager holds is fenced (lock.py).
+        """
         keys = [self.keys.session(session_id), self.keys.index(session_id), key]
-        if self._lock is not None and script.fenced:
+        if self._lock is not None and write:
             lock_keys, tokens = self._lock.fence(key)
             keys, args = [*keys, *lock_keys], [*args, *tokens]
-        return script(self.client, keys, [self.ttl_ms, *args])
+        return script(self.client, keys, [self.ttl_ms, *args], self.replica_wait if write else None)
 
     def _run_lock(self, operation: str, keys: list[str], args: list[Any]) -> Any:
         """Run lua/lock.lua for the session lock (lock.py)."""
@@ -174,8 +192,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def create_session(self, session: Session, **kwargs: Any) -> Session:
         """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
         key = self.keys.session(session.session_id)
+        expiry = ("PX", self.ttl_ms) if self.ttl_ms else ()
         with self._errors("create session", key):
-            created = self.client.set(key, codec.dumps(session.to_dict()), nx=True, px=self.ttl_ms or None)
+            command = ("SET", key, codec.dumps(session.to_dict()), "NX", *expiry)
+            created = replication.execute(self.client, key, command, self.replica_wait)
         if not created:
             if not self._opening:
                 raise SessionException(f"Session {session.session_id} already exists")
@@ -194,7 +214,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Delete every key of the session in one atomic script; no other session is touched."""
         key = self.keys.session(session_id)
         with self._errors("delete session", key):
-            deleted = scripts.DELETE_SESSION(self.client, [key, self.keys.index(session_id)], [0])
+            deleted = scripts.DELETE_SESSION(self.client, [key, self.keys.index(session_id)], [0], self.replica_wait)
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
@@ -213,7 +233,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def _read_record(self, operation: str, session_id: str, key: str) -> bytes | str | None:
         """Read one record, sliding the session's expiry if it is due."""
         with self._errors(operation, key):
-            raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [])
+            raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [], write=False)
         if self._lock is not None:
             self._lock.saw(key, raw)
         return raw

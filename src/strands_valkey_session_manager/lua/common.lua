@@ -16,11 +16,15 @@ local function fail(code, detail)
   error({ err = code .. ' ' .. detail })
 end
 
--- redis.call, but a server error (WRONGTYPE, ...) becomes BADVALUE naming the key it was about.
+-- redis.call, but a WRONGTYPE error becomes BADVALUE naming the key it was about. Other errors
+-- (an ACL user without a command, OOM, ...) are raised as they are: they say what went wrong.
 local function call_on(key, ...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then
-    fail('BADVALUE', key .. ' ' .. reply.err)
+    if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then
+      fail('BADVALUE', key .. ' ' .. reply.err)
+    end
+    error(reply)
   end
   return reply
 end
@@ -34,7 +38,7 @@ end
 -- Call fn on every key of the session: record, index, members, agents' id sets and messages.
 -- This walks the index, so no SCAN/KEYS is needed and no other session's keys are touched.
 -- on_lock, if given, is called on each member's lock key (session:<id>:lock:<suffix>, see lock.lua):
--- delete_session removes locks, but the TTL refresh must not extend a lock's lease, so it passes none.
+-- deleting a session removes its locks, but the TTL refresh must not extend a lease, so passes none.
 local function each_key(fn, on_lock)
   fn(session_key)
   fn(index_key)
@@ -52,6 +56,18 @@ local function each_key(fn, on_lock)
       end
     end
   end
+end
+
+-- Delete every key of the session, in chunks (Lua's unpack() is bounded). Returns how many existed.
+local function delete_session_keys()
+  local keys = {}
+  local function collect(key) keys[#keys + 1] = key end
+  each_key(collect, collect)                    -- the members' locks too (DEL skips absent ones)
+  local deleted = 0
+  for first = 1, #keys, 1000 do
+    deleted = deleted + redis.call('DEL', unpack(keys, first, math.min(first + 999, #keys)))
+  end
+  return deleted
 end
 
 -- The session's one deadline (ms since the epoch; -1 = none), refreshed first when it is due.
