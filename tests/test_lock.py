@@ -459,6 +459,18 @@ def test_an_uncontended_locked_invocation_costs_two_round_trips_and_reads_nothin
     assert locked_reads == unlocked_reads == 0  # restored just before: no second restore under the lock
 
 
+def test_fenced_writes_wait_for_replicas_too(cluster_client: ValkeyCluster) -> None:
+    store = Store(cluster_client, ("cluster", 0))
+    with CommandCounter(cluster_client) as counted:
+        for prompt in ("one", "two"):
+            locked_agent(cluster_client, wait_replicas=1)(prompt)
+
+    assert counted.calls("wait") >= 4  # each append (fenced) was followed by WAIT
+
+    assert stored_texts(store) == ["one", "(scripted reply) You said: one", "two", "(scripted reply) You said: two"]
+    assert cluster_client.exists(store.lock_key) == 0
+
+
 def test_lock_settings_are_checked_before_anything_is_written(client: valkey.Valkey) -> None:
     for options in ({"lock_timeout": -1}, {"lock_timeout": True}, {"lock_timeout": 1, "lock_lease": 0}):
         with pytest.raises(ValueError, match="lock_"):
