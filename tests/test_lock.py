@@ -459,6 +459,19 @@ def test_an_uncontended_locked_invocation_costs_two_round_trips_and_reads_nothin
     assert locked_reads == unlocked_reads == 0  # restored just before: no second restore under the lock
 
 
+def test_a_bytes_client_hands_over_the_conversation_too(raw_client: valkey.Valkey) -> None:
+    first, second = locked_agent(raw_client), locked_agent(raw_client)  # both restored before either runs
+    first("one")
+    second("two")  # sees that the agent changed since it read it, and reads it again
+
+    assert [m["content"][0]["text"] for m in second.messages] == [
+        "one",
+        "(scripted reply) You said: one",
+        "two",
+        "(scripted reply) You said: two",
+    ]
+
+
 def test_fenced_writes_wait_for_replicas_too(cluster_client: ValkeyCluster) -> None:
     store = Store(cluster_client, ("cluster", 0))
     with CommandCounter(cluster_client) as counted:
