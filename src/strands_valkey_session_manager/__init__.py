@@ -1,7 +1,8 @@
 """Strands Agents sessions in Valkey: ``ValkeySessionManager`` and ``ValkeyStorage``."""
 
+from .lock import SessionBusyError
 from .session_manager import ValkeySessionManager
 from .storage import ValkeyStorage
 
-__all__ = ["ValkeySessionManager", "ValkeyStorage"]
+__all__ = ["SessionBusyError", "ValkeySessionManager", "ValkeyStorage"]
 __version__ = "0.1.0"

@@ -8,6 +8,8 @@ This module is the one place a key is built. With the default prefix and a stand
     session:<session_id>:agent:<agent_id>:messages              ZSET of the agent's message ids
     session:<session_id>:agent:<agent_id>:message:<message_id>  one message (JSON)
     session:<session_id>:multi_agent:<multi_agent_id>           a Swarm/Graph's state (JSON)
+    session:<session_id>:lock:<member suffix>                   the session lock's lease on one member
+                                                                (only with lock_timeout; see lock.py)
 
 With a cluster client the session id is wrapped in a hash tag (``session:{<session_id>}...``) so
 that every key of a session hashes to one slot and a script may touch all of them atomically.
@@ -34,6 +36,7 @@ AGENT = "agent"
 MESSAGES = "messages"
 MESSAGE = "message"
 MULTI_AGENT = "multi_agent"
+LOCK = "lock"
 
 
 def validate_id(value: object, kind: str) -> str:
@@ -124,6 +127,13 @@ class KeySchema:
     def multi_agent(self, session_id: str, multi_agent_id: str) -> str:
         """Key of a Swarm's or Graph's state."""
         return self.member(session_id, self.multi_agent_suffix(multi_agent_id))
+
+    def lock(self, session_id: str, suffix: str) -> str:
+        """Key of the lock on one member (``agent:<id>``, ``multi_agent:<id>``); not listed in the index.
+
+        lua/common.lua ``each_key`` derives the same name from each index member, for ``delete_session``.
+        """
+        return self.member(session_id, f"{LOCK}:{suffix}")
 
 
 # -- ValkeyStorage (strands.storage.Storage) -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ NOSESSION = "NOSESSION"
 NOTFOUND = "NOTFOUND"
 CONFLICT = "CONFLICT"
 BADVALUE = "BADVALUE"
+FENCED = "FENCED"
 
 
 class Script:
@@ -83,9 +84,10 @@ READ_RECORD = Script("read_record")
 WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
+LOCK = Script("lock")
 STORAGE = Script("storage")
 STORAGE_LIST = Script("storage_list")
-ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, STORAGE, STORAGE_LIST)
+ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, STORAGE, STORAGE_LIST)
 # The admin scripts (admin.py): the CLI's session walks reuse each_key() rather than a second walker.
 SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")
@@ -97,7 +99,7 @@ def error_code(error: ResponseError) -> tuple[str, str]:
     """Split a script's error reply into its code and detail (``("", text)`` for other errors)."""
     text = str(error)
     code, _, detail = text.partition(" ")
-    if code in (NOSESSION, NOTFOUND, CONFLICT, BADVALUE):
+    if code in (NOSESSION, NOTFOUND, CONFLICT, BADVALUE, FENCED):
         # The server appends " script: <sha>, on @user_script:<line>." to errors raised in scripts.
         return code, detail.split(" script: ")[0]
     return "", text

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -20,6 +21,7 @@ from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
 
 from . import codec, replication, scripts
 from .keys import KeySchema, validate_id, validate_message_id
+from .lock import Member, SessionLock
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
@@ -53,9 +55,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         session:<session_id>:agent:<agent_id>:messages              # ZSET: message ids
         session:<session_id>:agent:<agent_id>:message:<message_id>  # SessionMessage (JSON)
         session:<session_id>:multi_agent:<multi_agent_id>           # Swarm/Graph state (JSON)
+        session:<session_id>:lock:agent:<agent_id>                  # lock lease (with lock_timeout)
 
     Every write is one Lua script (one round trip, atomic). All keys of a session share one
     deadline, pushed out to now + ttl whenever a write or a restore finds it below 90% of ttl.
+    With ``lock_timeout`` set, invocations of one agent (or Swarm/Graph) run one at a time (lock.py).
     """
 
     def __init__(
@@ -67,6 +71,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key_prefix: str = "session",
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        lock_timeout: float | None = None,
+        lock_lease: float = 30.0,
         **kwargs: Any,
     ) -> None:
         """Open the session ``session_id``, creating it if it does not exist yet.
@@ -85,10 +91,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 command per write and a replica round trip of latency.
             wait_timeout_ms: How long each write waits for its replicas; keep it below the client's
                 ``socket_timeout``.
+            lock_timeout: ``None`` (default): no lock. Seconds: every invocation of an agent (or of a
+                Swarm/Graph using this manager) first takes a lock on it in this session, waiting up to
+                this long (``0``: try once), else raises ``SessionBusyError``. See docs/locking.md.
+            lock_lease: Seconds a lock outlives a holder that died; renewed while the invocation runs.
             **kwargs: Passed on to ``RepositorySessionManager``.
 
         Raises:
-            ValueError: If ``session_id``, ``ttl`` or ``key_prefix`` is not usable; nothing is written.
+            ValueError: If ``session_id``, ``ttl``, ``key_prefix`` or a lock setting is not usable; nothing
+                is written.
             SessionException: If Valkey cannot be reached or holds a foreign value for the session.
         """
         validate_id(session_id, "session_id")
@@ -96,6 +107,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self.keys = KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster))
         self.ttl_ms = ttl_ms(ttl)
         self.replica_wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
+        self._lock = None
+        if lock_timeout is not None:
+            self._lock = SessionLock(self._run_lock, session_id, lock_timeout, lock_lease, self.ttl_ms)
         # Messages whose append failed on the wire, re-sent (byte for byte) before the next one.
         self._unconfirmed: dict[str, list[tuple[int, bytes]]] = {}
         self._opening = True
@@ -137,6 +151,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     f"key=<{detail}> | {operation} refused: the session no longer exists (it was deleted, or "
                     "expired after ttl idle seconds). Open a new ValkeySessionManager to start it again."
                 ) from error
+            if code == scripts.FENCED:
+                raise SessionException(
+                    f"key=<{detail}> | {operation} refused: this invocation lost the session lock (its lease ran "
+                    "out unrenewed: the process was paused, stalled or cut off) and another invocation may hold it "
+                    "now. Nothing was written; invoke the agent again to continue from what is stored."
+                ) from error
             if code == scripts.BADVALUE:
                 bad_key, _, reason = detail.partition(" ")
                 raise SessionException(
@@ -158,10 +178,19 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any], write: bool = True) -> Any:
         """Run a script on one session: KEYS are the session key, its index and ``key``.
 
-        A ``write`` waits for ``wait_replicas`` replicas, if asked to; a read does not.
+        A ``write`` waits for ``wait_replicas`` replicas, if asked to; a read does not. With the session
+        lock on, a write to a member whose lock this manager holds is fenced (lock.py).
         """
         keys = [self.keys.session(session_id), self.keys.index(session_id), key]
+        if self._lock is not None and write:
+            lock_keys, tokens = self._lock.fence(key)
+            keys, args = [*keys, *lock_keys], [*args, *tokens]
         return script(self.client, keys, [self.ttl_ms, *args], self.replica_wait if write else None)
+
+    def _run_lock(self, operation: str, keys: list[str], args: list[Any]) -> Any:
+        """Run lua/lock.lua for the session lock (lock.py)."""
+        with self._errors(operation, keys[2]):
+            return scripts.LOCK(self.client, keys, [self.ttl_ms, *args])
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -211,6 +240,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Read one record, sliding the session's expiry if it is due."""
         with self._errors(operation, key):
             raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [], write=False)
+        if self._lock is not None:
+            self._lock.saw(key, raw)
         return raw
 
     def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -371,3 +402,48 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     [message_id for message_id, _ in batch],
                 )
             raise
+
+    # -- the session lock (lock_timeout) ----------------------------------------------------
+
+    def initialize(self, agent: LocalAgent, **kwargs: Any) -> None:
+        """Restore or create the agent; with the lock on, make its invocations take the lock."""
+        super().initialize(agent, **kwargs)
+        if self._lock is not None:
+            agent_id = agent.agent_id
+            keys = [self.keys.agent(self.session_id, agent_id), self.keys.messages(self.session_id, agent_id)]
+            member = self._member(agent_id, self.keys.agent_suffix(agent_id), keys, lambda: self._reload_agent(agent))
+            member.newest = functools.partial(self._newest_message_id, agent_id)
+            self._lock.guard(agent, member)
+
+    def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
+        """Restore or create a Swarm's or Graph's state; with the lock on, make its runs take the lock."""
+        super().initialize_multi_agent(source, **kwargs)
+        if self._lock is not None:
+            keys = [self.keys.multi_agent(self.session_id, source.id)]
+            reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
+            self._lock.guard(source, self._member(source.id, self.keys.multi_agent_suffix(source.id), keys, reload))
+
+    def _member(self, member_id: str, suffix: str, keys: list[str], reload: Callable[[], None]) -> Member:
+        """Describe a member of this session for the lock: its lock key, record key[, message ids]."""
+        session, index = self.keys.session(self.session_id), self.keys.index(self.session_id)
+        return Member(member_id, [session, index, self.keys.lock(self.session_id, suffix), *keys], reload)
+
+    def _newest_message_id(self, agent_id: str) -> str:
+        latest = self._latest_agent_message.get(agent_id)
+        return "" if latest is None else str(latest.message_id)
+
+    def _reload_agent(self, agent: LocalAgent) -> None:
+        """Restore the agent again from what is stored (another invocation wrote to it since we read it)."""
+        agent_id = agent.agent_id
+        for tracked in (self._latest_agent_message, self._held_records, self._last_synced_internal_state):
+            tracked.pop(agent_id, None)
+        unconfirmed = self._unconfirmed.pop(agent_id, None)
+        if unconfirmed:
+            logger.warning(
+                "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | another invocation wrote to the agent since "
+                "these appends failed; continuing from what is stored without them",
+                self.session_id,
+                agent_id,
+                [message_id for message_id, _ in unconfirmed],
+            )
+        RepositorySessionManager.initialize(self, agent)

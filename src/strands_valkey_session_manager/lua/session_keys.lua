@@ -5,7 +5,7 @@
 
 local LENGTH = { string = 'STRLEN', set = 'SCARD', zset = 'ZCARD', hash = 'HLEN', list = 'LLEN' }
 local out = {}
-each_key(function(key)
+local function list(key)
   local kind = redis.call('TYPE', key)['ok']
   if kind ~= 'none' then
     local length = LENGTH[kind] and redis.call(LENGTH[kind], key) or 0
@@ -14,5 +14,6 @@ each_key(function(key)
       out[#out + 1] = value
     end
   end
-end)
+end
+each_key(list, list)                            -- and the locks held on its members (lock.lua)
 return out
