@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import valkey
@@ -84,3 +85,31 @@ def populate(client: valkey.Valkey, count: int, prefix: str = "unrelated") -> No
     """Fill the server with ``count`` unrelated string keys (like DEBUG POPULATE, on any server)."""
     for start in range(0, count, 10_000):
         client.mset({f"{prefix}:{i}": "x" for i in range(start, min(start + 10_000, count))})
+
+
+def fails_first_time(reply: str) -> Callable[[Any], str]:
+    """A ScriptedModel reply function whose first call raises (a model outage), then replies ``reply``."""
+    calls = {"n": 0}
+
+    def script(messages: Any) -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("model unavailable")
+        return reply
+
+    return script
+
+
+def two_node_graph(session_manager: Any, model_a: Any, model_b: Any) -> Any:
+    """A Graph A -> B of two agents on the given models, persisted by ``session_manager``."""
+    from strands import Agent
+    from strands.multiagent import GraphBuilder
+
+    builder = GraphBuilder()
+    builder.add_node(Agent(name="A", agent_id="A", model=model_a, callback_handler=None), "A")
+    builder.add_node(Agent(name="B", agent_id="B", model=model_b, callback_handler=None), "B")
+    builder.add_edge("A", "B")
+    builder.set_entry_point("A")
+    builder.set_max_node_executions(10)
+    builder.set_session_manager(session_manager)
+    return builder.build()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 import valkey
+from helpers import fails_first_time, two_node_graph
 from strands import Agent, tool
-from strands.multiagent import GraphBuilder, Swarm
+from strands.multiagent import Swarm
 from strands.session import SnapshotSessionManager
 from strands.storage import InMemoryStorage
 from strands.storage.storage import Storage
@@ -168,27 +168,8 @@ def test_agent_storage_is_used_by_the_context_manager_stash(make_storage) -> Non
 # -- Graph and Swarm --------------------------------------------------------------------------------------------------
 
 
-def fails_first_time(reply: str) -> Callable[[Any], str]:
-    calls = {"n": 0}
-
-    def script(messages: Any) -> str:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("model unavailable")
-        return reply
-
-    return script
-
-
 def graph(storage: Storage, model_a: ScriptedModel, model_b: ScriptedModel) -> Any:
-    builder = GraphBuilder()
-    builder.add_node(Agent(name="A", agent_id="A", model=model_a, callback_handler=None), "A")
-    builder.add_node(Agent(name="B", agent_id="B", model=model_b, callback_handler=None), "B")
-    builder.add_edge("A", "B")
-    builder.set_entry_point("A")
-    builder.set_max_node_executions(10)
-    builder.set_session_manager(SnapshotSessionManager("g", storage=storage))
-    return builder.build()
+    return two_node_graph(SnapshotSessionManager("g", storage=storage), model_a, model_b)
 
 
 def interrupted_graph_resumed(storage: Storage) -> tuple[Any, ...]:

@@ -14,14 +14,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import valkey
 from valkey.cluster import ClusterNode, ValkeyCluster
 from valkey.crc import key_slot
 
-from .local_server import LocalValkey, find_server, free_port, wait_for
+from .local_server import LocalValkey, Running, find_server, free_port, wait_for
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
@@ -82,7 +81,7 @@ def _replica_ports(client: Any) -> list[int]:
     return [int(line["port"]) for line in lines if line.get("state") == "online"]
 
 
-class LocalCluster:
+class LocalCluster(Running):
     """``masters`` masters with ``replicas`` replicas each, on free loopback ports, stopped by pid.
 
     ``start()`` returns once every node agrees on a slot map covering all 16384 slots and every
@@ -225,16 +224,6 @@ class LocalCluster:
                 node.process.send_signal(signal.SIGTERM)
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> LocalCluster:
-        """Start on entering a ``with`` block."""
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        """Stop on leaving it, whatever happened."""
-        self.stop()
 
 
 def _stop_pids(state: dict[str, Any], timeout: float = 15.0) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import valkey
 
@@ -72,7 +72,33 @@ def find_server() -> str | None:
     return shutil.which("valkey-server") or shutil.which("redis-server")
 
 
-class LocalValkey:
+_Server = TypeVar("_Server", bound="Running")
+
+
+class Running:
+    """``with`` support for a local server: ``start()`` on entry, ``stop()`` on exit, whatever happened."""
+
+    def start(self) -> Running:
+        """Start the server(s) and wait until they answer."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server(s) by pid."""
+        raise NotImplementedError
+
+    def __enter__(self: _Server) -> _Server:
+        """Start on entering a ``with`` block."""
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        """Stop on leaving it, whatever happened."""
+        self.stop()
+
+
+class LocalValkey(Running):
     """Start a server process with ``start()``, stop it by its own pid with ``stop()``.
 
     Nothing is persisted (no RDB, no AOF) unless ``args`` asks for it. ``args`` are extra
@@ -164,13 +190,3 @@ class LocalValkey:
                 self.process.wait()
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalValkey:
-        """Start on entering a ``with`` block."""
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        """Stop on leaving it, whatever happened."""
-        self.stop()
