@@ -32,7 +32,7 @@ def _cases(records: list[SessionMessage], values: list[str]) -> dict[str, Callab
         "decode/library codec.load_record": lambda: [codec.load_record(SessionMessage, v, "k") for v in values],
         "encode/json.dumps of the message dict (floor)": lambda: [json.dumps(r.message) for r in records],
         "encode/SDK to_dict() + json.dumps": lambda: [message_json(r) for r in records],
-        "encode/library codec.dump_message": lambda: [codec.dump_message(r) for r in records],
+        "encode/library codec.encode": lambda: [codec.encode(r) for r in records],
     }
     if importlib.util.find_spec("orjson") is not None:
         import orjson

@@ -8,10 +8,15 @@ from typing import Any
 
 import pytest
 import valkey
+import valkey.asyncio
+from cli_support import PNG, invoke, lookup
 from helpers import CommandCounter, command_counts, wait_until  # noqa: F401  (re-exported for test files)
 from strands import Agent
+from strands.multiagent import Swarm
+from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import ValkeySessionManager, scripts
+from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts
+from strands_valkey_session_manager.local_cluster import LocalCluster
 from strands_valkey_session_manager.local_server import LocalValkey
 from strands_valkey_session_manager.scripted_model import ScriptedModel
 
@@ -23,6 +28,31 @@ SERVER_BINARY = os.environ.get("TEST_SERVER_BINARY", "valkey-server")
 def server() -> Iterator[LocalValkey]:
     """One valkey-server for the whole run, in a temp dir, stopped by its pid at the end."""
     with LocalValkey(binary=SERVER_BINARY, args=["--enable-debug-command", "yes"]) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    """One 3-master + 3-replica cluster for the whole run (started on first use), stopped by pid at the end."""
+    with LocalCluster(binary=SERVER_BINARY) as local:
+        yield local
+
+
+@pytest.fixture
+def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
+    """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster, scripts loaded on every primary."""
+    c = cluster.client()
+    c.flushall()  # on every primary
+    for script in scripts.ALL:
+        c.script_load(script.source)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def tls_server() -> Iterator[LocalValkey]:
+    """A TLS-only server (``--port 0``); ``tls_server.tls_files.ca`` is the CA, ``tls_server.url`` a valkeys:// URL."""
+    with LocalValkey(binary=SERVER_BINARY, tls=True) as local:
         yield local
 
 
@@ -67,5 +97,56 @@ def manager(client: valkey.Valkey) -> Callable[..., ValkeySessionManager]:
 
     def build(session_id: str = "user-42", **kwargs: Any) -> ValkeySessionManager:
         return ValkeySessionManager(session_id=session_id, client=kwargs.pop("client", client), **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def make_storage(server: LocalValkey, client: valkey.Valkey) -> Iterator[Callable[..., ValkeyStorage]]:
+    """Build ``ValkeyStorage`` on the (emptied) test server: ``make_storage(ttl=60)``; closed at teardown."""
+    made: list[ValkeyStorage] = []
+
+    def build(**kwargs: Any) -> ValkeyStorage:
+        made.append(ValkeyStorage(valkey.asyncio.Valkey(port=server.port), **kwargs))
+        return made[-1]
+
+    yield build
+    for storage in made:
+        storage.close()
+
+
+# -- the CLI's tests (tests/test_cli_*.py; helpers in cli_support.py) -------------------------------
+
+
+@pytest.fixture
+def cli(server: LocalValkey, client: valkey.Valkey) -> Callable[..., Any]:
+    """``cli("keys", "user-42")``: run a ``strands-valkey`` command in-process against the (emptied) test server."""
+
+    def run(*args: str, input: str | None = None) -> Any:
+        return invoke(*args, "--url", server.url, input=input)
+
+    return run
+
+
+@pytest.fixture
+def seed(client: valkey.Valkey, make_agent: Callable[..., Agent]) -> Callable[..., None]:
+    """``seed("user-42")``: a session whose agents ran for real: tool use, an image, agent state (and a Swarm)."""
+
+    def build(
+        session_id: str = "user-42",
+        ttl: int | None = 3600,
+        agents: tuple[str, ...] = ("researcher", "writer"),
+        swarm: bool = False,
+    ) -> None:
+        if swarm:
+            node = Agent(name="node", agent_id="node", model=ScriptedModel(["done"]), callback_handler=None)
+            Swarm([node], session_manager=ValkeySessionManager(session_id=session_id, client=client, ttl=ttl))("task")
+        for agent_id in agents:
+            manager = ValkeySessionManager(session_id=session_id, client=client, ttl=ttl)
+            replies: list[Any] = [{"tool": "lookup", "input": {"topic": "valkey"}}, "Valkey is fast."]
+            agent = make_agent(manager, agent_id, replies=replies, tools=[lookup])
+            agent.state.set("stage", "draft")
+            agent("Research Valkey.")
+            agent([{"text": "What is in this picture?"}, {"image": {"format": "png", "source": {"bytes": PNG}}}])
 
     return build

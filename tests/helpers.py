@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import valkey
+from valkey.cluster import ValkeyCluster
 
 
-def command_counts(client: valkey.Valkey) -> dict[str, int]:
-    """Calls per command from ``INFO commandstats`` (commands run inside scripts included)."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+def command_counts(client: valkey.Valkey | ValkeyCluster) -> dict[str, int]:
+    """Calls per command from ``INFO commandstats`` (commands run inside scripts included).
+
+    On a cluster: the sum over every primary (replicas only replay what their primary ran).
+    """
+    if isinstance(client, ValkeyCluster):
+        per_node = list(client.info("commandstats", target_nodes=ValkeyCluster.PRIMARIES).values())
+    else:
+        per_node = [client.info("commandstats")]
+    counts: dict[str, int] = {}
+    for stats in per_node:
+        for name, value in stats.items():
+            counts[name.removeprefix("cmdstat_")] = counts.get(name.removeprefix("cmdstat_"), 0) + int(value["calls"])
+    return counts
 
 
 class CommandCounter:
     """Count the server commands run inside a ``with`` block (``INFO`` itself excluded)."""
 
-    def __init__(self, client: valkey.Valkey) -> None:
+    def __init__(self, client: valkey.Valkey | ValkeyCluster) -> None:
         self.client = client
         self.counts: dict[str, int] = {}
 
@@ -73,3 +85,31 @@ def populate(client: valkey.Valkey, count: int, prefix: str = "unrelated") -> No
     """Fill the server with ``count`` unrelated string keys (like DEBUG POPULATE, on any server)."""
     for start in range(0, count, 10_000):
         client.mset({f"{prefix}:{i}": "x" for i in range(start, min(start + 10_000, count))})
+
+
+def fails_first_time(reply: str) -> Callable[[Any], str]:
+    """A ScriptedModel reply function whose first call raises (a model outage), then replies ``reply``."""
+    calls = {"n": 0}
+
+    def script(messages: Any) -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("model unavailable")
+        return reply
+
+    return script
+
+
+def two_node_graph(session_manager: Any, model_a: Any, model_b: Any) -> Any:
+    """A Graph A -> B of two agents on the given models, persisted by ``session_manager``."""
+    from strands import Agent
+    from strands.multiagent import GraphBuilder
+
+    builder = GraphBuilder()
+    builder.add_node(Agent(name="A", agent_id="A", model=model_a, callback_handler=None), "A")
+    builder.add_node(Agent(name="B", agent_id="B", model=model_b, callback_handler=None), "B")
+    builder.add_edge("A", "B")
+    builder.set_entry_point("A")
+    builder.set_max_node_executions(10)
+    builder.set_session_manager(session_manager)
+    return builder.build()

@@ -53,10 +53,10 @@ def record(message: dict, message_id: int = 7, redact: dict | None = None) -> Se
 
 
 @pytest.mark.parametrize("message", VARIED)
-def test_dump_message_writes_the_same_json_as_the_sdks_to_dict(message: dict) -> None:
+def test_encode_writes_the_same_json_as_the_sdks_to_dict(message: dict) -> None:
     session_message = record(message, redact={"role": "user", "content": [{"text": "[redacted]"}]})
 
-    assert codec.dump_message(session_message) == codec.dumps(session_message.to_dict())
+    assert codec.encode(session_message) == codec.dumps(session_message.to_dict())
 
 
 @pytest.mark.parametrize("message", VARIED)
@@ -76,7 +76,7 @@ def test_fast_paths_match_the_sdk_on_generated_messages(message: dict, message_i
     session_message = record(message, message_id)
     raw = codec.dumps(session_message.to_dict())
 
-    assert codec.dump_message(session_message) == raw
+    assert codec.encode(session_message) == raw
     assert codec.load_record(SessionMessage, raw, "key") == SessionMessage.from_dict(json.loads(raw))
 
 

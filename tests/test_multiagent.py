@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import valkey
+from helpers import fails_first_time, two_node_graph
 from strands import Agent
-from strands.multiagent import GraphBuilder, Swarm
+from strands.multiagent import Swarm
 from strands.session.file_session_manager import FileSessionManager
 
 from strands_valkey_session_manager import ValkeySessionManager
@@ -18,27 +19,8 @@ ORDERED = ("status", "execution_order")
 UNORDERED = ("completed_nodes", "failed_nodes", "next_nodes_to_execute")  # serialised from sets
 
 
-def fails_first_time(reply: str) -> Callable[[Any], str]:
-    calls = {"n": 0}
-
-    def script(messages: Any) -> str:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("model unavailable")
-        return reply
-
-    return script
-
-
 def graph(session_manager: Any, model_a: ScriptedModel, model_b: ScriptedModel) -> Any:
-    builder = GraphBuilder()
-    builder.add_node(Agent(name="A", agent_id="A", model=model_a, callback_handler=None), "A")
-    builder.add_node(Agent(name="B", agent_id="B", model=model_b, callback_handler=None), "B")
-    builder.add_edge("A", "B")
-    builder.set_entry_point("A")
-    builder.set_max_node_executions(10)
-    builder.set_session_manager(session_manager)
-    return builder.build()
+    return two_node_graph(session_manager, model_a, model_b)
 
 
 def interrupted_graph_resumed(manager_factory: Callable[[], Any]) -> tuple[dict[str, Any], int, int]:

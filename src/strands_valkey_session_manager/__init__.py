@@ -1,6 +1,8 @@
-"""Strands Agents sessions in Valkey: ``ValkeySessionManager``."""
+"""Strands Agents sessions in Valkey: ``ValkeySessionManager`` and ``ValkeyStorage``."""
 
+from .lock import SessionBusyError
 from .session_manager import ValkeySessionManager
+from .storage import ValkeyStorage
 
-__all__ = ["ValkeySessionManager"]
+__all__ = ["SessionBusyError", "ValkeySessionManager", "ValkeyStorage"]
 __version__ = "0.1.0"

@@ -8,9 +8,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import valkey
 
@@ -22,20 +24,92 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; ``TimeoutError`` naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost signed by it (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_certificates(directory: Path) -> TlsFiles:
+    """Generate a CA and a server certificate for 127.0.0.1 in ``directory`` with the ``openssl`` CLI."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise FileNotFoundError("no openssl on PATH; it generates the test certificates (apt-get install openssl)")
+    files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    ca_key, csr, extensions = directory / "ca.key", directory / "server.csr", directory / "server.ext"
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    commands = [
+        [openssl, "req", "-x509", *ec, "-keyout", ca_key, "-out", files.ca, "-days", "2", "-subj", "/CN=Test CA"]
+        + ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", *ec, "-keyout", files.key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        [openssl, "x509", "-req", "-in", csr, "-CA", files.ca, "-CAkey", ca_key, "-CAcreateserial"]
+        + ["-out", files.cert, "-days", "2", "-extfile", extensions],
+    ]
+    for command in commands:
+        subprocess.run([str(word) for word in command], check=True, capture_output=True, timeout=30)
+    return files
+
+
 def find_server() -> str | None:
     """Path of ``valkey-server`` (or, failing that, ``redis-server``) on PATH."""
     return shutil.which("valkey-server") or shutil.which("redis-server")
 
 
-class LocalValkey:
+_Server = TypeVar("_Server", bound="Running")
+
+
+class Running:
+    """``with`` support for a local server: ``start()`` on entry, ``stop()`` on exit, whatever happened."""
+
+    def start(self) -> Running:
+        """Start the server(s) and wait until they answer."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server(s) by pid."""
+        raise NotImplementedError
+
+    def __enter__(self: _Server) -> _Server:
+        """Start on entering a ``with`` block."""
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        """Stop on leaving it, whatever happened."""
+        self.stop()
+
+
+class LocalValkey(Running):
     """Start a server process with ``start()``, stop it by its own pid with ``stop()``.
 
     Nothing is persisted (no RDB, no AOF) unless ``args`` asks for it. ``args`` are extra
-    ``--option value`` words for the server.
+    ``--option value`` words for the server. With ``tls=True`` the server listens on TLS only
+    (``--port 0``), with a certificate from a throwaway CA (``tls_files.ca``) made in its temp dir.
     """
 
-    def __init__(self, binary: str | None = None, args: list[str] | None = None, port: int | None = None) -> None:
-        """Describe the server; nothing starts until ``start()``."""
+    def __init__(
+        self, binary: str | None = None, args: list[str] | None = None, port: int | None = None, tls: bool = False
+    ) -> None:
+        """Describe the server (and make its certificates, if ``tls``); nothing starts until ``start()``."""
         found = binary or find_server()
         if found is None:
             raise FileNotFoundError(
@@ -47,23 +121,38 @@ class LocalValkey:
         self.args = list(args or [])
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="strands-valkey-"))
+        self.tls_files = make_certificates(self.dir) if tls else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """``valkey://127.0.0.1:<port>/0``."""
-        return f"valkey://127.0.0.1:{self.port}/0"
+        """``valkey://127.0.0.1:<port>/0`` (``valkeys://`` with TLS)."""
+        return f"valkey{'s' if self.tls_files else ''}://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for a ``valkey.Valkey`` (or ``ValkeyCluster``) client of this server."""
+        options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 10}
+        if self.tls_files:
+            options.update(ssl=True, ssl_ca_certs=str(self.tls_files.ca), ssl_cert_reqs="required")
+        return options
 
     def client(self, **kwargs: Any) -> valkey.Valkey:
         """Return a client for this server (``decode_responses=True`` unless told otherwise)."""
-        options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 10}
-        options.update(kwargs)
-        return valkey.Valkey(host="127.0.0.1", port=self.port, **options)
+        return valkey.Valkey(host="127.0.0.1", port=self.port, **{**self.client_options(), **kwargs})
 
     def start(self, timeout: float = 20.0) -> LocalValkey:
-        """Start the server and wait (up to ``timeout`` s) until it answers PING."""
+        """Start the server (again, after ``kill()``) and wait (up to ``timeout`` s) until it answers PING."""
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
         command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "server.log"]
+        if self.tls_files:
+            command += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            command += ["--tls-cert-file", str(self.tls_files.cert), "--tls-key-file", str(self.tls_files.key)]
+            command += ["--tls-ca-cert-file", str(self.tls_files.ca)]
         self.process = subprocess.Popen([*command, *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         probe = self.client(socket_timeout=1, socket_connect_timeout=1)
@@ -83,6 +172,13 @@ class LocalValkey:
             finally:
                 probe.close()  # type: ignore[no-untyped-call]
 
+    def kill(self) -> None:
+        """Kill the server by its pid with SIGKILL, as a crash would; its directory stays for ``start()``."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
     def stop(self) -> None:
         """Stop the server by its pid (SIGTERM, then SIGKILL) and remove its directory."""
         if self.process is not None and self.process.poll() is None:
@@ -94,13 +190,3 @@ class LocalValkey:
                 self.process.wait()
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalValkey:
-        """Start on entering a ``with`` block."""
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        """Stop on leaving it, whatever happened."""
-        self.stop()

@@ -8,11 +8,14 @@ are refreshed. Errors the scripts raise start with a code that :func:`error_code
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import valkey
 from valkey.exceptions import NoScriptError, ResponseError
+
+from . import replication
 
 _LUA = resources.files(__package__).joinpath("lua")
 _COMMON = _LUA.joinpath("common.lua").read_text(encoding="utf-8")
@@ -22,6 +25,7 @@ NOSESSION = "NOSESSION"
 NOTFOUND = "NOTFOUND"
 CONFLICT = "CONFLICT"
 BADVALUE = "BADVALUE"
+FENCED = "FENCED"
 
 
 class Script:
@@ -35,27 +39,67 @@ class Script:
         self.source = f"{shebang}\n{_COMMON}\n{rest}" if shebang else f"{_COMMON}\n{rest}"
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
-    def __call__(self, client: valkey.Valkey | Any, keys: list[str], args: list[Any]) -> Any:
-        """Run the script: EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load it and retry."""
+    async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any]) -> Any:
+        """Run the script through ``call(*command)``, which sends one command on the client at hand.
+
+        EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and retry. This is the one
+        definition for both kinds of client: a synchronous client's ``call`` returns without suspending.
+        """
+        evalsha = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            return await call(*evalsha)
         except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            await call("SCRIPT LOAD", self.source)  # a cluster client loads it on every primary
+            return await call(*evalsha)
+
+    def __call__(
+        self,
+        client: valkey.Valkey | Any,
+        keys: list[str],
+        args: list[Any],
+        wait: replication.WaitForReplicas | None = None,
+    ) -> Any:
+        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip."""
+
+        async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
+            return replication.execute(client, keys[0], command, wait if command[0] == "EVALSHA" else None)
+
+        steps = self._run(call, keys, args)
+        try:
+            steps.send(None)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
+
+    async def run_async(self, client: Any, keys: list[str], args: list[Any], **options: Any) -> Any:
+        """Run the script on a ``valkey.asyncio`` client; ``options`` go with each command (``target_nodes=``)."""
+
+        async def call(*command: Any) -> Any:
+            return await client.execute_command(*command, **options)
+
+        return await self._run(call, keys, args)
 
 
 READ_RECORD = Script("read_record")
 WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
-ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION)
+LOCK = Script("lock")
+STORAGE = Script("storage")
+STORAGE_LIST = Script("storage_list")
+ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, STORAGE, STORAGE_LIST)
+# The admin scripts (admin.py): the CLI's session walks reuse each_key() rather than a second walker.
+SESSION_KEYS = Script("session_keys")
+DUMP_SESSION = Script("dump_session")
+IMPORT_SESSION = Script("import_session")
+EXPIRE_SESSION = Script("expire_session")
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:
     """Split a script's error reply into its code and detail (``("", text)`` for other errors)."""
     text = str(error)
     code, _, detail = text.partition(" ")
-    if code in (NOSESSION, NOTFOUND, CONFLICT, BADVALUE):
+    if code in (NOSESSION, NOTFOUND, CONFLICT, BADVALUE, FENCED):
         # The server appends " script: <sha>, on @user_script:<line>." to errors raised in scripts.
         return code, detail.split(" script: ")[0]
     return "", text

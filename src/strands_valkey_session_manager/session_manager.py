@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -16,12 +17,11 @@ from strands.types.content import Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 from valkey.cluster import ValkeyCluster
-from valkey.exceptions import ConnectionError as ValkeyConnectionError
-from valkey.exceptions import ResponseError, ValkeyError
-from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
 
-from . import codec, scripts
+from . import codec, replication, scripts
 from .keys import KeySchema, validate_id, validate_message_id
+from .lock import Member, SessionLock
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
@@ -55,9 +55,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         session:<session_id>:agent:<agent_id>:messages              # ZSET: message ids
         session:<session_id>:agent:<agent_id>:message:<message_id>  # SessionMessage (JSON)
         session:<session_id>:multi_agent:<multi_agent_id>           # Swarm/Graph state (JSON)
+        session:<session_id>:lock:agent:<agent_id>                  # lock lease (with lock_timeout)
 
     Every write is one Lua script (one round trip, atomic). All keys of a session share one
     deadline, pushed out to now + ttl whenever a write or a restore finds it below 90% of ttl.
+    With ``lock_timeout`` set, invocations of one agent (or Swarm/Graph) run one at a time (lock.py).
     """
 
     def __init__(
@@ -67,6 +69,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         *,
         ttl: int | timedelta | None = DEFAULT_TTL,
         key_prefix: str = "session",
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        lock_timeout: float | None = None,
+        lock_lease: float = 30.0,
         **kwargs: Any,
     ) -> None:
         """Open the session ``session_id``, creating it if it does not exist yet.
@@ -79,16 +85,31 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             ttl: Seconds (or a ``timedelta``) a session lives after its last write or restore;
                 ``None`` sets no expiry.
             key_prefix: First part of every key (``session`` gives ``session:<session_id>``).
+            wait_replicas: If > 0, every write waits (``WAIT``, same round trip) until this many replicas
+                have it, and raises ``SessionException`` if fewer did within ``wait_timeout_ms``. Opt-in
+                protection against losing acknowledged writes when a primary fails; costs one more
+                command per write and a replica round trip of latency.
+            wait_timeout_ms: How long each write waits for its replicas; keep it below the client's
+                ``socket_timeout``.
+            lock_timeout: ``None`` (default): no lock. Seconds: every invocation of an agent (or of a
+                Swarm/Graph using this manager) first takes a lock on it in this session, waiting up to
+                this long (``0``: try once), else raises ``SessionBusyError``. See docs/locking.md.
+            lock_lease: Seconds a lock outlives a holder that died; renewed while the invocation runs.
             **kwargs: Passed on to ``RepositorySessionManager``.
 
         Raises:
-            ValueError: If ``session_id``, ``ttl`` or ``key_prefix`` is not usable; nothing is written.
+            ValueError: If ``session_id``, ``ttl``, ``key_prefix`` or a lock setting is not usable; nothing
+                is written.
             SessionException: If Valkey cannot be reached or holds a foreign value for the session.
         """
         validate_id(session_id, "session_id")
         self.client = client
         self.keys = KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster))
         self.ttl_ms = ttl_ms(ttl)
+        self.replica_wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
+        self._lock = None
+        if lock_timeout is not None:
+            self._lock = SessionLock(self._run_lock, session_id, lock_timeout, lock_lease, self.ttl_ms)
         # Messages whose append failed on the wire, re-sent (byte for byte) before the next one.
         self._unconfirmed: dict[str, list[tuple[int, bytes]]] = {}
         self._opening = True
@@ -108,6 +129,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Turn anything Valkey raises into a ``SessionException`` naming the operation and key."""
         try:
             yield
+        except OutOfMemoryError as error:
+            raise SessionException(
+                f"key=<{key}> | {operation} refused, nothing was written: Valkey is out of memory (maxmemory "
+                f"reached under a noeviction policy). Free memory or raise maxmemory, then retry. ({error})"
+            ) from error
         except ResponseError as error:
             code, detail = scripts.error_code(error)
             if code == scripts.NOTFOUND:
@@ -116,12 +142,20 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 raise SessionException(
                     f"key=<{detail}> | {operation} refused: that message id already holds a different message. "
                     "Another writer is appending to the same (session_id, agent_id); give each agent its own "
-                    "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored."
+                    "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored. "
+                    "If there is no other writer, the session's records were evicted or deleted while its "
+                    "messages remain: run Valkey with maxmemory-policy noeviction."
                 ) from error
             if code == scripts.NOSESSION:
                 raise SessionException(
                     f"key=<{detail}> | {operation} refused: the session no longer exists (it was deleted, or "
                     "expired after ttl idle seconds). Open a new ValkeySessionManager to start it again."
+                ) from error
+            if code == scripts.FENCED:
+                raise SessionException(
+                    f"key=<{detail}> | {operation} refused: this invocation lost the session lock (its lease ran "
+                    "out unrenewed: the process was paused, stalled or cut off) and another invocation may hold it "
+                    "now. Nothing was written; invoke the agent again to continue from what is stored."
                 ) from error
             if code == scripts.BADVALUE:
                 bad_key, _, reason = detail.partition(" ")
@@ -130,24 +164,43 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     f"({reason}). Delete or repair that key."
                 ) from error
             raise SessionException(f"key=<{key}> | {operation} failed: {error}") from error
+        except replication.ReplicasNotAcknowledged as error:
+            raise SessionException(
+                f"key=<{key}> | {operation} not confirmed: {error}. Check the replicas (INFO replication), or "
+                "raise wait_timeout_ms; the write is safe to repeat (an agent re-sends a message with its next one)."
+            ) from error
         except ValkeyError as error:
             raise SessionException(
                 f"key=<{key}> | {operation} failed: {type(error).__name__}: {error}. Check that Valkey is "
                 "reachable and the client's url, credentials and timeouts."
             ) from error
 
-    def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any]) -> Any:
-        """Run a script on one session: KEYS are the session key, its index and ``key``."""
+    def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any], write: bool = True) -> Any:
+        """Run a script on one session: KEYS are the session key, its index and ``key``.
+
+        A ``write`` waits for ``wait_replicas`` replicas, if asked to; a read does not. With the session
+        lock on, a write to a member whose lock this manager holds is fenced (lock.py).
+        """
         keys = [self.keys.session(session_id), self.keys.index(session_id), key]
-        return script(self.client, keys, [self.ttl_ms, *args])
+        if self._lock is not None and write:
+            lock_keys, tokens = self._lock.fence(key)
+            keys, args = [*keys, *lock_keys], [*args, *tokens]
+        return script(self.client, keys, [self.ttl_ms, *args], self.replica_wait if write else None)
+
+    def _run_lock(self, operation: str, keys: list[str], args: list[Any]) -> Any:
+        """Run lua/lock.lua for the session lock (lock.py)."""
+        with self._errors(operation, keys[2]):
+            return scripts.LOCK(self.client, keys, [self.ttl_ms, *args])
 
     # -- sessions ---------------------------------------------------------------------------
 
     def create_session(self, session: Session, **kwargs: Any) -> Session:
         """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
         key = self.keys.session(session.session_id)
+        expiry = ("PX", self.ttl_ms) if self.ttl_ms else ()
         with self._errors("create session", key):
-            created = self.client.set(key, codec.dumps(session.to_dict()), nx=True, px=self.ttl_ms or None)
+            command = ("SET", key, codec.encode(session), "NX", *expiry)
+            created = replication.execute(self.client, key, command, self.replica_wait)
         if not created:
             if not self._opening:
                 raise SessionException(f"Session {session.session_id} already exists")
@@ -166,16 +219,17 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Delete every key of the session in one atomic script; no other session is touched."""
         key = self.keys.session(session_id)
         with self._errors("delete session", key):
-            deleted = scripts.DELETE_SESSION(self.client, [key, self.keys.index(session_id)], [0])
+            deleted = scripts.DELETE_SESSION(self.client, [key, self.keys.index(session_id)], [0], self.replica_wait)
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
 
     # -- agents -----------------------------------------------------------------------------
 
-    def _write_record(self, operation: str, session_id: str, key: str, record: dict[str, Any], **how: str) -> str:
+    def _write_record(self, operation: str, session_id: str, key: str, record: codec.Encodable, **how: str) -> str:
         """Create or update one JSON record; returns the ``created_at`` it was stored with."""
-        created_at, body = codec.split_created_at(record) if "created_at" in record else (b"", codec.dumps(record))
+        data = codec.to_dict(record)
+        created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
         mode, suffix = how.get("mode", "create"), how.get("suffix", "")
         with self._errors(operation, key, how.get("not_found", "")):
             stored = self._script(scripts.WRITE_RECORD, session_id, key, [mode, suffix, created_at, body])
@@ -185,7 +239,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def _read_record(self, operation: str, session_id: str, key: str) -> bytes | str | None:
         """Read one record, sliding the session's expiry if it is due."""
         with self._errors(operation, key):
-            raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [])
+            raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [], write=False)
+        if self._lock is not None:
+            self._lock.saw(key, raw)
         return raw
 
     def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -193,7 +249,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
         suffix = self.keys.agent_suffix(agent_id)
-        self._write_record("create agent", session_id, key, session_agent.to_dict(), suffix=suffix)
+        self._write_record("create agent", session_id, key, session_agent, suffix=suffix)
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
@@ -207,7 +263,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.agent(session_id, agent_id)
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
         session_agent.created_at = self._write_record(
-            "update agent", session_id, key, session_agent.to_dict(), mode="update", not_found=not_found
+            "update agent", session_id, key, session_agent, mode="update", not_found=not_found
         )
 
     # -- messages ---------------------------------------------------------------------------
@@ -228,7 +284,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Create a message; identical content under its id is a retry and succeeds."""
         message_id = validate_message_id(session_message.message_id)
-        self._append(session_id, agent_id, [(message_id, codec.dump_message(session_message))])
+        self._append(session_id, agent_id, [(message_id, codec.encode(session_message))])
 
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
@@ -245,7 +301,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             "update message",
             session_id,
             key,
-            session_message.to_dict(),
+            session_message,
             mode="update",
             not_found=f"Message {message_id} does not exist",
         )
@@ -273,11 +329,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             ids = ids[offset:] if limit is None else ids[offset : offset + limit]
         if limit == 0 or not ids:
             return []
+        try:
+            numbers = [int(message_id) for message_id in ids]
+        except ValueError as error:
+            raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         prefix = self.keys.message_prefix(session_id, agent_id)
-        keys = [f"{prefix}{int(message_id)}" for message_id in ids]
+        keys = [f"{prefix}{number}" for number in numbers]
         with self._errors("list messages", ids_key):
             values = cast("list[bytes | str | None]", self.client.mget(keys))
-        missing = [int(message_id) for message_id, raw in zip(ids, values, strict=True) if raw is None]
+        missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
         if missing:
             logger.warning(
                 "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | messages listed in %s are missing from "
@@ -316,14 +376,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def append_message(self, message: Message, agent: LocalAgent, **kwargs: Any) -> None:
         """Append a message to the agent's session in one round trip.
 
-        If an earlier append failed on the wire (timeout, dropped connection, failover), that
-        message is re-sent first, byte for byte, in the same atomic write: message ids stay
-        gap-free, and a write that did land after all is recognised as done, not as a conflict.
+        If an earlier append failed (timeout, dropped connection, failover, out of memory: anything
+        but a refusal by the script), that message is re-sent first, byte for byte, in the same
+        atomic write: message ids stay gap-free, nothing the agent holds goes missing from the
+        store, and a write that did land after all is recognised as done, not as a conflict.
         """
         agent_id = agent.agent_id
         latest = self._latest_agent_message[agent_id]
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
-        record = (session_message.message_id, codec.dump_message(session_message))
+        record = (session_message.message_id, codec.encode(session_message))
         batch = [*self._unconfirmed.pop(agent_id, []), record]
         # The SDK appended the message to agent.messages already: track it whatever happens next.
         self._latest_agent_message[agent_id] = session_message
@@ -331,7 +392,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         try:
             self._append(self.session_id, agent_id, batch)
         except SessionException as error:
-            if isinstance(error.__cause__, (ValkeyConnectionError, ValkeyTimeoutError)):
+            cause = error.__cause__
+            if not (isinstance(cause, ResponseError) and scripts.error_code(cause)[0]):  # not refused: re-send
                 self._unconfirmed[agent_id] = batch
                 logger.debug(
                     "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",
@@ -340,6 +402,51 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     [message_id for message_id, _ in batch],
                 )
             raise
+
+    # -- the session lock (lock_timeout) ----------------------------------------------------
+
+    def initialize(self, agent: LocalAgent, **kwargs: Any) -> None:
+        """Restore or create the agent; with the lock on, make its invocations take the lock."""
+        super().initialize(agent, **kwargs)
+        if self._lock is not None:
+            agent_id = agent.agent_id
+            keys = [self.keys.agent(self.session_id, agent_id), self.keys.messages(self.session_id, agent_id)]
+            member = self._member(agent_id, self.keys.agent_suffix(agent_id), keys, lambda: self._reload_agent(agent))
+            member.newest = functools.partial(self._newest_message_id, agent_id)
+            self._lock.guard(agent, member)
+
+    def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
+        """Restore or create a Swarm's or Graph's state; with the lock on, make its runs take the lock."""
+        super().initialize_multi_agent(source, **kwargs)
+        if self._lock is not None:
+            keys = [self.keys.multi_agent(self.session_id, source.id)]
+            reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
+            self._lock.guard(source, self._member(source.id, self.keys.multi_agent_suffix(source.id), keys, reload))
+
+    def _member(self, member_id: str, suffix: str, keys: list[str], reload: Callable[[], None]) -> Member:
+        """Describe a member of this session for the lock: its lock key, record key[, message ids]."""
+        session, index = self.keys.session(self.session_id), self.keys.index(self.session_id)
+        return Member(member_id, [session, index, self.keys.lock(self.session_id, suffix), *keys], reload)
+
+    def _newest_message_id(self, agent_id: str) -> str:
+        latest = self._latest_agent_message.get(agent_id)
+        return "" if latest is None else str(latest.message_id)
+
+    def _reload_agent(self, agent: LocalAgent) -> None:
+        """Restore the agent again from what is stored (another invocation wrote to it since we read it)."""
+        agent_id = agent.agent_id
+        for tracked in (self._latest_agent_message, self._held_records, self._last_synced_internal_state):
+            tracked.pop(agent_id, None)
+        unconfirmed = self._unconfirmed.pop(agent_id, None)
+        if unconfirmed:
+            logger.warning(
+                "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | another invocation wrote to the agent since "
+                "these appends failed; continuing from what is stored without them",
+                self.session_id,
+                agent_id,
+                [message_id for message_id, _ in unconfirmed],
+            )
+        RepositorySessionManager.initialize(self, agent)
 
     # -- the SDK's held-record bookkeeping, amortised ---------------------------------------
 

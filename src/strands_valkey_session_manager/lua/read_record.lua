@@ -1,6 +1,7 @@
-#!lua
+#!lua flags=allow-oom
 -- Read one record of a session (an agent, a multi-agent) and slide the session's expiry if due,
--- so restoring an agent keeps its whole session alive. Flagged as writing: the refresh writes.
+-- so restoring an agent keeps its whole session alive. A write script (the refresh writes), but
+-- allowed at maxmemory (allow-oom): it only moves deadlines, so a full server still restores agents.
 --   KEYS[3]  the record key
 -- Returns the record's value, or nil when it (or its session) does not exist.
 

@@ -1,0 +1,311 @@
+"""Inspect and manage stored sessions: list, keys, dump, restore, delete, expire. No UI here.
+
+Every walk of one session follows its index in a Lua script (``each_key()`` in lua/common.lua):
+no SCAN, no KEYS, nothing of another session touched. Only :meth:`Store.summaries` scans, because
+listing every session has no index to follow: it scans incrementally (SCAN with MATCH, TYPE and
+COUNT) and reads each batch's counts from the session indexes and message-id ZSETs, pipelined.
+
+Errors from Valkey (``valkey.exceptions.ValkeyError``) propagate as they are; the CLI maps them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from strands.types.exceptions import SessionException
+from valkey.cluster import ValkeyCluster
+
+from . import scripts
+from .keys import AGENT, MESSAGE, MULTI_AGENT, KeySchema, validate_id
+from .session_manager import Client
+
+#: COUNT hint for SCAN, and the number of sessions summarised per pipelined batch.
+SCAN_COUNT = 1000
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    """Return a stored value as bytes, whether the client decodes responses or not."""
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+def as_text(value: bytes | str) -> str:
+    """Return a key name (or reply) as text; bytes that are not UTF-8 survive as surrogate escapes."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def ttl_or_none(pttl_ms: int) -> int | None:
+    """PTTL's answer as a remaining life in ms, ``None`` for a key without expiry."""
+    return None if pttl_ms < 0 else pttl_ms
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One line of the session listing."""
+
+    session_id: str
+    agents: int
+    multi_agents: int
+    messages: int
+    ttl_ms: int | None
+    created_at: str | None
+    updated_at: str | None
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One key of a session: its type, remaining life (``None`` = none), length and memory use."""
+
+    key: str
+    type: str
+    ttl_ms: int | None
+    length: int
+    memory: int
+
+
+@dataclass
+class AgentDump:
+    """One agent's stored values: its state record (if any) and its messages by id."""
+
+    record: bytes | None = None
+    messages: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class SessionDump:
+    """Every record of one session, as the exact bytes stored, and its remaining life."""
+
+    session_id: str
+    ttl_ms: int | None
+    record: bytes
+    agents: dict[str, AgentDump] = field(default_factory=dict)
+    multi_agents: dict[str, bytes] = field(default_factory=dict)
+    #: String keys of the session that are no record this library writes (not exported).
+    skipped: list[str] = field(default_factory=list)
+
+
+class SessionExists(Exception):
+    """Raised by :meth:`Store.restore` when the session exists and ``force`` was not given."""
+
+
+def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _json_field(raw: bytes | str | None, name: str) -> Any:
+    """``json.loads(raw)[name]``, or ``None`` for anything that is not a JSON object."""
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return data.get(name) if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class Store:
+    """The sessions under one key prefix on one server (standalone or cluster)."""
+
+    client: Client
+    keys: KeySchema
+
+    @classmethod
+    def of(cls, client: Client, key_prefix: str = "session") -> Store:
+        """Wrap a client; a ``ValkeyCluster`` gets the hash-tagged key layout, as the manager uses."""
+        return cls(client, KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster)))
+
+    def _run(self, script: scripts.Script, session_id: str, args: list[Any]) -> Any:
+        """Run an admin script on one session (KEYS: its record and its index)."""
+        return script(self.client, [self.keys.session(session_id), self.keys.index(session_id)], args)
+
+    # -- listing ----------------------------------------------------------------------------
+
+    def session_pattern(self, match: str = "*") -> str:
+        """SCAN MATCH pattern of the session records whose id matches the glob ``match``."""
+        return f"{self.keys.prefix}:{{{match}}}" if self.keys.cluster else f"{self.keys.prefix}:{match}"
+
+    def session_id_of(self, key: str) -> str | None:
+        """Return the session id if ``key`` is a session record key (not a member key), else ``None``."""
+        head = f"{self.keys.prefix}:"
+        if not key.startswith(head):
+            return None
+        rest = key[len(head) :]
+        if ":" in rest:  # a member key (most keys under the prefix): no need to ask KeySchema
+            return None
+        if self.keys.cluster:
+            if not (rest.startswith("{") and rest.endswith("}")):
+                return None
+            rest = rest[1:-1]
+        try:
+            return rest if self.keys.session(rest) == key else None
+        except ValueError:  # a ':' (a member key) or another character ids may not hold
+            return None
+
+    def summaries(
+        self,
+        match: str = "*",
+        count: int = SCAN_COUNT,
+        batch: int = SCAN_COUNT,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[SessionSummary]:
+        """Yield a summary of every session whose id matches the glob ``match``, in SCAN order.
+
+        SCAN (MATCH ``<prefix>:<match>``, TYPE string, COUNT ``count``) finds the session records;
+        each ``batch`` of sessions then costs two pipelined round trips (record, PTTL and index;
+        then ZCARD and state of each agent), never a SCAN per session. ``progress(keys_matched,
+        sessions_found)`` is called every ``count`` matched keys and after each batch. Strings
+        under the prefix that are not session records of this library (say, a web framework's
+        ``session:<id>``) are skipped.
+        """
+        matched = found = 0
+
+        def candidates() -> Iterator[str]:
+            nonlocal matched
+            for key in self.client.scan_iter(match=self.session_pattern(match), count=count, _type="string"):
+                matched += 1
+                if progress is not None and matched % count == 0:
+                    progress(matched, found)
+                session_id = self.session_id_of(as_text(key))
+                if session_id is not None:
+                    yield session_id
+
+        for batch_ids in _batches(candidates(), batch):
+            summaries = self._summarise(batch_ids)
+            found += len(summaries)
+            if progress is not None:
+                progress(matched, found)
+            yield from summaries
+        if progress is not None:
+            progress(matched, found)
+
+    def _summarise(self, session_ids: list[str]) -> list[SessionSummary]:
+        pipe = self.client.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.get(self.keys.session(session_id))
+            pipe.pttl(self.keys.session(session_id))
+            pipe.smembers(self.keys.index(session_id))
+        replies = pipe.execute(raise_on_error=False)
+        sessions: list[tuple[str, Any, int, list[str], list[str]]] = []
+        for position, session_id in enumerate(session_ids):
+            record, pttl, members = replies[3 * position : 3 * position + 3]
+            if _json_field(record, "session_id") != session_id:
+                continue  # expired since the SCAN, or a foreign value under the prefix
+            names = [as_text(member) for member in members] if isinstance(members, (set, list)) else []
+            agents = [name.split(":", 1)[1] for name in names if name.startswith(f"{AGENT}:")]
+            multi = [name for name in names if name.startswith(f"{MULTI_AGENT}:")]
+            sessions.append((session_id, record, pttl if isinstance(pttl, int) else -1, agents, multi))
+        pipe = self.client.pipeline(transaction=False)
+        for session_id, _, _, agents, _ in sessions:
+            for agent_id in agents:
+                pipe.zcard(self.keys.messages(session_id, agent_id))
+                pipe.get(self.keys.agent(session_id, agent_id))
+        replies = iter(pipe.execute(raise_on_error=False))
+        result = []
+        for session_id, record, pttl, agents, multi in sessions:
+            messages, updated = 0, [_json_field(record, "updated_at")]
+            for _ in agents:
+                count, agent_record = next(replies), next(replies)
+                messages += count if isinstance(count, int) else 0
+                updated.append(_json_field(agent_record, "updated_at"))
+            stamps = [stamp for stamp in updated if isinstance(stamp, str)]
+            created = _json_field(record, "created_at")
+            result.append(
+                SessionSummary(
+                    session_id=session_id,
+                    agents=len(agents),
+                    multi_agents=len(multi),
+                    messages=messages,
+                    ttl_ms=ttl_or_none(pttl),
+                    created_at=created if isinstance(created, str) else None,
+                    updated_at=max(stamps) if stamps else None,
+                )
+            )
+        return result
+
+    # -- one session ------------------------------------------------------------------------
+
+    def key_infos(self, session_id: str) -> list[KeyInfo]:
+        """Every key of the session (found through its index) with type, TTL, length and memory."""
+        reply = self._run(scripts.SESSION_KEYS, session_id, [0])
+        return [
+            KeyInfo(as_text(reply[i]), as_text(reply[i + 1]), ttl_or_none(reply[i + 2]), reply[i + 3], reply[i + 4])
+            for i in range(0, len(reply), 5)
+        ]
+
+    def dump(self, session_id: str) -> SessionDump | None:
+        """Every record of the session at one instant, byte for byte, or ``None`` if it does not exist."""
+        reply = self._run(scripts.DUMP_SESSION, session_id, [0])
+        if reply[0] == -2:
+            return None
+        session_key = self.keys.session(session_id)
+        record: bytes | None = None
+        agents: dict[str, AgentDump] = {}
+        multi_agents: dict[str, bytes] = {}
+        skipped: list[str] = []
+        for key, value in zip(reply[1::2], reply[2::2], strict=True):
+            name, stored = as_text(key), as_bytes(value)
+            parts = name[len(session_key) + 1 :].split(":") if name != session_key else []
+            if name == session_key:
+                record = stored
+            elif len(parts) == 2 and parts[0] == AGENT:
+                agents.setdefault(parts[1], AgentDump()).record = stored
+            elif len(parts) == 4 and (parts[0], parts[2]) == (AGENT, MESSAGE) and parts[3].isdecimal():
+                agents.setdefault(parts[1], AgentDump()).messages[int(parts[3])] = stored
+            elif len(parts) == 2 and parts[0] == MULTI_AGENT:
+                multi_agents[parts[1]] = stored
+            else:
+                skipped.append(name)
+        if record is None:
+            raise SessionException(f"key=<{session_key}> | dump failed: the key holds no session record")
+        for agent in agents.values():
+            agent.messages = dict(sorted(agent.messages.items()))
+        return SessionDump(session_id, ttl_or_none(reply[0]), record, agents, multi_agents, skipped)
+
+    def restore(self, dump: SessionDump, force: bool = False) -> int:
+        """Write a dumped session back atomically, index and message-id ZSETs rebuilt as the manager writes them.
+
+        Every key gets the dump's remaining life (from now). Returns the number of records written.
+
+        Raises:
+            SessionExists: If the session exists and ``force`` is false (nothing is written).
+        """
+        session_id = validate_id(dump.session_id, "session_id")
+        groups: list[tuple[str, bytes, str, str, str]] = [(self.keys.session(session_id), dump.record, "", "", "")]
+        for agent_id, agent in dump.agents.items():
+            suffix = self.keys.agent_suffix(agent_id)
+            if agent.record is not None:
+                groups.append((self.keys.agent(session_id, agent_id), agent.record, suffix, "", ""))
+            ids_key = self.keys.messages(session_id, agent_id)
+            for message_id, value in agent.messages.items():
+                key = self.keys.message(session_id, agent_id, message_id)
+                groups.append((key, value, suffix, ids_key, str(message_id)))
+        for multi_agent_id, value in dump.multi_agents.items():
+            suffix = self.keys.multi_agent_suffix(multi_agent_id)
+            groups.append((self.keys.multi_agent(session_id, multi_agent_id), value, suffix, "", ""))
+        args = [dump.ttl_ms or 0, "force" if force else "", *(item for group in groups for item in group)]
+        written = int(self._run(scripts.IMPORT_SESSION, session_id, args))
+        if written < 0:
+            raise SessionExists(f"Session {session_id} already exists")
+        return written
+
+    def delete(self, session_id: str) -> int:
+        """Delete every key of the session atomically (the manager's own script); returns how many."""
+        return int(self._run(scripts.DELETE_SESSION, session_id, [0]))
+
+    def expire(self, session_id: str, ttl_ms: int | None) -> int:
+        """Give every key of the session one deadline ``ttl_ms`` from now (``None``: no expiry), atomically.
+
+        Returns the number of keys changed (0: the session does not exist). A manager with a ttl
+        that writes to the session later slides its deadline again, as it always does.
+        """
+        if ttl_ms is not None and ttl_ms <= 0:
+            raise ValueError(f"ttl_ms=<{ttl_ms}> | must be positive, or None for no expiry")
+        return int(self._run(scripts.EXPIRE_SESSION, session_id, [ttl_ms or 0]))

@@ -1,0 +1,458 @@
+"""The ``strands-valkey`` commands: arguments, exit codes and what each prints (docs/cli.md)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from .. import transfer
+from ..admin import SCAN_COUNT, SessionExists, SessionSummary, Store
+from ..keys import validate_id
+from . import connect, demo, models, transcript
+from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
+from .output import Output, plural, seconds, ttl_seconds
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Start with: strands-valkey demo. Docs: docs/cli.md.",
+)
+def app() -> None:
+    """Run the Valkey session tutorial as a demo, and inspect and manage Strands Agents sessions in Valkey.
+
+    Every command but the demo takes --url (default: $VALKEY_URL, else valkey://localhost:6379),
+    --key-prefix (default: session) and --cluster. Read commands take --json.
+
+    Exit codes: 0 ok, 1 not found, 2 usage error, 3 Valkey unreachable or failing, 4 refused (would
+    overwrite, or not confirmed), 130 interrupted.
+    """
+
+
+def _ids(ctx: click.Context, param: click.Parameter, values: Any) -> Any:
+    """Check session ids as the library does (a usage error, exit 2, if one is not usable)."""
+    for value in values if isinstance(values, (list, tuple)) else [values]:
+        try:
+            validate_id(value, "session_id")
+        except ValueError as error:
+            raise click.BadParameter(str(error), ctx, param) from error
+    return values
+
+
+URL_HELP = (
+    "valkey://, valkeys:// (TLS), redis://, rediss:// or unix:// URL. "
+    f"Default: $VALKEY_URL, else {connect.DEFAULT_URL}."
+)
+
+
+def _connection(fn: F) -> F:
+    """Add the options that say where the sessions are: --url and --key-prefix."""
+    fn = click.option(
+        "--key-prefix", default="session", show_default=True, metavar="PREFIX", help="First part of every key."
+    )(fn)
+    return click.option("--url", metavar="URL", help=URL_HELP)(fn)
+
+
+def _store_options(fn: F) -> F:
+    fn = click.option("--cluster", is_flag=True, help="Use a cluster client (a cluster is also recognised by itself).")(
+        fn
+    )
+    return _connection(fn)
+
+
+def _json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")(fn)
+
+
+def _session_argument(fn: F) -> F:
+    return click.argument("session", metavar="SESSION", callback=_ids)(fn)
+
+
+def _guarded(fn: F) -> F:
+    """Turn a ``CliError`` (or Ctrl-C) into a message on stderr and the exit code it carries."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CliError as error:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                f"[bold red]error:[/bold red] {escape(str(error))}"
+            )
+            raise click.exceptions.Exit(error.code) from None
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            raise click.exceptions.Exit(INTERRUPTED) from None
+
+    return run  # type: ignore[return-value]
+
+
+def command(*examples: str, **options: Any) -> Callable[[F], click.Command]:
+    """Register a command with its examples at the end of its ``--help``, its errors guarded."""
+    epilog = "\b\nExamples:\n" + "\n".join(f"  $ {line}" for line in examples) if examples else None
+    return lambda fn: app.command(epilog=epilog, **options)(_guarded(fn))
+
+
+def _open(url: str | None, key_prefix: str, cluster: bool = False) -> AbstractContextManager[Store]:
+    return connect.store(connect.resolve_url(url)[0], key_prefix, cluster)
+
+
+def _not_found(session_ids: list[str], key_prefix: str) -> CliError:
+    names = ", ".join(session_ids)
+    return CliError(
+        f"no session {names} (under key prefix {key_prefix!r}). List sessions with: strands-valkey sessions", NOT_FOUND
+    )
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+
+@command(
+    "strands-valkey demo",
+    "strands-valkey demo --url valkey://localhost:6380 --keep",
+    "strands-valkey demo --model bedrock",
+    "strands-valkey demo --embedded --pause",
+    name="demo",
+)
+@_connection
+@click.option(
+    "--model",
+    default=models.SCRIPTED,
+    show_default=True,
+    metavar="MODEL",
+    help="scripted (offline), bedrock[:<model id>], anthropic:<id>, openai:<id> or ollama:<id>.",
+)
+@click.option(
+    "--session", default=demo.SESSION_ID, show_default=True, metavar="SESSION", callback=_ids, help="Session id."
+)
+@click.option("--embedded", is_flag=True, help="Run on a throwaway valkey-server even if one answers at the default.")
+@click.option("--pause", is_flag=True, help="Wait for Enter between the steps.")
+@click.option("--keep", is_flag=True, help="Skip the logout step: leave the session to explore.")
+def demo_command(
+    url: str | None, key_prefix: str, model: str, session: str, embedded: bool, pause: bool, keep: bool
+) -> None:
+    """Run the tutorial end to end (start here).
+
+    Two agents share a session, a second process resumes it, its raw keys are listed, and it is
+    deleted on logout.
+    Uses the offline scripted model unless --model names a real one. Valkey is --url, else $VALKEY_URL,
+    else localhost:6379; when nothing answers there, a throwaway valkey-server is started on a free
+    loopback port and stopped at the end.
+    """
+    demo.run(Output(), url, key_prefix, model, session, embedded=embedded, pause=pause, keep=keep)
+
+
+@command(name="demo-resume", hidden=True)
+@_connection
+@click.option("--model", default=models.SCRIPTED)
+@click.option("--session", default=demo.SESSION_ID, callback=_ids)
+def demo_resume(url: str | None, key_prefix: str, model: str, session: str) -> None:
+    """Run the demo's second process: resume the writer and print what happened as JSON."""
+    result = demo.resume(connect.resolve_url(url)[0], key_prefix, model, session)
+    sys.stdout.write(json.dumps(result, default=repr) + "\n")
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _summary_json(summary: SessionSummary) -> dict[str, Any]:
+    return {
+        "session_id": summary.session_id,
+        "agents": summary.agents,
+        "multi_agents": summary.multi_agents,
+        "messages": summary.messages,
+        "ttl": ttl_seconds(summary.ttl_ms),
+        "created_at": summary.created_at,
+        "updated_at": summary.updated_at,
+    }
+
+
+@command(
+    "strands-valkey sessions",
+    "strands-valkey sessions --match 'user-*' --limit 20",
+    "strands-valkey sessions --json | jq -r '.[].session_id'",
+)
+@click.option("--match", default="*", show_default=True, metavar="GLOB", help="Only session ids matching this glob.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Stop after N sessions.")
+@_store_options
+@_json_option
+def sessions(match: str, limit: int | None, url: str | None, key_prefix: str, cluster: bool, as_json: bool) -> None:
+    """List sessions with agents, messages, TTL and last update.
+
+    Sorted by session id.
+
+    Scans incrementally (SCAN MATCH <prefix>:<glob> TYPE string COUNT 1000) and reads each batch's counts
+    from the session indexes in two pipelined round trips, so it stays usable on millions of keys.
+    """
+    out = Output(as_json)
+    found: list[SessionSummary] = []
+    with _open(url, key_prefix, cluster) as store, out.progress("scanning") as tick:
+        total = store.client.dbsize()
+
+        def progress(matched: int, sessions_found: int) -> None:
+            tick(advance=0, text=f"scanning {total} keys: {matched} matched, {sessions_found} sessions")
+
+        batch = min(limit, SCAN_COUNT) if limit else SCAN_COUNT
+        for summary in store.summaries(match, batch=batch, progress=progress):
+            found.append(summary)
+            if limit is not None and len(found) >= limit:
+                out.note(f"showing the first {limit} sessions found (--limit)")
+                break
+    found.sort(key=lambda summary: summary.session_id)
+    if as_json:
+        out.json([_summary_json(summary) for summary in found])
+        return
+    if not found:
+        out.note(f"no sessions matching {match!r} under key prefix {key_prefix!r}")
+        return
+    rows = [[s.session_id, s.agents, s.messages, seconds(s.ttl_ms), transcript.stamp(s.updated_at)] for s in found]
+    out.table(["SESSION", "AGENTS", "MESSAGES", "TTL", "UPDATED"], rows, right=["AGENTS", "MESSAGES", "TTL"])
+
+
+@command("strands-valkey show workflow-001", "strands-valkey show workflow-001 --json | jq '.agents.writer'")
+@_session_argument
+@_store_options
+@_json_option
+def show(session: str, url: str | None, key_prefix: str, cluster: bool, as_json: bool) -> None:
+    """Print a session's transcript per agent.
+
+    Roles, text, tool calls and results, media noted by size, agent state, timestamps.
+
+    --json prints the session as one entry of the export format (docs/cli.md).
+    """
+    out = Output(as_json)
+    with _open(url, key_prefix, cluster) as store:
+        dump = store.dump(session)
+    if dump is None:
+        raise _not_found([session], key_prefix)
+    if as_json:
+        out.json(transfer.session_entry(dump))
+    else:
+        transcript.render(out, dump)
+
+
+@command("strands-valkey keys workflow-001", "strands-valkey keys workflow-001 --json")
+@_session_argument
+@_store_options
+@_json_option
+def keys(session: str, url: str | None, key_prefix: str, cluster: bool, as_json: bool) -> None:
+    """List a session's raw keys with type, TTL and size.
+
+    Size is LENGTH (a string's bytes, or the members of a set or sorted set) and MEMORY (MEMORY USAGE, bytes).
+
+    The keys are found through the session's index key (<prefix>:<session>:index) in one Lua script,
+    not with KEYS or SCAN.
+    """
+    out = Output(as_json)
+    with _open(url, key_prefix, cluster) as store:
+        infos = store.key_infos(session)
+        index = store.keys.index(session)
+    if not infos:
+        raise _not_found([session], key_prefix)
+    if as_json:
+        out.json(
+            [
+                {"key": i.key, "type": i.type, "ttl": ttl_seconds(i.ttl_ms), "length": i.length, "memory": i.memory}
+                for i in infos
+            ]
+        )
+        return
+    rows = [[i.key, i.type, seconds(i.ttl_ms), i.length, i.memory] for i in infos]
+    out.table(["KEY", "TYPE", "TTL", "LENGTH", "MEMORY"], rows, right=["TTL", "LENGTH", "MEMORY"])
+    out.note(f"{len(infos)} keys, found through the session index {index} (no KEYS, no SCAN)")
+
+
+# -- export and import ------------------------------------------------------------------------
+
+
+def _write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (``-``: stdout), replacing the file only once it is complete."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+@command(
+    "strands-valkey export workflow-001 -o workflow-001.json",
+    "strands-valkey export user-1 user-2 > users.json",
+    "strands-valkey export --match 'user-*' -o users.json",
+)
+@click.argument("session", nargs=-1, metavar="[SESSION]...", callback=_ids)
+@click.option("--match", metavar="GLOB", help="Also every session whose id matches this glob.")
+@click.option("-o", "--output", default="-", show_default=True, metavar="FILE", help="File to write; - is stdout.")
+@_store_options
+def export(
+    session: tuple[str, ...], match: str | None, output: str, url: str | None, key_prefix: str, cluster: bool
+) -> None:
+    """Export sessions to a JSON file, byte for byte.
+
+    Every record of each session, byte for byte, and the TTL it has left. Each session is read at
+    one instant (one Lua script). The format is in docs/cli.md.
+    """
+    out = Output()
+    wanted = list(dict.fromkeys(session))
+    if not wanted and match is None:
+        raise CliError("name at least one SESSION, or --match GLOB", USAGE)
+    entries, missing, skipped = [], [], []
+    with _open(url, key_prefix, cluster) as store:
+        if match is not None:
+            with out.progress(f"finding sessions matching {match!r}"):
+                wanted += [s.session_id for s in store.summaries(match) if s.session_id not in wanted]
+        with out.progress("exporting", total=len(wanted)) as tick:
+            for session_id in wanted:
+                dump = store.dump(session_id)
+                if dump is None:
+                    missing.append(session_id)
+                else:
+                    entries.append(transfer.session_entry(dump))
+                    skipped += dump.skipped
+                tick()
+    if missing:
+        raise _not_found(missing, key_prefix)
+    for key in skipped:
+        out.note(f"[yellow]not exported: {escape(key)} is no record this library writes[/yellow]")
+    _write(output, transfer.to_bytes(transfer.document(entries)))
+    records = sum(1 + len(e["agents"]) + len(e["multi_agents"]) for e in entries)
+    messages = sum(len(agent["messages"]) for e in entries for agent in e["agents"].values())
+    where = "stdout" if output == "-" else output
+    counts = f"{plural(len(entries), 'session')} ({plural(records, 'record')}, {plural(messages, 'message')})"
+    out.note(f"exported {counts} to {escape(where)}")
+
+
+@command(
+    "strands-valkey import workflow-001.json",
+    "strands-valkey import users.json --force",
+    "strands-valkey export s1 | strands-valkey import - --url valkey://other:6379",
+    name="import",
+)
+@click.argument("file", metavar="FILE")
+@click.option("--force", is_flag=True, help="Replace sessions that exist (all their keys).")
+@_store_options
+def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: bool) -> None:
+    """Import sessions from an export file.
+
+    Reads FILE (- is stdin) and writes each session atomically, with the TTL it had left at export.
+
+    Refuses (exit 4, nothing written) when a session exists, unless --force. The session index and
+    message-id sets are rebuilt as the session manager writes them, for this --key-prefix and client.
+    """
+    out = Output()
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except FileNotFoundError as error:
+        raise CliError(f"no file {file}", NOT_FOUND) from error
+    except OSError as error:
+        raise CliError(f"cannot read {file}: {error}", USAGE) from error
+    try:
+        dumps = transfer.read(data)
+    except ValueError as error:
+        raise CliError(f"{file}: {error}", USAGE) from error
+    with _open(url, key_prefix, cluster) as store:
+        if not force:
+            pipe = store.client.pipeline(transaction=False)
+            for dump in dumps:
+                pipe.exists(store.keys.session(dump.session_id), store.keys.index(dump.session_id))
+            existing = [dump.session_id for dump, count in zip(dumps, pipe.execute(), strict=True) if count]
+            if existing:
+                raise CliError(
+                    f"session {', '.join(existing)} exists; nothing imported. Pass --force to replace it.", REFUSED
+                )
+        records = 0
+        with out.progress("importing", total=len(dumps)) as tick:
+            for dump in dumps:
+                try:
+                    records += store.restore(dump, force=force)
+                except SessionExists as error:  # created since the check above
+                    raise CliError(f"{error}; stopped there. Pass --force to replace it.", REFUSED) from error
+                tick()
+    counts = f"{plural(len(dumps), 'session')} ({plural(records, 'record')})"
+    out.note(f"imported {counts}, each with the TTL it had left at export")
+
+
+# -- changing ---------------------------------------------------------------------------------
+
+
+@command("strands-valkey delete user-42", "strands-valkey delete user-1 user-2 --yes")
+@click.argument("session", nargs=-1, required=True, metavar="SESSION...", callback=_ids)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_store_options
+def delete(session: tuple[str, ...], yes: bool, url: str | None, key_prefix: str, cluster: bool) -> None:
+    """Delete sessions and every key of theirs.
+
+    Each session atomically, its keys found through its index, as delete_session() does.
+    """
+    out = Output()
+    if not yes:
+        try:
+            confirmed = click.confirm(f"Delete session {', '.join(session)} and all its keys?", err=True)
+        except click.exceptions.Abort:
+            confirmed = False
+        if not confirmed:
+            raise CliError("nothing deleted (not confirmed; pass --yes to delete without asking)", REFUSED)
+    missing = []
+    with _open(url, key_prefix, cluster) as store:
+        for session_id in session:
+            deleted = store.delete(session_id)
+            if deleted:
+                out.say(f"deleted session {escape(session_id)} ({deleted} keys)")
+            else:
+                missing.append(session_id)
+    if missing:
+        raise _not_found(missing, key_prefix)
+
+
+def _expire(session: str, ttl_ms: int | None, url: str | None, key_prefix: str, cluster: bool) -> None:
+    with _open(url, key_prefix, cluster) as store:
+        changed = store.expire(session, ttl_ms)
+    if not changed:
+        raise _not_found([session], key_prefix)
+    what = "never expire" if ttl_ms is None else f"expire in {seconds(ttl_ms)}"
+    Output().say(f"session {escape(session)}: its {changed} keys now {what}")
+
+
+@command("strands-valkey expire user-42 600")
+@_session_argument
+@click.argument("seconds_", metavar="SECONDS", type=click.IntRange(min=1))
+@_store_options
+def expire(session: str, seconds_: int, url: str | None, key_prefix: str, cluster: bool) -> None:
+    """Make a session expire SECONDS from now.
+
+    Every key of the session gets the same deadline, atomically.
+
+    A session manager with a ttl that writes to the session afterwards slides its expiry again.
+    """
+    _expire(session, seconds_ * 1000, url, key_prefix, cluster)
+
+
+@command("strands-valkey persist user-42")
+@_session_argument
+@_store_options
+def persist(session: str, url: str | None, key_prefix: str, cluster: bool) -> None:
+    """Remove a session's expiry.
+
+    From every key of the session, atomically; a session manager with a ttl that writes to the session
+    later gives it one again.
+    """
+    _expire(session, None, url, key_prefix, cluster)

@@ -1,0 +1,131 @@
+"""A stored session as a readable transcript: per agent, its messages, state and timestamps."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.markup import escape
+from strands.types.exceptions import SessionException
+from strands.types.session import Session, SessionAgent, SessionMessage
+
+from .. import codec
+from ..admin import SessionDump
+from .output import Output, seconds
+
+ROLE_STYLE = {"user": "cyan", "assistant": "green"}
+PREVIEW = 400  # characters of a tool input or result shown
+
+
+def stamp(iso: object) -> str:
+    """Format an ISO timestamp as ``2026-11-25 13:30:16Z`` (or as stored, if it is not one)."""
+    if not isinstance(iso, str):
+        return "?"
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    zone = "Z" if moment.utcoffset() is not None and not moment.utcoffset() else moment.strftime("%z")
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + zone
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= PREVIEW else f"{text[:PREVIEW]}… ({len(text)} characters)"
+
+
+def _media(kind: str, block: dict[str, Any]) -> str:
+    """``[image png, 1234 bytes]``: media is noted by format and size, never printed."""
+    source = block.get("source", {}) if isinstance(block.get("source"), dict) else {}
+    data = source.get("bytes")
+    size = f", {len(data)} bytes" if isinstance(data, bytes) else ""
+    location = source.get("location") or source.get("s3Location")
+    where = f", at {_short(location)}" if location else ""
+    name = f" {block['name']}" if isinstance(block.get("name"), str) else ""
+    return f"[{kind}{name} {block.get('format', '?')}{size}{where}]"
+
+
+def describe_block(block: dict[str, Any]) -> str:
+    """One content block as a line of rich markup (user content escaped)."""
+    if "text" in block:
+        return escape(str(block["text"]))
+    if "toolUse" in block:
+        use = block["toolUse"]
+        return f"[magenta]→ {escape(str(use.get('name')))}[/magenta]({escape(_short(use.get('input')))})" + (
+            f" [dim]{escape(str(use.get('toolUseId')))}[/dim]"
+        )
+    if "toolResult" in block:
+        result = block["toolResult"]
+        parts = [describe_block(part) for part in result.get("content", []) if isinstance(part, dict)]
+        status = result.get("status", "?")
+        return f"[magenta]← {escape(str(status))}[/magenta] [dim]{escape(str(result.get('toolUseId')))}[/dim] " + (
+            " ".join(parts)
+        )
+    if "json" in block:
+        return escape(_short(block["json"]))
+    for kind in ("image", "document", "video"):
+        if kind in block and isinstance(block[kind], dict):
+            return f"[yellow]{escape(_media(kind, block[kind]))}[/yellow]"
+    if "reasoningContent" in block:
+        reasoning = block["reasoningContent"].get("reasoningText", {})
+        return f"[dim]\\[reasoning] {escape(_short(reasoning.get('text', '')))}[/dim]"
+    return f"[dim]\\[{escape(', '.join(block))}][/dim]"
+
+
+def message_lines(message: dict[str, Any]) -> list[str]:
+    """Describe a message's content blocks as lines of rich markup."""
+    return [describe_block(block) for block in message.get("content", []) if isinstance(block, dict)]
+
+
+def _role(role: str) -> str:
+    style = ROLE_STYLE.get(role, "magenta")
+    return f"[bold {style}]{escape(role)}[/bold {style}]"
+
+
+def render(out: Output, dump: SessionDump) -> None:
+    """Print the session: header, then each agent's state and messages, then multi-agent states."""
+    key = f"session {dump.session_id}"
+    try:
+        session = codec.load_record(Session, dump.record, key)
+        created = stamp(session.created_at)
+    except SessionException as error:
+        created = f"(unreadable: {error})"
+    out.say(f"[bold]Session {escape(dump.session_id)}[/bold]  created {escape(created)}  ttl {seconds(dump.ttl_ms)}")
+    for agent_id, agent in dump.agents.items():
+        out.heading(f"agent {agent_id}")
+        if agent.record is not None:
+            try:
+                record = codec.load_record(SessionAgent, agent.record, f"agent {agent_id}")
+                out.say(f"created {stamp(record.created_at)}  updated {stamp(record.updated_at)}")
+                out.say(f"state {escape(json.dumps(record.state, ensure_ascii=False, default=repr))}")
+            except SessionException as error:
+                out.say(f"[red]agent record unreadable: {escape(str(error))}[/red]")
+        else:
+            out.say("[yellow](no agent record: only messages are stored)[/yellow]")
+        for message_id, raw in agent.messages.items():
+            _render_message(out, message_id, raw, agent_id)
+    for multi_id, raw in dump.multi_agents.items():
+        out.heading(f"multi-agent {multi_id}")
+        try:
+            state = codec.loads(raw, f"multi-agent {multi_id}")
+            out.say(escape(_short(state)))
+        except SessionException as error:
+            out.say(f"[red]{escape(str(error))}[/red]")
+    if dump.skipped:
+        out.say(f"[dim]other keys of the session, not shown: {escape(', '.join(dump.skipped))}[/dim]")
+
+
+def _render_message(out: Output, message_id: int, raw: bytes, agent_id: str) -> None:
+    try:
+        record = codec.load_record(SessionMessage, raw, f"agent {agent_id}, message {message_id}")
+    except SessionException as error:
+        out.say(f"[red]#{message_id} unreadable: {escape(str(error))}[/red]")
+        return
+    message = record.redact_message if record.redact_message is not None else record.message
+    redacted = " [yellow](redacted)[/yellow]" if record.redact_message is not None else ""
+    lines = message_lines(dict(message)) or ["[dim](no content)[/dim]"]
+    head = f"[dim]#{message_id} {stamp(record.created_at)}[/dim] {_role(str(message.get('role')))}{redacted}"
+    out.labelled(head, lines[0], indent=0)
+    for line in lines[1:]:
+        out.labelled(" " * 4, line, indent=0)

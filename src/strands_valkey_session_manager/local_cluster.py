@@ -1,0 +1,281 @@
+"""A throwaway Valkey Cluster on loopback (3 masters + 3 replicas by default): for tests, failover drills, demos.
+
+``python -m strands_valkey_session_manager.local_cluster start STATE_FILE`` starts one in the background
+and prints its URL; ``... stop STATE_FILE`` stops it by the pids saved in that file (``scripts/cluster``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import valkey
+from valkey.cluster import ClusterNode, ValkeyCluster
+from valkey.crc import key_slot
+
+from .local_server import LocalValkey, Running, find_server, free_port, wait_for
+
+SLOTS = 16384
+BUS_PORT_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+
+
+def _free_node_port() -> int:
+    """Return a free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + BUS_PORT_OFFSET < 65536 and _is_free(port + BUS_PORT_OFFSET):
+            return port
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _cli_for(binary: str) -> str:
+    """``valkey-cli`` next to ``valkey-server`` (``redis-cli`` next to ``redis-server``)."""
+    name = Path(binary).name.replace("-server", "-cli")
+    sibling = Path(binary).with_name(name)
+    found = str(sibling) if sibling.is_file() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"no {name} next to {binary} or on PATH (Debian: apt-get install valkey-tools)")
+    return found
+
+
+def _topology(client: Any) -> tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...]:
+    """One node's view of the healthy nodes (``CLUSTER NODES``): sorted (port, its master's port or 0, slots)."""
+    nodes = client.execute_command("CLUSTER NODES")  # valkey-py parses it: {"ip:port": {"flags": ...}}
+    ports = {fields["node_id"]: int(address.rsplit(":", 1)[1]) for address, fields in nodes.items()}
+    healthy = []
+    for address, fields in nodes.items():
+        flags = set(fields["flags"].split(","))
+        if flags & {"fail", "fail?", "handshake", "noaddr"}:
+            continue
+        slots = tuple((int(r[0]), int(r[-1])) for r in fields["slots"])
+        healthy.append((int(address.rsplit(":", 1)[1]), ports.get(fields["master_id"], 0), slots))
+    return tuple(sorted(healthy))
+
+
+def _key_in(slots: tuple[int, int]) -> str:
+    """Return a key whose hash slot lies in ``slots`` (first, last): for probe writes to one master."""
+    return next(
+        key for n in range(100_000) if slots[0] <= key_slot(key := f"probe:{{{n}}}".encode()) <= slots[1]
+    ).decode()
+
+
+def _replica_ports(client: Any) -> list[int]:
+    """Ports of the replicas a master reports online in ``INFO replication``."""
+    info = client.info("replication")
+    lines = [value for name, value in info.items() if name.startswith("slave") and isinstance(value, dict)]
+    return [int(line["port"]) for line in lines if line.get("state") == "online"]
+
+
+class LocalCluster(Running):
+    """``masters`` masters with ``replicas`` replicas each, on free loopback ports, stopped by pid.
+
+    ``start()`` returns once every node agrees on a slot map covering all 16384 slots and every
+    replica is in sync. ``kill(node)`` crashes one node (SIGKILL) and ``start_node(node)`` brings it back.
+    """
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        masters: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 1500,
+        args: list[str] | None = None,
+    ) -> None:
+        """Describe the cluster; nothing starts until ``start()``."""
+        found = binary or find_server()
+        if found is None:
+            raise FileNotFoundError("no valkey-server on PATH (see LocalValkey)")
+        self.binary = found
+        self.replicas = replicas
+        cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        cluster_args += ["--cluster-node-timeout", str(node_timeout_ms), "--repl-diskless-sync-delay", "0"]
+        cluster_args += args or []
+        self.nodes = [
+            LocalValkey(binary=found, args=cluster_args, port=_free_node_port())
+            for _ in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        """``valkey://127.0.0.1:<port>`` of the first node (a cluster client finds the others)."""
+        return f"valkey://127.0.0.1:{self.nodes[0].port}"
+
+    def client(self, **kwargs: Any) -> ValkeyCluster:
+        """Return a ``ValkeyCluster`` client over every node (``decode_responses=True`` unless told otherwise)."""
+        options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 10, "socket_connect_timeout": 2}
+        options.update(kwargs)
+        startup = [ClusterNode("127.0.0.1", node.port) for node in self.nodes]  # type: ignore[no-untyped-call]
+        return ValkeyCluster(startup_nodes=startup, **options)
+
+    def start(self, timeout: float = 60.0) -> LocalCluster:
+        """Start every node, create the cluster with ``valkey-cli --cluster create``, wait until it is ready."""
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            command = [_cli_for(self.binary), "--cluster", "create", *addresses]
+            command += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}")
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 30.0, complete: bool = True) -> None:
+        """Wait until the running nodes agree on one slot map, all slots served by a running master.
+
+        With ``complete`` every node must be running and every master must have its replicas in sync.
+        """
+        wait_for(lambda: self._ready(complete), timeout, "the cluster to be ready (cluster_state:ok, one slot map)")
+
+    def _ready(self, complete: bool) -> bool:
+        running = {node.port for node in self.nodes if node.running}
+        if complete and len(running) != len(self.nodes):
+            return False
+        try:
+            views = set()
+            for port in running:
+                with self.node_at(port).client(socket_timeout=2) as client:
+                    info = client.execute_command("CLUSTER INFO")
+                    if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != str(SLOTS):
+                        return False
+                    views.add(_topology(client))
+            if len(views) != 1:  # the nodes do not agree (yet)
+                return False
+            (topology,) = views
+            masters = {port: slots for port, master, slots in topology if not master}
+            if sum(last - first + 1 for slots in masters.values() for first, last in slots) != SLOTS:
+                return False
+            if not all(port in running for port, slots in masters.items() if slots):
+                return False
+            return not complete or all(self._in_sync(port, slots) for port, slots in masters.items())
+        except valkey.exceptions.ValkeyError:
+            return False
+
+    def _in_sync(self, master_port: int, slots: tuple[tuple[int, int], ...]) -> bool:
+        """Whether the master's replicas are online and receive its stream: a write is acknowledged (WAIT).
+
+        Right after a (re)sync a replica can show as online while its master holds the stream back
+        until its first acknowledgement; only a write that comes back acknowledged proves it flows.
+        """
+        probe = _key_in(slots[0])
+        with self.node_at(master_port).client(socket_timeout=2) as client:
+            if len(_replica_ports(client)) < self.replicas:
+                return False
+            client.set(probe, "1")
+            client.delete(probe)
+            return int(client.execute_command("WAIT", self.replicas, 100)) >= self.replicas
+
+    def node_at(self, port: int) -> LocalValkey:
+        """Return the node listening on ``port``."""
+        return next(node for node in self.nodes if node.port == port)
+
+    def master_of(self, key: str) -> LocalValkey:
+        """Return the node that serves ``key``'s slot now, as the running nodes see it."""
+        node = next(node for node in self.nodes if node.running)
+        with node.client(socket_timeout=2) as client:
+            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+            for port, master, slots in _topology(client):
+                if not master and any(first <= slot <= last for first, last in slots):
+                    return self.node_at(port)
+        raise LookupError(f"no master serves the slot of {key!r}")
+
+    def replicas_of(self, master: LocalValkey) -> list[LocalValkey]:
+        """Return the replicas in sync with ``master`` (``INFO replication``)."""
+        with master.client(socket_timeout=2) as client:
+            return [self.node_at(port) for port in _replica_ports(client)]
+
+    def role(self, node: LocalValkey) -> str:
+        """``master`` or ``slave``, as the node itself reports (``INFO replication``)."""
+        with node.client(socket_timeout=2) as client:
+            return str(client.info("replication").get("role", ""))
+
+    def kill(self, node: LocalValkey) -> None:
+        """Crash one node (SIGKILL by pid); its directory and cluster config stay for ``start_node()``."""
+        node.kill()
+
+    def start_node(self, node: LocalValkey, timeout: float = 30.0) -> None:
+        """Start a killed node again and wait until it has rejoined and the cluster is complete."""
+        node.start()
+        self.wait_ready(timeout)
+
+    def stop(self) -> None:
+        """Stop every node by its pid and remove its directory (SIGTERM to all first: they stop in parallel)."""
+        for node in self.nodes:
+            if node.process is not None and node.running:
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop()
+
+
+def _stop_pids(state: dict[str, Any], timeout: float = 15.0) -> None:
+    """Stop the nodes a ``start`` left running, by the pids in its state, and remove their directories."""
+    pids = [int(node["pid"]) for node in state["nodes"]]
+    for pid in pids:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGTERM)
+    try:
+        wait_for(lambda: all(_gone(pid) for pid in pids), timeout, "the cluster's nodes to exit")
+    except TimeoutError:
+        for pid in pids:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    for node in state["nodes"]:
+        shutil.rmtree(node["dir"], ignore_errors=True)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie that nobody reaped counts as exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def main(argv: list[str]) -> int:
+    """``start STATE_FILE`` (prints the URL) or ``stop STATE_FILE``; see ``scripts/cluster``."""
+    if len(argv) != 2 or argv[0] not in ("start", "stop"):
+        print("usage: python -m strands_valkey_session_manager.local_cluster start|stop STATE_FILE", file=sys.stderr)
+        return 2
+    action, state_file = argv[0], Path(argv[1])
+    if action == "stop":
+        if not state_file.exists():
+            print(f"{state_file} does not exist: no cluster to stop", file=sys.stderr)
+            return 1
+        _stop_pids(json.loads(state_file.read_text()))
+        state_file.unlink()
+        return 0
+    if state_file.exists():
+        print(f"{state_file} exists: a cluster may be running; stop it first", file=sys.stderr)
+        return 1
+    cluster = LocalCluster(binary=os.environ.get("VALKEY_SERVER")).start()
+    nodes = [
+        {"port": node.port, "pid": node.process.pid, "dir": str(node.dir)} for node in cluster.nodes if node.process
+    ]
+    state_file.write_text(json.dumps({"url": cluster.url, "nodes": nodes}))
+    print(cluster.url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,93 @@
+#!lua
+-- ValkeyStorage: write, read or delete one value, atomically with its group's index and registry entry.
+--   KEYS[1]  the group's index: ZSET of the group's keys (escaped), all scores 0. Its expiry is the group's
+--            deadline, so it plays the session record of common.lua (session_key); KEYS[2] is not an index here.
+--   KEYS[2]  the value key
+--   KEYS[3]  the registry of groups (of this slot, on a cluster): ZSET of groups, all scores 0
+--   KEYS[4]  the registry's deadlines: ZSET of the same groups, scored by deadline in ms (+inf = none)
+--   ARGV[1]  ttl in ms (0 = none)
+--   ARGV[2]  'write', 'read' or 'delete'
+--   ARGV[3]  the key (escaped): its member in KEYS[1]
+--   ARGV[4]  the group (escaped): its member in KEYS[3] and KEYS[4]
+--   ARGV[5], ARGV[6]  head and cut: the value key of a member m of KEYS[1] is head .. m:sub(cut + 1)
+--   ARGV[7]  the value (write)
+-- A group's keys, its index and its registry score share one deadline: a value is never listed after it
+-- expired, and an index never outlives its values.
+
+local value_key, registry, deadlines = KEYS[2], KEYS[3], KEYS[4]
+local operation, member, group, head, cut = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+
+-- Call fn on every key of the group: its index and the value of every key it lists (no SCAN, no KEYS).
+local function each_group_key(fn)
+  fn(session_key)
+  for _, key in ipairs(call_on(session_key, 'ZRANGE', session_key, 0, -1)) do
+    fn(head .. string.sub(key, cut + 1))
+  end
+end
+
+-- The registry expires when its last group does (never while one of its groups has no deadline).
+local function expire_registry()
+  local last = redis.call('ZRANGE', deadlines, -1, -1, 'WITHSCORES')
+  if #last == 0 then
+    return
+  end
+  for _, key in ipairs({ registry, deadlines }) do
+    if last[2] == 'inf' then
+      redis.call('PERSIST', key)
+    else
+      redis.call('PEXPIREAT', key, last[2])
+    end
+  end
+end
+
+-- Record the group's deadline in the registry, and drop a few groups whose deadline has passed (their keys
+-- are gone already), so the registry tracks the live groups without a sweep.
+local function register(at)
+  call_on(registry, 'ZADD', registry, 0, group)
+  call_on(deadlines, 'ZADD', deadlines, at > 0 and at or 'inf', group)
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now_ms(), 'LIMIT', 0, 16)) do
+    redis.call('ZREM', registry, gone)
+    redis.call('ZREM', deadlines, gone)
+  end
+  expire_registry()
+end
+
+-- The group's deadline after sliding it if due (-2 = no group); the registry follows when it moved.
+local function slide()
+  local before = redis.call('PEXPIRETIME', session_key)
+  local at = deadline(each_group_key)
+  if at ~= before and at ~= -2 then
+    register(at)
+  end
+  return at
+end
+
+if operation == 'read' then
+  slide()
+  return call_on(value_key, 'GET', value_key)
+end
+
+if operation == 'write' then
+  local at = slide()
+  if at == -2 then                              -- a new group: it starts its life now
+    at = ttl > 0 and now_ms() + ttl or -1
+    register(at)
+  end
+  call_on(session_key, 'ZADD', session_key, 0, member)
+  expire_at(session_key, at)
+  set_until(value_key, ARGV[7], at)
+  return 1
+end
+
+if operation == 'delete' then
+  call_on(session_key, 'ZREM', session_key, member)
+  redis.call('DEL', value_key)
+  if redis.call('EXISTS', session_key) == 0 then -- the group's last key: the group is gone
+    call_on(registry, 'ZREM', registry, group)
+    call_on(deadlines, 'ZREM', deadlines, group)
+    expire_registry()
+  end
+  return 1
+end
+
+fail('BADVALUE', 'unknown storage operation ' .. operation)

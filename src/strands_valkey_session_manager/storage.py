@@ -1,0 +1,272 @@
+"""``ValkeyStorage``: the Strands SDK's unified ``Storage`` (bytes under '/'-separated keys) in Valkey.
+
+It backs ``SnapshotSessionManager`` (one snapshot blob per agent, immutable checkpoints), the context
+offloader, the context manager's stash, memory stores, and anything else given ``Agent(storage=...)``.
+Key layout, grouping and expiry: see ``keys.py`` and ``docs/storage.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import copy
+import logging
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, cast
+
+import valkey.asyncio
+from strands.storage.search.keyword import STOP_WORDS, KeywordSearchStrategy, tokenize
+from strands.storage.storage import _NAMESPACED, Storage, StorageSearchResult, _normalize_key, _normalize_prefix
+from strands.types.exceptions import StorageError
+from valkey.exceptions import ResponseError, ValkeyError
+
+from . import scripts
+from .client_loop import AsyncClient, ClientLoop, clone_client, is_cluster
+from .keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
+from .session_manager import ttl_ms
+
+logger = logging.getLogger(__name__)
+
+#: Values fetched per round trip by ``search`` (the SDK's keyword search reads 8 at a time, one request each).
+SEARCH_BATCH = 256
+
+
+class ValkeyStorage:
+    """Stores bytes under '/'-separated keys in Valkey, behaving like the SDK's ``InMemoryStorage``.
+
+    Each write, read and delete is one Lua script: the value, its group's index and the group's registry
+    entry change together. ``list(prefix)`` reads the indexes (``ZRANGE ... BYLEX``), never SCAN or KEYS.
+    A group (a key's first two path segments, e.g. ``session/<session_id>``) shares one deadline when
+    ``ttl`` is set, and one slot on a cluster.
+
+    Example:
+        ```python
+        import valkey.asyncio
+        from strands import Agent
+        from strands.session import SnapshotSessionManager
+        from strands_valkey_session_manager import ValkeyStorage
+
+        storage = ValkeyStorage(valkey.asyncio.Valkey.from_url("valkey://localhost:6379"), ttl=3600)
+        agent = Agent(session_manager=SnapshotSessionManager("user-42", storage=storage))
+        ```
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        ttl: int | timedelta | None = None,
+        key_prefix: str = "strands",
+    ) -> None:
+        """Store in the Valkey that ``client`` points at.
+
+        Args:
+            client: A ``valkey.asyncio.Valkey`` or ``valkey.asyncio.ValkeyCluster``. Its settings are copied into
+                a client of this storage's own, which runs on a private event loop thread, so the SDK may call
+                from any event loop; ``client`` itself is left alone. Its timeouts bound every call.
+            ttl: Seconds (or a ``timedelta``) a group of keys lives after its last write or read; ``None``
+                (the default) sets no expiry.
+            key_prefix: First part of every Valkey key (``strands`` gives ``strands:<key>``).
+
+        Raises:
+            TypeError: If ``client`` is not an asyncio Valkey client, or its settings cannot be copied.
+            ValueError: If ``ttl`` or ``key_prefix`` is not usable.
+        """
+        self.keys = StorageKeySchema(key_prefix, cluster=is_cluster(client))
+        clone_client(client)  # refuse now, not on first use, a client whose settings cannot be copied
+        self.ttl_ms = ttl_ms(ttl)
+        self._io = ClientLoop(lambda: clone_client(client))
+        self._prefix = ""
+        self._root: ValkeyStorage | None = None  # a namespace keeps its root (whose finalizer closes _io) alive
+        weakref.finalize(self, self._io.close)
+
+    def __repr__(self) -> str:
+        """Where this storage keeps its keys."""
+        scope = f", namespace={self._prefix!r}" if self._prefix else ""
+        return f"ValkeyStorage(key_prefix={self.keys.prefix!r}, cluster={self.keys.cluster}{scope})"
+
+    # -- errors -----------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, operation: str, key: str) -> Iterator[None]:
+        """Turn anything Valkey raises into a ``StorageError`` naming the operation and the key."""
+        try:
+            yield
+        except ResponseError as error:
+            code, detail = scripts.error_code(error)
+            if code == scripts.BADVALUE:
+                raise StorageError(
+                    f"key=<{key}> | {operation} failed: Valkey key {detail} (not written by ValkeyStorage?)"
+                ) from error
+            raise StorageError(f"key=<{key}> | {operation} failed: {error}") from error
+        except ValkeyError as error:
+            raise StorageError(
+                f"key=<{key}> | {operation} failed: {type(error).__name__}: {error}. Check that Valkey is "
+                "reachable and the client's url, credentials and timeouts."
+            ) from error
+
+    # -- the Storage protocol ---------------------------------------------------------------------------------
+
+    async def _script(self, operation: str, key: str, value: bytes = b"") -> Any:
+        """Run the storage script on one key (relative to this namespace, unnormalised)."""
+        full = f"{self._prefix}{_normalize_key(key)}"
+        member = escape_storage_key(full)
+        group = storage_group(member)
+        head, cut = self.keys.head(group)
+        keys = [self.keys.index(group), self.keys.value(member), *self.keys.registry(group)]
+        args: list[Any] = [self.ttl_ms, operation, member, group, head, cut]
+        if operation == "write":
+            args.append(value)
+        with self._errors(operation, full):
+            return await self._io.run(lambda client: scripts.STORAGE.run_async(client, keys, args))
+
+    async def write(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing any value; atomic with the key's index entry.
+
+        Raises:
+            StorageError: If the key is invalid (empty, a backslash, a ``..`` segment) or Valkey fails.
+        """
+        await self._script("write", key, bytes(data))
+        logger.debug("key=<%s>, bytes=<%d> | wrote", key, len(data))
+
+    async def read(self, key: str) -> bytes | None:
+        """Return the bytes stored under ``key``, or ``None``; slides the key's group's expiry when due.
+
+        Raises:
+            StorageError: If the key is invalid or Valkey fails.
+        """
+        value: bytes | None = await self._script("read", key)
+        return value
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key``; a no-op if it does not exist.
+
+        Raises:
+            StorageError: If the key is invalid or Valkey fails.
+        """
+        await self._script("delete", key)
+
+    async def list(self, query: str = "") -> builtins.list[str]:
+        """Keys starting with ``query``, sorted ascending ('' lists all), from the indexes: no SCAN, no KEYS.
+
+        A prefix with two '/' (``session/<id>/...``) lies in one group: one command. A shorter one runs a script
+        that asks the registry which groups start with it, then their indexes: one round trip (one per primary,
+        in parallel, on a cluster, where each slot has its registry).
+
+        Raises:
+            StorageError: If the prefix is invalid or Valkey fails.
+        """
+        prefix = escape_storage_key(f"{self._prefix}{_normalize_prefix(query)}")
+        low, high = ("-", "+") if not prefix else (b"[" + prefix.encode(), b"(" + prefix.encode() + b"\xff")
+        if prefix.count("/") >= 2:
+            index = self.keys.index(storage_group(prefix))
+            with self._errors("list", prefix):
+                members = await self._io.run(lambda client: client.zrangebylex(index, low, high))
+        else:
+            with self._errors("list", prefix):
+                members = await self._io.run(lambda client: self._list_groups(client, low, high))
+        keys = sorted(unescape_storage_key(member.decode()) for member in members)
+        return [key[len(self._prefix) :] for key in keys]
+
+    async def _list_groups(self, client: AsyncClient, low: bytes | str, high: bytes | str) -> builtins.list[bytes]:
+        """Keys in range from every group found through the registries: one script call per node."""
+        before, after = self.keys.index_around()
+        args = [0, low, high, before, after]
+        if not isinstance(client, valkey.asyncio.ValkeyCluster):
+            found: builtins.list[bytes] = await scripts.STORAGE_LIST.run_async(
+                client, [], [*args, *self.keys.registries()]
+            )
+            return found
+        try:
+            return await self._list_on_primaries(client, args)
+        except ResponseError as error:  # a slot moved between the slot map and the call: refresh, ask again
+            if "non local key" not in str(error):
+                raise
+            logger.debug("error=<%s> | slot map changed while listing, refreshing it", error)
+            await client.nodes_manager.initialize()
+            return await self._list_on_primaries(client, args)
+
+    async def _list_on_primaries(
+        self, client: valkey.asyncio.ValkeyCluster, args: builtins.list[Any]
+    ) -> builtins.list[bytes]:
+        """Run the list script on every primary, in parallel, with the registries of the slots it serves."""
+        await client.initialize()  # the slot map
+        by_node: dict[str, tuple[Any, builtins.list[str]]] = {}
+        for slot, registry in enumerate(self.keys.registries()):
+            node = client.nodes_manager.slots_cache[slot][0]
+            by_node.setdefault(node.name, (node, []))[1].append(registry)
+        calls = [
+            scripts.STORAGE_LIST.run_async(client, [], [*args, *registries], target_nodes=node)
+            for node, registries in by_node.values()
+        ]
+        return [key for keys in await asyncio.gather(*calls) for key in keys]
+
+    async def search(self, query: str) -> builtins.list[StorageSearchResult]:
+        """Search with the SDK's keyword search (``KeywordSearchStrategy``: query words in key and content).
+
+        Same results and scores as on ``InMemoryStorage``, but values are fetched ``SEARCH_BATCH`` per round
+        trip, and searching does not slide any expiry.
+        """
+        if not tokenize(query) - STOP_WORDS:
+            return []
+        keys = await self.list("")
+        results: builtins.list[StorageSearchResult] = []
+        for start in range(0, len(keys), SEARCH_BATCH):
+            batch = keys[start : start + SEARCH_BATCH]
+            values = await self._fetch(batch)
+            fetched = cast(Storage, _Fetched(dict(zip(batch, values, strict=True))))
+            results += await KeywordSearchStrategy().search(fetched, query)
+        results.sort(key=lambda result: result.score, reverse=True)  # stable: ties stay in key order
+        return results
+
+    async def _fetch(self, keys: builtins.list[str]) -> builtins.list[bytes | None]:
+        """Values of ``keys`` (relative) in one round trip, without sliding expiry; unreadable ones are None."""
+        names = [self.keys.value(escape_storage_key(f"{self._prefix}{key}")) for key in keys]
+
+        async def get_all(client: AsyncClient) -> builtins.list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.get(name)
+            return list(await pipe.execute(raise_on_error=False))
+
+        with self._errors("search", self._prefix):
+            values = await self._io.run(get_all)
+        return [value if isinstance(value, bytes) else None for value in values]
+
+    def namespace(self, prefix: str) -> ValkeyStorage:
+        """Return a view of this storage under ``prefix`` (nests); it shares this storage's client and settings.
+
+        Groups are computed on full keys, so a namespace does not change which keys expire together;
+        separate tenants with ``key_prefix`` instead.
+        """
+        normalized = _normalize_prefix(prefix).rstrip("/")
+        scoped = copy.copy(self)
+        scoped._prefix = f"{self._prefix}{normalized}/" if normalized else self._prefix
+        scoped._root = self._root or self
+        scoped._namespaced = _NAMESPACED  # type: ignore[attr-defined]
+        return scoped
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Disconnect and stop the I/O thread (also done when the storage is garbage collected, and at exit).
+
+        The storage stays usable: the next call reconnects. Closes every namespace of this storage.
+        """
+        self._io.close()
+
+
+class _Fetched:
+    """Keys and values already read, in the shape ``KeywordSearchStrategy`` searches (``list`` and ``read``)."""
+
+    def __init__(self, values: dict[str, bytes | None]) -> None:
+        self._values = values
+
+    async def list(self, query: str = "") -> builtins.list[str]:
+        return [key for key in self._values if key.startswith(query)]
+
+    async def read(self, key: str) -> bytes | None:
+        return self._values.get(key)

@@ -1,0 +1,95 @@
+"""``strands-valkey sessions``: the listing, its filters, and what it costs the server."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import CommandCounter
+
+from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.admin import Store
+from strands_valkey_session_manager.keys import KeySchema
+
+
+def test_sessions_lists_agents_messages_ttl_and_last_update(cli, seed) -> None:
+    seed("user-1")
+    seed("user-2", ttl=None, agents=("solo",))
+
+    result = cli("sessions", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    listed = {entry["session_id"]: entry for entry in json.loads(result.stdout)}
+    assert set(listed) == {"user-1", "user-2"}
+    assert (listed["user-1"]["agents"], listed["user-1"]["messages"]) == (2, 12)
+    assert (listed["user-2"]["agents"], listed["user-2"]["messages"]) == (1, 6)
+    assert 3590 <= listed["user-1"]["ttl"] <= 3600
+    assert listed["user-2"]["ttl"] is None
+    assert listed["user-1"]["updated_at"] > listed["user-1"]["created_at"]
+
+
+def test_sessions_match_keeps_only_ids_matching_the_glob(cli, client) -> None:
+    for session_id in ("user-4", "user-42", "admin-1"):
+        ValkeySessionManager(session_id=session_id, client=client)
+
+    result = cli("sessions", "--match", "user-4*", "--json")
+
+    assert [entry["session_id"] for entry in json.loads(result.stdout)] == ["user-4", "user-42"]
+
+
+def test_sessions_limit_stops_after_n_sessions(cli, client) -> None:
+    for number in range(5):
+        ValkeySessionManager(session_id=f"s{number}", client=client)
+
+    result = cli("sessions", "--limit", "2", "--json")
+
+    assert result.exit_code == 0
+    assert len(json.loads(result.stdout)) == 2
+    assert "first 2 sessions" in result.stderr
+
+
+def test_sessions_skips_strings_under_the_prefix_that_are_not_session_records(cli, client) -> None:
+    ValkeySessionManager(session_id="real", client=client)
+    client.set("session:web-login", "flask session cookie data")
+    client.set("session:other", json.dumps({"session_id": "someone-else"}))
+
+    result = cli("sessions", "--json")
+
+    assert [entry["session_id"] for entry in json.loads(result.stdout)] == ["real"]
+
+
+def test_sessions_piped_is_a_plain_aligned_table(cli, seed) -> None:
+    seed("user-1", agents=("solo",))
+
+    result = cli("sessions")
+
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["SESSION", "AGENTS", "MESSAGES", "TTL", "UPDATED"]
+    assert row.split()[:3] == ["user-1", "1", "6"]
+    assert "\x1b[" not in result.stdout and "─" not in result.stdout
+
+
+def test_sessions_scans_once_and_reads_counts_in_batches_not_per_session(cli, client) -> None:
+    for number in range(30):
+        manager = ValkeySessionManager(session_id=f"s{number}", client=client)
+        for agent_id in ("a", "b"):
+            client.zadd(manager.keys.messages(f"s{number}", agent_id), {"0": 0})
+            client.sadd(manager.keys.index(f"s{number}"), f"agent:{agent_id}")
+
+    with CommandCounter(client) as counter:
+        result = cli("sessions", "--json")
+
+    assert len(json.loads(result.stdout)) == 30
+    assert counter.calls("scan") == 1  # 150 keys < COUNT 1000: one SCAN call for the whole keyspace
+    assert counter.calls("keys") == 0
+    assert counter.calls("zcard") == 60 and counter.calls("smembers") == 30
+
+
+def test_sessions_of_the_cluster_key_layout_are_found_by_their_hash_tag(client) -> None:
+    store = Store(client, KeySchema(cluster=True))
+    plain = Store.of(client)
+    ValkeySessionManager(session_id="standalone", client=client)
+    dump = plain.dump("standalone")
+    store.restore(dump)  # the same session, in the hash-tagged layout a cluster client uses
+
+    assert [summary.session_id for summary in store.summaries()] == ["standalone"]
+    assert client.exists("session:{standalone}") == 1
