@@ -7,12 +7,13 @@ naming the key, so a foreign value never surfaces as a raw traceback from deep i
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from typing import Any, TypeVar
 
 from strands.types.exceptions import SessionException
-from strands.types.session import Session, SessionAgent, SessionMessage, decode_bytes_values
+from strands.types.session import Session, SessionAgent, SessionMessage, decode_bytes_values, encode_bytes_values
 
 _BYTES_MARKER = b"__bytes_encoded__"
 
@@ -24,6 +25,8 @@ _FIELDS: dict[type, frozenset[str]] = {
     cls: frozenset(inspect.signature(cls).parameters) for cls in (Session, SessionAgent, SessionMessage)
 }
 
+
+_DECODER = json.JSONDecoder()
 
 #: Records as the session manager is handed them: the SDK's dataclasses, or a multi-agent's state dict.
 Encodable = Session | SessionAgent | SessionMessage | dict[str, Any]
@@ -40,7 +43,7 @@ def to_dict(record: Encodable) -> dict[str, Any]:
         raise ValueError(f"{type(record).__name__} {_TOO_DEEP}") from error
 
 
-def dumps(data: dict[str, Any]) -> bytes:
+def dumps(data: dict[str, Any], default: Any = None) -> bytes:
     """Encode a record as compact UTF-8 JSON (escaped ASCII only where UTF-8 cannot go).
 
     Raises:
@@ -48,15 +51,32 @@ def dumps(data: dict[str, Any]) -> bytes:
     """
     try:
         try:
-            return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=default).encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: valid in a Python str, not in UTF-8
-            return json.dumps(data, separators=(",", ":")).encode("ascii")
+            return json.dumps(data, separators=(",", ":"), default=default).encode("ascii")
     except RecursionError as error:
         raise ValueError(f"record {_TOO_DEEP}") from error
 
 
+def _sdk_json(value: object) -> Any:
+    """JSON for what ``json`` cannot encode itself, as the SDK's ``to_dict()`` has it (bytes as base64)."""
+    if isinstance(value, bytes):
+        return encode_bytes_values(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def encode(record: Encodable) -> bytes:
-    """Return the JSON stored for a record: ``dumps(to_dict(record))``."""
+    """Return the JSON stored for a record: ``dumps(to_dict(record))``.
+
+    A message (encoded on every append) is encoded from its fields as they are, with bytes base64'd on
+    the way out: the same JSON, without the two deep copies ``to_dict()`` makes first (``asdict``,
+    then ``encode_bytes_values``), at a quarter of the cost.
+    """
+    if isinstance(record, SessionMessage):
+        fields = {field.name: getattr(record, field.name) for field in dataclasses.fields(record)}
+        return dumps(fields, default=_sdk_json)
     return dumps(to_dict(record))
 
 
@@ -72,10 +92,26 @@ def split_created_at(data: dict[str, Any]) -> tuple[bytes, bytes]:
     return created_at, (b"," + body[1:]) if len(body) > 2 else b"}"
 
 
+def _json_loads(raw: bytes | str) -> Any:
+    """``json.loads(raw)``, without its per-call overhead in the usual case (a whole UTF-8 JSON text).
+
+    Anything else (surrounding whitespace, a BOM, another encoding, an error to raise) goes through
+    ``json.loads`` itself, so the result and the errors are always ``json.loads``'s.
+    """
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        data, end = _DECODER.raw_decode(text)
+        if end == len(text):
+            return data
+    except (ValueError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        pass
+    return json.loads(raw)
+
+
 def loads(raw: bytes | str, key: str) -> dict[str, Any]:
     """Decode a stored JSON object, or raise ``SessionException`` naming the key."""
     try:
-        data = json.loads(raw)
+        data = _json_loads(raw)
     except (ValueError, TypeError) as error:
         raise SessionException(f"key=<{key}> | value is not valid JSON: {error}") from error
     except RecursionError as error:
@@ -87,8 +123,9 @@ def loads(raw: bytes | str, key: str) -> dict[str, Any]:
 
 def load_record(cls: type[Record], raw: bytes | str, key: str) -> Record:
     """Build a ``Session``, ``SessionAgent`` or ``SessionMessage`` from its stored JSON."""
-    data = loads(raw, key)
-    fields = {name: value for name, value in data.items() if name in _FIELDS[cls]}
+    fields = loads(raw, key)
+    if not fields.keys() <= _FIELDS[cls]:  # extra fields (allowed by the contract) are dropped, as from_dict() does
+        fields = {name: value for name, value in fields.items() if name in _FIELDS[cls]}
     if (_BYTES_MARKER in raw) if isinstance(raw, bytes) else (_BYTES_MARKER.decode() in raw):
         try:
             fields = decode_bytes_values(fields)

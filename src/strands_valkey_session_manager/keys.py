@@ -48,13 +48,26 @@ def validate_id(value: object, kind: str) -> str:
     """
     if not isinstance(value, str) or not value:
         raise ValueError(f"{kind}=<{value!r}> | must be a non-empty string")
+    char = _forbidden_char(value)
+    if char is not None:
+        raise ValueError(
+            f"{kind}=<{value!r}> | must not contain {char!r}: ids may not contain ':', '{{', '}}', "
+            "glob characters (*?[]), whitespace, control characters or lone surrogates"
+        )
+    return value
+
+
+@lru_cache(maxsize=1024)
+def _forbidden_char(value: str) -> str | None:
+    """Return the first character of ``value`` that an id may not contain, or ``None``.
+
+    Every key built checks its ids, several times per append; remembering the answer for recent ids
+    keeps that from costing a Unicode lookup per character each time.
+    """
     for char in value:
         if char in _FORBIDDEN or char.isspace() or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
-            raise ValueError(
-                f"{kind}=<{value!r}> | must not contain {char!r}: ids may not contain ':', '{{', '}}', "
-                "glob characters (*?[]), whitespace, control characters or lone surrogates"
-            )
-    return value
+            return char
+    return None
 
 
 def validate_message_id(value: object) -> int:

@@ -447,3 +447,26 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 [message_id for message_id, _ in unconfirmed],
             )
         RepositorySessionManager.initialize(self, agent)
+
+    # -- the SDK's held-record bookkeeping, amortised ---------------------------------------
+
+    def _prune_held_records(self, agent: LocalAgent) -> None:
+        """Prune the SDK's held records when they outgrow the agent's messages, not on every sync.
+
+        The SDK's version walks every message of the agent on each sync (three times a turn), so a
+        turn cost O(conversation length). The held records are read only by
+        ``redact_latest_message``, which prunes first; in between, pruning once they outnumber the
+        agent's messages two to one keeps them bounded at amortised O(1) a sync.
+        """
+        if _sdk_prune is not None and len(self._held_records.get(agent.agent_id, ())) > 2 * len(agent.messages) + 16:
+            _sdk_prune(self, agent)
+
+    def redact_latest_message(self, redact_message: Message, agent: LocalAgent, **kwargs: Any) -> None:
+        """Redact the latest message (and its aliases from a retried prompt), as the SDK does."""
+        if _sdk_prune is not None:
+            _sdk_prune(self, agent)
+        super().redact_latest_message(redact_message, agent, **kwargs)
+
+
+#: The SDK's pruning of held records (private, hence looked up, not assumed).
+_sdk_prune = getattr(RepositorySessionManager, "_prune_held_records", None)

@@ -1,0 +1,1 @@
+"""Benchmarks of strands-valkey-session-manager against the alternatives and the floor (``python -m benchmarks``)."""

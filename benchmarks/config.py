@@ -1,0 +1,86 @@
+"""Sizes and repeats of each run mode: ``full`` (the report), ``quick`` (< 2 min), ``smoke`` (seconds, for CI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    """How big and how often each scenario runs."""
+
+    mode: str
+    #: per-turn: the conversation grows to this many messages; how many fresh runs of that.
+    turn_messages: int
+    turn_runs: int
+    #: restore: messages per session (N), unrelated keys in the server (K), timed rounds.
+    restore_n: tuple[int, ...]
+    restore_k: tuple[int, ...]
+    restore_repeats: int
+    #: delete_session: messages per session, timed rounds (at the smallest and largest K).
+    delete_n: tuple[int, ...]
+    delete_repeats: int
+    #: many sessions at once: (processes, threads per process), timed turns per thread, rounds of each.
+    concurrency: tuple[tuple[int, int], ...]
+    concurrency_turns: int
+    concurrency_rounds: int
+    #: memory: messages stored per size; (de)serialisation: messages per timing.
+    memory_messages: int
+    codec_messages: int
+    codec_repeats: int
+
+    def repeats_for(self, n: int) -> int:
+        """Fewer rounds for the largest sessions, whose single timings are long and steady."""
+        return max(3, self.restore_repeats // 3) if n >= 10_000 else self.restore_repeats
+
+
+MODES = {
+    "full": Config(
+        mode="full",
+        turn_messages=1000,
+        turn_runs=3,
+        restore_n=(10, 100, 1000, 10_000),
+        restore_k=(0, 100_000, 1_000_000),
+        restore_repeats=15,
+        delete_n=(100, 1000, 10_000),
+        delete_repeats=9,
+        concurrency=((1, 1), (1, 4), (1, 8), (2, 4), (2, 8), (4, 4)),
+        concurrency_turns=40,
+        concurrency_rounds=3,
+        memory_messages=1000,
+        codec_messages=1000,
+        codec_repeats=15,
+    ),
+    "quick": Config(
+        mode="quick",
+        turn_messages=400,
+        turn_runs=1,
+        restore_n=(10, 100, 1000),
+        restore_k=(0, 1_000_000),
+        restore_repeats=5,
+        delete_n=(100, 1000),
+        delete_repeats=4,
+        concurrency=((1, 1), (1, 4), (2, 4)),
+        concurrency_turns=15,
+        concurrency_rounds=1,
+        memory_messages=200,
+        codec_messages=1000,
+        codec_repeats=5,
+    ),
+    "smoke": Config(
+        mode="smoke",
+        turn_messages=8,
+        turn_runs=1,
+        restore_n=(10,),
+        restore_k=(0, 1000),
+        restore_repeats=2,
+        delete_n=(10,),
+        delete_repeats=2,
+        concurrency=((1, 2),),
+        concurrency_turns=2,
+        concurrency_rounds=1,
+        memory_messages=10,
+        codec_messages=20,
+        codec_repeats=2,
+    ),
+}
