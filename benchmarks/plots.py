@@ -65,17 +65,22 @@ def _turn(results: dict[str, Any]) -> Any:
     return figure
 
 
-def _restore_n(results: dict[str, Any]) -> Any:
-    rows = [row for row in results.get("restore") or [] if row["level"] == "messages"]
+def _per_k(rows: list[dict[str, Any]], title: str) -> Any:
+    """One log-log pane of median ms against N for each K (unrelated keys in the server)."""
     if not rows:
         return None
     ks = sorted({row["k"] for row in rows})
     figure, panes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4), squeeze=False)
     for axes, k in zip(panes[0], ks, strict=True):
         _lines(axes, [row for row in rows if row["k"] == k], "n", "median_ms")
-        axes.set(xscale="log", yscale="log", title=f"restore N messages, K={k:,} other keys", xlabel="N", ylabel="ms")
+        axes.set(xscale="log", yscale="log", title=f"{title}, K={k:,} other keys", xlabel="N", ylabel="ms")
     panes[0][0].legend()
     return figure
+
+
+def _restore_n(results: dict[str, Any]) -> Any:
+    rows = [row for row in results.get("restore") or [] if row["level"] == "messages"]
+    return _per_k(rows, "restore N messages")
 
 
 def _restore_k(results: dict[str, Any]) -> Any:
@@ -92,16 +97,7 @@ def _restore_k(results: dict[str, Any]) -> Any:
 
 
 def _delete(results: dict[str, Any]) -> Any:
-    rows = results.get("delete")
-    if not rows:
-        return None
-    ks = sorted({row["k"] for row in rows})
-    figure, panes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4), squeeze=False)
-    for axes, k in zip(panes[0], ks, strict=True):
-        _lines(axes, [row for row in rows if row["k"] == k], "n", "median_ms")
-        axes.set(xscale="log", yscale="log", title=f"delete_session, K={k:,} other keys", xlabel="N", ylabel="ms")
-    panes[0][0].legend()
-    return figure
+    return _per_k(results.get("delete") or [], "delete_session")
 
 
 def _concurrency(results: dict[str, Any]) -> Any:

@@ -150,6 +150,34 @@ def _turn_section(results: dict[str, Any], images: dict[str, str], machine: str)
     return lines + _image(images, "turn")
 
 
+def _store_grid(
+    rows: list[dict[str, Any]], axes: tuple[str, ...], label: Any, cell: Any
+) -> tuple[list[str], list[list[str]]]:
+    """Build a table: one row per distinct value of ``axes`` (sorted), one column per store ("-": none)."""
+    stores = _stores(rows)
+    by_key = {(row["store"], *(row[axis] for axis in axes)): row for row in rows}
+    table = []
+    for point in sorted({tuple(row[axis] for axis in axes) for row in rows}):
+        found = [by_key.get((store, *point)) for store in stores]
+        table.append([*label(*point), *(cell(row) if row else "-" for row in found)])
+    return stores, table
+
+
+def _section(
+    title: str, text: str, header: list[str], table: list[list[str]], machine: str, image: list[str]
+) -> list[str]:
+    """Lay out a report section: title, what it measures, table, machine line and plot."""
+    return [f"## {title}", "", text, "", *_table(header, table), "", machine, "", *image]
+
+
+def _median_p99(row: dict[str, Any]) -> str:
+    return f"{_ms(row['median_ms'])} ({_ms(row['p99_ms'])})"
+
+
+def _k_n(k: int, n: int) -> list[str]:
+    return [f"{k:,}", f"{n:,}"]
+
+
 def _restore_section(results: dict[str, Any], images: dict[str, str], machine: str) -> list[str]:
     rows = results.get("restore")
     if not rows:
@@ -170,16 +198,7 @@ def _restore_section(results: dict[str, Any], images: dict[str, str], machine: s
     ]
     for level in ("messages", "agent"):
         level_rows = [row for row in rows if row["level"] == level]
-        stores = _stores(level_rows)
-        keys = sorted({(row["k"], row["n"]) for row in level_rows})
-        by_key = {(row["store"], row["k"], row["n"]): row for row in level_rows}
-        table = []
-        for k, n in keys:
-            cells = [f"{k:,}", f"{n:,}"]
-            for store in stores:
-                row = by_key.get((store, k, n))
-                cells.append(f"{_ms(row['median_ms'])} ({_ms(row['p99_ms'])})" if row else "-")
-            table.append(cells)
+        stores, table = _store_grid(level_rows, ("k", "n"), _k_n, _median_p99)
         lines += [f"### Restore, {level} level", "", *_table(["K", "N", *(STORE_LABEL[s] for s in stores)], table)]
         lines += ["", machine, ""]
     return lines + _image(images, "restore_n") + _image(images, "restore_k")
@@ -189,57 +208,40 @@ def _delete_section(results: dict[str, Any], images: dict[str, str], machine: st
     rows = results.get("delete")
     if not rows:
         return []
-    stores = _stores(rows)
-    by_key = {(row["store"], row["k"], row["n"]): row for row in rows}
-    table = []
-    for k, n in sorted({(row["k"], row["n"]) for row in rows}):
-        cells = [f"{k:,}", f"{n:,}"]
-        for store in stores:
-            row = by_key[(store, k, n)]
-            cells.append(f"{_ms(row['median_ms'])} ({_ms(row['p99_ms'])})")
-        table.append(cells)
-    return [
-        "## delete_session",
-        "",
+    stores, table = _store_grid(rows, ("k", "n"), _k_n, _median_p99)
+    return _section(
+        "delete_session",
         "Deleting a session of N messages. Library: one script walking the session's index (no SCAN). Floor: one "
         "plain `DEL` of exactly the library session's keys, listed beforehand. Naive: SCAN + DEL per page. "
         "Cells: median (p99).",
-        "",
-        *_table(["K", "N", *(STORE_LABEL[s] for s in stores)], table),
-        "",
+        ["K", "N", *(STORE_LABEL[s] for s in stores)],
+        table,
         machine,
-        "",
-        *_image(images, "delete"),
-    ]
+        _image(images, "delete"),
+    )
 
 
 def _concurrency_section(results: dict[str, Any], images: dict[str, str], machine: str) -> list[str]:
     rows = results.get("concurrency")
     if not rows:
         return []
-    stores = _stores(rows)
-    by_key = {(row["store"], row["processes"], row["threads"]): row for row in rows}
-    table = []
-    for processes, threads in sorted({(row["processes"], row["threads"]) for row in rows}):
-        cells = [f"{processes} x {threads}"]
-        for store in stores:
-            row = by_key[(store, processes, threads)]
-            cells.append(f"{row['turns_per_s']:.0f} ({_ms(row['p99_ms'])})")
-        table.append(cells)
-    return [
-        "## Many sessions at once",
-        "",
+    stores, table = _store_grid(
+        rows,
+        ("processes", "threads"),
+        lambda processes, threads: [f"{processes} x {threads}"],
+        lambda row: f"{row['turns_per_s']:.0f} ({_ms(row['p99_ms'])})",
+    )
+    return _section(
+        "Many sessions at once",
         "P processes x T threads, each thread an agent (default sliding-window conversation manager) with its own "
         "session, all released together. Cells: turns/s over the whole run, median of the rounds (p99 of one turn "
         "over all rounds, ms). On a machine with few cores the agents compete with the server and each other for "
         "CPU: compare the stores with each other and with *no session manager*, not with other machines.",
-        "",
-        *_table(["P x T", *(STORE_LABEL[s] for s in stores)], table),
-        "",
+        ["P x T", *(STORE_LABEL[s] for s in stores)],
+        table,
         machine,
-        "",
-        *_image(images, "concurrency"),
-    ]
+        _image(images, "concurrency"),
+    )
 
 
 def _memory_section(results: dict[str, Any], images: dict[str, str], machine: str) -> list[str]:
