@@ -7,7 +7,7 @@ import json
 from helpers import CommandCounter
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.admin import Store
+from strands_valkey_session_manager.cli.store import Store
 from strands_valkey_session_manager.keys import KeySchema
 
 

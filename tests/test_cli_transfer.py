@@ -9,10 +9,10 @@ import valkey
 from strands import Agent
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.admin import Store
+from strands_valkey_session_manager.cli.store import Store
+from strands_valkey_session_manager.cli.transfer import FORMAT
 from strands_valkey_session_manager.keys import KeySchema
 from strands_valkey_session_manager.scripted_model import ScriptedModel
-from strands_valkey_session_manager.transfer import FORMAT
 
 
 def snapshot(raw: valkey.Valkey, session_id: str) -> dict[bytes, tuple[str, Any, int]]:

@@ -24,7 +24,8 @@ from strands.multiagent import GraphBuilder, Swarm
 from strands.types.exceptions import ConcurrencyException, SessionException
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import SessionBusyError, ValkeySessionManager, admin
+from strands_valkey_session_manager import SessionBusyError, ValkeySessionManager
+from strands_valkey_session_manager.cli import store as cli_store
 from strands_valkey_session_manager.keys import KeySchema
 from strands_valkey_session_manager.lock import max_attempts
 from strands_valkey_session_manager.scripted_model import ScriptedModel
@@ -345,7 +346,7 @@ def test_the_lock_key_lives_in_the_session_and_delete_session_removes_it(store: 
         "session:{chat}:lock:agent:assistant" if store.spec[0] == "cluster" else "session:chat:lock:agent:assistant"
     )
     assert store.lock_key == expected
-    listed = {info.key: info for info in admin.Store.of(store.client).key_infos(SESSION)}  # the CLI's `keys`
+    listed = {info.key: info for info in cli_store.Store.of(store.client).key_infos(SESSION)}  # the CLI's `keys`
     assert 0 < listed[expected].ttl_ms <= 30_000
 
     ValkeySessionManager(SESSION, store.client).delete_session(SESSION)

@@ -88,7 +88,7 @@ LOCK = Script("lock")
 STORAGE = Script("storage")
 STORAGE_LIST = Script("storage_list")
 ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, STORAGE, STORAGE_LIST)
-# The admin scripts (admin.py): the CLI's session walks reuse each_key() rather than a second walker.
+# The admin scripts (cli/store.py): the CLI's session walks reuse each_key() rather than a second walker.
 SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")
 IMPORT_SESSION = Script("import_session")

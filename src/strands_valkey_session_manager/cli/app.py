@@ -16,12 +16,11 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .. import transfer
-from ..admin import SCAN_COUNT, SessionExists, SessionSummary, Store
 from ..keys import validate_id
-from . import connect, demo, models, transcript
+from . import connect, demo, models, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, plural, seconds, ttl_seconds
+from .store import SCAN_COUNT, SessionExists, SessionSummary, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,8 +15,8 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.exceptions import ValkeyError
 
-from ..admin import Store
 from .errors import UNAVAILABLE, USAGE, CliError
+from .store import Store
 
 DEFAULT_URL = "valkey://localhost:6379"
 TIMEOUT = 5.0

@@ -26,12 +26,12 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from .. import ValkeySessionManager
-from ..admin import Store
 from ..local_server import LocalValkey
 from ..scripted_model import ScriptedModel
 from . import connect, models
 from .errors import UNAVAILABLE, USAGE, CliError
 from .output import Output, seconds
+from .store import Store
 from .transcript import message_lines
 
 SESSION_ID = "workflow-001"

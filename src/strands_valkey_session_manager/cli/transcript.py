@@ -11,8 +11,8 @@ from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 
 from .. import codec
-from ..admin import SessionDump
 from .output import Output, seconds
+from .store import SessionDump
 
 ROLE_STYLE = {"user": "cyan", "assistant": "green"}
 PREVIEW = 400  # characters of a tool input or result shown

@@ -18,9 +18,9 @@ from typing import Any
 from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
 
-from . import scripts
-from .keys import AGENT, MESSAGE, MULTI_AGENT, KeySchema, validate_id
-from .session_manager import Client
+from .. import scripts
+from ..keys import AGENT, MESSAGE, MULTI_AGENT, KeySchema, validate_id
+from ..session_manager import Client
 
 #: COUNT hint for SCAN, and the number of sessions summarised per pipelined batch.
 SCAN_COUNT = 1000

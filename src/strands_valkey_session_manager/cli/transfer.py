@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from . import codec
-from .admin import AgentDump, SessionDump
-from .keys import validate_id, validate_message_id
+from .. import codec
+from ..keys import validate_id, validate_message_id
+from .store import AgentDump, SessionDump
 
 FORMAT = "strands-valkey-sessions"
 VERSION = 1
