@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from strands_valkey_session_manager.local_server import LocalValkey
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 from . import (
     report,

@@ -17,7 +17,7 @@ from typing import Any
 import valkey
 from strands import Agent
 
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 from .seed import AGENT_ID, Context
 from .stores import make_manager

@@ -21,7 +21,7 @@ from strands.agent.conversation_manager import NullConversationManager
 from strands.session.file_session_manager import FileSessionManager
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 from .messages import session_messages
 from .seed import AGENT_ID, Context, decode_all, empty, seed_file, seed_floor, seed_library, seed_naive

@@ -22,7 +22,7 @@ from typing import Any
 from strands import Agent
 from strands.agent.conversation_manager import NullConversationManager
 
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 from .seed import AGENT_ID, Context
 from .stores import make_manager

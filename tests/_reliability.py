@@ -9,7 +9,7 @@ from strands import Agent
 from strands.types.content import Message
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 
 def keyspace(client: valkey.Valkey) -> dict[Any, bytes]:

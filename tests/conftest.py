@@ -16,9 +16,9 @@ from strands.multiagent import Swarm
 from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts
-from strands_valkey_session_manager.local_cluster import LocalCluster
-from strands_valkey_session_manager.local_server import LocalValkey
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.cluster import LocalCluster
+from strands_valkey_session_manager.testing.model import ScriptedModel
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 # The server binary tests run against; .ci/run also runs the core suite on redis-server.
 SERVER_BINARY = os.environ.get("TEST_SERVER_BINARY", "valkey-server")

@@ -15,9 +15,9 @@ from valkey.cluster import ValkeyCluster
 from valkey.exceptions import NoPermissionError
 
 from strands_valkey_session_manager import ValkeySessionManager, scripts
-from strands_valkey_session_manager.local_cluster import LocalCluster
-from strands_valkey_session_manager.local_server import LocalValkey
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.cluster import LocalCluster
+from strands_valkey_session_manager.testing.model import ScriptedModel
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 ROOT = Path(__file__).resolve().parent.parent
 

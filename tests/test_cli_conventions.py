@@ -9,7 +9,7 @@ import sys
 import pytest
 from cli_support import invoke
 
-from strands_valkey_session_manager.local_server import free_port
+from strands_valkey_session_manager.testing.server import free_port
 
 COMMANDS = ["sessions", "show x", "keys x", "export x", "import {file}", "delete x --yes", "expire x 5", "persist x"]
 

@@ -15,7 +15,7 @@ from cli_support import invoke, run_process
 from helpers import wait_until
 
 from strands_valkey_session_manager.cli import connect
-from strands_valkey_session_manager.local_server import LocalValkey, free_port
+from strands_valkey_session_manager.testing.server import LocalValkey, free_port
 
 KEY_LINE = re.compile(r"^(session:workflow-001\S*)\s+(string|set|zset)\s+(\d+)s$", re.MULTILINE)
 

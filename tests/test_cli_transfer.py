@@ -12,7 +12,7 @@ from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.cli.store import Store
 from strands_valkey_session_manager.cli.transfer import FORMAT
 from strands_valkey_session_manager.keys import KeySchema
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 
 def snapshot(raw: valkey.Valkey, session_id: str) -> dict[bytes, tuple[str, Any, int]]:

@@ -15,8 +15,8 @@ from test_multiagent import graph, interrupted_graph_resumed, interrupted_swarm_
 from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.scripted_model import ScriptedModel
 from strands_valkey_session_manager.scripts import APPEND_MESSAGES
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 Store = valkey.Valkey | ValkeyCluster
 

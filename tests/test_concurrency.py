@@ -12,7 +12,7 @@ from helpers import wait_until
 from strands.types.exceptions import SessionException
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.local_server import LocalValkey
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 
 def answers_ping(server: LocalValkey) -> bool:
@@ -37,7 +37,7 @@ def expected(agent_id: str, turns: int) -> list[str]:
 def run_agent(port: int, session: str, agent_id: str, turns: int, barrier: object | None = None) -> None:
     from strands import Agent
 
-    from strands_valkey_session_manager.scripted_model import ScriptedModel
+    from strands_valkey_session_manager.testing.model import ScriptedModel
 
     if barrier is not None:
         barrier.wait(timeout=60)  # type: ignore[attr-defined]

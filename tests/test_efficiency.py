@@ -7,7 +7,7 @@ from helpers import CommandCounter, CountingConnection, counting_client, populat
 from strands.types.session import SessionMessage
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.local_server import LocalValkey
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 
 def conversation(client: valkey.Valkey, make_agent, messages: int, session: str = "s") -> None:

@@ -27,7 +27,7 @@ from valkey.backoff import ExponentialBackoff
 from valkey.retry import Retry
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.local_server import LocalValkey
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 SESSION = "user-42"
 

@@ -22,7 +22,7 @@ from strands.types.session import SessionAgent, SessionMessage
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.keys import KeySchema
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 # Few examples, no deadline: each example talks to a real server, and CI time is shared.
 modest = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

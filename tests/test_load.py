@@ -12,7 +12,7 @@ from _reliability import assert_index_consistent
 from strands import Agent, tool
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 AGENTS = 50
 SESSIONS = 10

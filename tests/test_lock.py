@@ -28,7 +28,7 @@ from strands_valkey_session_manager import SessionBusyError, ValkeySessionManage
 from strands_valkey_session_manager.cli import store as cli_store
 from strands_valkey_session_manager.keys import KeySchema
 from strands_valkey_session_manager.lock import max_attempts
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 SESSION, AGENT = "chat", "assistant"
 SPAWN = multiprocessing.get_context("spawn")

@@ -13,7 +13,7 @@ from strands.multiagent import Swarm
 from strands.session.file_session_manager import FileSessionManager
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 ORDERED = ("status", "execution_order")
 UNORDERED = ("completed_nodes", "failed_nodes", "next_nodes_to_execute")  # serialised from sets

@@ -15,8 +15,8 @@ from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.local_cluster import LocalCluster
-from strands_valkey_session_manager.local_server import LocalValkey
+from strands_valkey_session_manager.testing.cluster import LocalCluster
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 
 class Replicated:

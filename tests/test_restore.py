@@ -13,8 +13,8 @@ from strands.session.file_session_manager import FileSessionManager
 from strands.types.session import SessionMessage
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.local_server import LocalValkey
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 
 def texts(agent: Agent) -> list[str]:
@@ -41,7 +41,7 @@ def test_agent_resumes_in_another_process(server: LocalValkey, client: valkey.Va
         import valkey
         from strands import Agent
         from strands_valkey_session_manager import ValkeySessionManager
-        from strands_valkey_session_manager.scripted_model import ScriptedModel
+        from strands_valkey_session_manager.testing.model import ScriptedModel
         client = valkey.Valkey(port={server.port}, decode_responses=True)
         agent = Agent(agent_id="assistant", model=ScriptedModel(["second answer"]), callback_handler=None,
                       session_manager=ValkeySessionManager(session_id="user-42", client=client))

@@ -8,7 +8,7 @@ import valkey
 from strands import Agent
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 
 def test_two_agents_share_one_session_each_with_its_own_keys(client: valkey.Valkey) -> None:

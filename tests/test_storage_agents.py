@@ -16,7 +16,7 @@ from strands.storage import InMemoryStorage
 from strands.storage.storage import Storage
 from strands.vended_plugins.context_offloader import ContextOffloader
 
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 LATEST = "session/user-42/scopes/agent/assistant/snapshots/snapshot_latest.json"
 

@@ -20,9 +20,9 @@ from test_storage import scripted_scenario
 from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeyStorage
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
-pytest.importorskip("strands_valkey_session_manager.local_cluster", reason="needs LocalCluster (branch cluster)")
+pytest.importorskip("strands_valkey_session_manager.testing.cluster", reason="needs LocalCluster (branch cluster)")
 
 GROUP = "session/user-42"
 LATEST = f"{GROUP}/scopes/agent/assistant/snapshots/snapshot_latest.json"

@@ -9,7 +9,7 @@ import valkey
 from cli_support import invoke
 
 from strands_valkey_session_manager import ValkeySessionManager
-from strands_valkey_session_manager.local_server import LocalValkey
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 
 def test_the_whole_flow_runs_over_tls(tls_server: LocalValkey, make_agent) -> None:

@@ -40,6 +40,8 @@ from typing import Any
 
 from strands.types.exceptions import SessionException
 
+from .options import MAX_TTL, number
+
 logger = logging.getLogger(__name__)
 
 #: The first sleep between two attempts to take a busy lock, and the ceiling it doubles up to (s).
@@ -163,9 +165,8 @@ class SessionLock:
         A lease never ends after its session (ttl_ms: the session's ttl, 0 = none), so with a ttl shorter
         than the lease it is renewed every ttl / 3 instead of every lease / 3.
         """
-        for name, value, least in (("lock_timeout", timeout, 0.0), ("lock_lease", lease, 0.001)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= least:
-                raise ValueError(f"{name}=<{value!r}> | must be a number of seconds >= {least:g}")
+        number("lock_timeout", timeout, least=0.0, most=MAX_TTL.total_seconds())
+        number("lock_lease", lease, least=0.001, most=MAX_TTL.total_seconds())
         self._run = run
         self.session_id = session_id
         self.timeout = float(timeout)

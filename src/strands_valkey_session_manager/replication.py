@@ -13,11 +13,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import valkey
 from valkey.cluster import ValkeyCluster
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import MovedError, ValkeyError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+
+from .options import Client, number
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,11 @@ class WaitForReplicas:
 
     def __post_init__(self) -> None:
         """Reject values ``WAIT`` would misread (0 ms means wait forever; nothing here may block forever)."""
-        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
-            raise ValueError(f"wait_replicas=<{self.replicas!r}> | must be a positive integer (0 = do not wait)")
-        if isinstance(self.timeout_ms, bool) or not isinstance(self.timeout_ms, int) or self.timeout_ms < 1:
-            raise ValueError(f"wait_timeout_ms=<{self.timeout_ms!r}> | must be a positive integer of milliseconds")
+        number("wait_replicas", self.replicas, least=1, integer=True)
+        number("wait_timeout_ms", self.timeout_ms, least=1, integer=True)
 
 
-def execute(
-    client: valkey.Valkey | ValkeyCluster, key: str, command: tuple[Any, ...], wait: WaitForReplicas | None
-) -> Any:
+def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForReplicas | None) -> Any:
     """Run ``command`` (about ``key``); with ``wait``, pipeline ``WAIT`` after it on the same connection.
 
     Raises:
@@ -93,7 +90,7 @@ def execute(
         return reply
 
 
-def _node_for(client: valkey.Valkey | ValkeyCluster, key: str) -> Any:
+def _node_for(client: Client, key: str) -> Any:
     """Return the standalone client of the primary that serves ``key`` (the client itself when not a cluster)."""
     if not isinstance(client, ValkeyCluster):
         return client
@@ -101,7 +98,7 @@ def _node_for(client: valkey.Valkey | ValkeyCluster, key: str) -> Any:
     return cluster.get_valkey_connection(cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key)))
 
 
-def _refresh_topology(client: valkey.Valkey | ValkeyCluster) -> None:
+def _refresh_topology(client: Client) -> None:
     """Reload a cluster client's slot map (what ``ValkeyCluster`` itself does after a failed call)."""
     if isinstance(client, ValkeyCluster):
         nodes_manager: Any = client.nodes_manager

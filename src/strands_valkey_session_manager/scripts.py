@@ -17,8 +17,7 @@ from valkey.exceptions import NoScriptError, ResponseError
 
 from . import replication
 
-_LUA = resources.files(__package__).joinpath("lua")
-_COMMON = _LUA.joinpath("common.lua").read_text(encoding="utf-8")
+_COMMON = resources.files(__package__).joinpath("lua").joinpath("common.lua").read_text(encoding="utf-8")
 
 #: Codes the scripts raise (see ``fail`` in common.lua).
 NOSESSION = "NOSESSION"
@@ -31,13 +30,14 @@ FENCED = "FENCED"
 class Script:
     """One Lua script: its source (shebang first, then common.lua, then its body) and its SHA."""
 
-    def __init__(self, name: str) -> None:
-        """Load ``lua/<name>.lua`` and prepend the shared helpers."""
-        body = _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    def __init__(self, name: str, package: str = __package__) -> None:
+        """Load ``lua/<name>.lua`` of ``package`` (this one, or ``storage``) and prepend the shared helpers."""
+        body = resources.files(package).joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
         shebang, _, rest = body.partition("\n") if body.startswith("#!") else ("", "", body)
         self.name = name
         self.source = f"{shebang}\n{_COMMON}\n{rest}" if shebang else f"{_COMMON}\n{rest}"
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        ALL.append(self)
 
     async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any]) -> Any:
         """Run the script through ``call(*command)``, which sends one command on the client at hand.
@@ -80,14 +80,14 @@ class Script:
         return await self._run(call, keys, args)
 
 
+#: Every script defined, for tests and tools that load them up front (``SCRIPT LOAD``).
+ALL: list[Script] = []
+
 READ_RECORD = Script("read_record")
 WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
 LOCK = Script("lock")
-STORAGE = Script("storage")
-STORAGE_LIST = Script("storage_list")
-ALL = (READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, STORAGE, STORAGE_LIST)
 # The admin scripts (cli/store.py): the CLI's session walks reuse each_key() rather than a second walker.
 SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-import valkey
 from strands.session.repository_session_manager import RepositorySessionManager
 from strands.session.session_repository import SessionRepository
 from strands.types.content import Message
@@ -22,6 +21,7 @@ from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
 from . import codec, replication, scripts
 from .keys import KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
+from .options import Client, ttl_ms
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
@@ -29,19 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Client = valkey.Valkey | ValkeyCluster
-
 DEFAULT_TTL = 3600
-
-
-def ttl_ms(ttl: int | float | timedelta | None) -> int:
-    """Normalise a ttl (seconds or a ``timedelta``; ``None`` = never expires) to ms (0 = none)."""
-    if ttl is None:
-        return 0
-    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ValueError(f"ttl=<{ttl!r}> | must be a positive number of seconds, a timedelta, or None")
-    return max(1, round(seconds * 1000))
 
 
 class ValkeySessionManager(RepositorySessionManager, SessionRepository):

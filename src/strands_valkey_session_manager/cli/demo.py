@@ -26,8 +26,8 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from .. import ValkeySessionManager
-from ..local_server import LocalValkey
-from ..scripted_model import ScriptedModel
+from ..testing.model import ScriptedModel
+from ..testing.server import LocalValkey
 from . import connect, models
 from .errors import UNAVAILABLE, USAGE, CliError
 from .output import Output, seconds

@@ -20,7 +20,7 @@ from valkey.cluster import ValkeyCluster
 
 from .. import scripts
 from ..keys import AGENT, MESSAGE, MULTI_AGENT, KeySchema, validate_id
-from ..session_manager import Client
+from ..options import Client
 
 #: COUNT hint for SCAN, and the number of sessions summarised per pipelined batch.
 SCAN_COUNT = 1000

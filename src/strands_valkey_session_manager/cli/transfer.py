@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import codec
 from ..keys import validate_id, validate_message_id
+from ..options import number as checked_number
 from .store import AgentDump, SessionDump
 
 FORMAT = "strands-valkey-sessions"
@@ -85,8 +86,8 @@ def _session(entry: Any, where: str) -> SessionDump:
     session_id = validate_id(entry.get("session_id"), f"{where}.session_id")
     where = f"session {session_id}"
     ttl_ms = entry.get("ttl_ms")
-    if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0):
-        raise ValueError(f"{where}: ttl_ms must be a positive integer or null, found {ttl_ms!r}")
+    if ttl_ms is not None:
+        checked_number(f"{where}.ttl_ms", ttl_ms, least=1, integer=True)
     agents = {}
     for agent_id, agent in _object(entry.get("agents", {}), f"{where}.agents").items():
         at = f"{where}, agent {validate_id(agent_id, 'agent_id')}"

@@ -1,6 +1,6 @@
 """A throwaway Valkey Cluster on loopback (3 masters + 3 replicas by default): for tests, failover drills, demos.
 
-``python -m strands_valkey_session_manager.local_cluster start STATE_FILE`` starts one in the background
+``python -m strands_valkey_session_manager.testing.cluster start STATE_FILE`` starts one in the background
 and prints its URL; ``... stop STATE_FILE`` stops it by the pids saved in that file (``scripts/cluster``).
 """
 
@@ -20,7 +20,7 @@ import valkey
 from valkey.cluster import ClusterNode, ValkeyCluster
 from valkey.crc import key_slot
 
-from .local_server import LocalValkey, Running, find_server, free_port, wait_for
+from .server import LocalValkey, Running, find_server, free_port, wait_for
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
@@ -255,7 +255,7 @@ def _gone(pid: int) -> bool:
 def main(argv: list[str]) -> int:
     """``start STATE_FILE`` (prints the URL) or ``stop STATE_FILE``; see ``scripts/cluster``."""
     if len(argv) != 2 or argv[0] not in ("start", "stop"):
-        print("usage: python -m strands_valkey_session_manager.local_cluster start|stop STATE_FILE", file=sys.stderr)
+        print("usage: python -m strands_valkey_session_manager.testing.cluster start|stop STATE_FILE", file=sys.stderr)
         return 2
     action, state_file = argv[0], Path(argv[1])
     if action == "stop":

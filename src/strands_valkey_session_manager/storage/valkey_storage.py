@@ -23,12 +23,16 @@ from strands.storage.storage import _NAMESPACED, Storage, StorageSearchResult, _
 from strands.types.exceptions import StorageError
 from valkey.exceptions import ResponseError, ValkeyError
 
-from . import scripts
+from .. import scripts
+from ..options import ttl_ms
+from ..scripts import Script
 from .client_loop import AsyncClient, ClientLoop, clone_client, is_cluster
 from .keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
-from .session_manager import ttl_ms
 
 logger = logging.getLogger(__name__)
+
+STORAGE = Script("storage", __package__)
+STORAGE_LIST = Script("storage_list", __package__)
 
 #: Values fetched per round trip by ``search`` (the SDK's keyword search reads 8 at a time, one request each).
 SEARCH_BATCH = 256
@@ -121,7 +125,7 @@ class ValkeyStorage:
         if operation == "write":
             args.append(value)
         with self._errors(operation, full):
-            return await self._io.run(lambda client: scripts.STORAGE.run_async(client, keys, args))
+            return await self._io.run(lambda client: STORAGE.run_async(client, keys, args))
 
     async def write(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any value; atomic with the key's index entry.
@@ -176,9 +180,7 @@ class ValkeyStorage:
         before, after = self.keys.index_around()
         args = [0, low, high, before, after]
         if not isinstance(client, valkey.asyncio.ValkeyCluster):
-            found: builtins.list[bytes] = await scripts.STORAGE_LIST.run_async(
-                client, [], [*args, *self.keys.registries()]
-            )
+            found: builtins.list[bytes] = await STORAGE_LIST.run_async(client, [], [*args, *self.keys.registries()])
             return found
         try:
             return await self._list_on_primaries(client, args)
@@ -199,7 +201,7 @@ class ValkeyStorage:
             node = client.nodes_manager.slots_cache[slot][0]
             by_node.setdefault(node.name, (node, []))[1].append(registry)
         calls = [
-            scripts.STORAGE_LIST.run_async(client, [], [*args, *registries], target_nodes=node)
+            STORAGE_LIST.run_async(client, [], [*args, *registries], target_nodes=node)
             for node, registries in by_node.values()
         ]
         return [key for keys in await asyncio.gather(*calls) for key in keys]
