@@ -43,8 +43,9 @@ def team(client: valkey.Valkey | None = None, swarm_id: str = "team") -> Swarm:
 
 
 def refused_by_contract(value: str) -> bool:
-    """The contract's rule for ids, restated: no ':', braces, glob characters, whitespace, control or surrogate."""
-    return not value or any(c in ":{}*?[]" or c.isspace() or unicodedata.category(c) in ("Cc", "Cs") for c in value)
+    """The contract's rule for ids, restated: no ':', braces, glob characters and their escape, '/', whitespace,
+    control or surrogate."""
+    return not value or any(c in ":{}*?[]\\/" or c.isspace() or unicodedata.category(c) in ("Cc", "Cs") for c in value)
 
 
 # -- ids ----------------------------------------------------------------------------------------
@@ -438,7 +439,7 @@ def test_crafted_id_cannot_escape_the_cluster_hash_tag(crafted: str) -> None:
 
 def test_every_printable_ascii_id_character_is_either_refused_or_harmless(client, neighbour) -> None:
     allowed = [c for c in string.printable if not refused_by_contract(c)]
-    assert "".join(sorted(set(string.printable) - set(allowed))) == "".join(sorted(":{}*?[]" + string.whitespace))
+    assert "".join(sorted(set(string.printable) - set(allowed))) == "".join(sorted(":{}*?[]\\/" + string.whitespace))
     session_id = "user-42" + "".join(allowed)
     agent = open_agent(client, session_id, "assistant", ["x"])
     agent("hello")

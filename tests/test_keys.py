@@ -8,7 +8,24 @@ import valkey
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.keys import KeySchema
 
-BAD_IDS = ["", "a:b", "a{b", "a}b", "a*", "a?", "a[b", "a]b", "a b", "a\tb", "a\u3000b", "a\x00b", "a\x7fb", "a\nb"]
+BAD_IDS = [
+    "",
+    "a:b",
+    "a{b",
+    "a}b",
+    "a*",
+    "a?",
+    "a[b",
+    "a]b",
+    "a b",
+    "a\tb",
+    "a\u3000b",
+    "a\x00b",
+    "a\x7fb",
+    "a\nb",
+    "a\\b",
+    "a/b",
+]
 
 
 def test_standalone_layout_matches_the_contract() -> None:
@@ -64,7 +81,7 @@ def test_message_id_must_be_an_integer(bad: object) -> None:
         KeySchema().message("s", "a", bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", ["", "a{", "a*", "a b"])
+@pytest.mark.parametrize("bad", ["", "a{", "a*", "a b", "ten\\ant"])
 def test_bad_key_prefix_is_rejected(client: valkey.Valkey, bad: str) -> None:
     with pytest.raises(ValueError, match="key_prefix"):
         ValkeySessionManager(session_id="s", client=client, key_prefix=bad)
@@ -74,3 +91,47 @@ def test_bad_key_prefix_is_rejected(client: valkey.Valkey, bad: str) -> None:
 def test_unicode_ids_are_allowed(client: valkey.Valkey, make_agent) -> None:
     make_agent(ValkeySessionManager(session_id="sessão-ü-🦜", client=client), agent_id="агент")("hi")
     assert client.exists("session:sessão-ü-🦜:agent:агент:message:1")
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_every_key_built_reads_back_to_its_session_and_member(cluster: bool) -> None:
+    keys = KeySchema("tenant-a:session", cluster=cluster)
+    built = {
+        keys.session("s-1"): ("session", "", None),
+        keys.index("s-1"): ("index", "", None),
+        keys.agent("s-1", "a-1"): ("agent", "a-1", None),
+        keys.messages("s-1", "a-1"): ("messages", "a-1", None),
+        keys.message("s-1", "a-1", 12): ("message", "a-1", 12),
+        keys.multi_agent("s-1", "swarm"): ("multi_agent", "swarm", None),
+        keys.lock("s-1", keys.agent_suffix("a-1")): ("lock", "a-1", None),
+    }
+    for key, (kind, member_id, message_id) in built.items():
+        parsed = keys.parse(key)
+        assert parsed is not None, key
+        assert (parsed.session_id, parsed.kind, parsed.member_id, parsed.message_id) == (
+            "s-1",
+            kind,
+            member_id,
+            message_id,
+        )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "other:s-1",
+        "session:",
+        "session:s-1:agent:",
+        "session:s-1:agent:a:message:x",
+        "session:s-1:unknown:a",
+        "session:a*b",
+        "session:s-1:agent:a:b",
+    ],
+)
+def test_a_key_outside_the_layout_reads_back_as_none(key: str) -> None:
+    assert KeySchema().parse(key) is None
+
+
+def test_a_standalone_key_is_not_read_as_a_cluster_key() -> None:
+    assert KeySchema(cluster=True).parse("session:s-1") is None
+    assert KeySchema(cluster=True).session_pattern("user-*") == "session:{user-*}"

@@ -1,18 +1,7 @@
-"""Key layout: where every record of a session lives in Valkey.
+"""Key layout: the one place a session's keys are built, and read back (a key to its session and member).
 
-This module is the one place a key is built. With the default prefix and a standalone client::
-
-    session:<session_id>                                        the session record (JSON)
-    session:<session_id>:index                                  SET of the session's member suffixes
-    session:<session_id>:agent:<agent_id>                       one agent's state (JSON)
-    session:<session_id>:agent:<agent_id>:messages              ZSET of the agent's message ids
-    session:<session_id>:agent:<agent_id>:message:<message_id>  one message (JSON)
-    session:<session_id>:multi_agent:<multi_agent_id>           a Swarm/Graph's state (JSON)
-    session:<session_id>:lock:<member suffix>                   the session lock's lease on one member
-                                                                (only with lock_timeout; see lock.py)
-
-With a cluster client the session id is wrapped in a hash tag (``session:{<session_id>}...``) so
-that every key of a session hashes to one slot and a script may touch all of them atomically.
+The layout is drawn in ``ValkeySessionManager``'s docstring. With a cluster client the session id is wrapped
+in a hash tag (``session:{<session_id>}...``) so that every key of a session hashes to one slot.
 """
 
 from __future__ import annotations
@@ -21,9 +10,11 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-# Characters that would let one id reach another's keys (":"), break hash tags ("{", "}") or
-# break raw inspection patterns (glob characters).
-_FORBIDDEN = frozenset(":{}*?[]")
+# Characters that would let one id reach another's keys (":"), break hash tags ("{", "}"), break raw
+# inspection patterns (glob characters and the glob escape "\\") or keep a session from moving to the
+# SDK's File and S3 managers, which refuse path separators ("/").
+_FORBIDDEN = frozenset(":{}*?[]\\/")
+_FORBIDDEN_IN_PREFIX = frozenset("{}*?[]\\")
 # Unicode categories never allowed: control characters (Cc), and lone surrogates (Cs), which a
 # Python str may hold but UTF-8, and so a Valkey key, cannot.
 _FORBIDDEN_CATEGORIES = frozenset(("Cc", "Cs"))
@@ -48,8 +39,8 @@ def validate_id(value: object, kind: str) -> str:
     char = _forbidden_char(value)
     if char is not None:
         raise ValueError(
-            f"{kind}=<{value!r}> | must not contain {char!r}: ids may not contain ':', '{{', '}}', "
-            "glob characters (*?[]), whitespace, control characters or lone surrogates"
+            f"{kind}=<{value!r}> | must not contain {char!r}: ids may not contain ':', '{{', '}}', glob "
+            "characters and their escape (*?[]\\), '/', whitespace, control characters or lone surrogates"
         )
     return value
 
@@ -79,7 +70,7 @@ def validate_prefix(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"key_prefix=<{value!r}> | must be a non-empty string")
     for char in value:
-        if char in "{}*?[]" or char.isspace() or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+        if char in _FORBIDDEN_IN_PREFIX or char.isspace() or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
             raise ValueError(f"key_prefix=<{value!r}> | must not contain {char!r}")
     return value
 
@@ -138,9 +129,72 @@ class KeySchema:
         """Key of a Swarm's or Graph's state."""
         return self.member(session_id, self.multi_agent_suffix(multi_agent_id))
 
+    def message_keys(self, session_id: str, agent_id: str, message_ids: list[int]) -> list[str]:
+        """Keys of many messages of one agent (a restore's MGET), ids checked once by their caller."""
+        prefix = self.message_prefix(session_id, agent_id)
+        return [f"{prefix}{message_id}" for message_id in message_ids]
+
     def lock(self, session_id: str, suffix: str) -> str:
         """Key of the lock on one member (``agent:<id>``, ``multi_agent:<id>``); not listed in the index.
 
         lua/common.lua ``each_key`` derives the same name from each index member, for ``delete_session``.
         """
         return self.member(session_id, f"{LOCK}:{suffix}")
+
+    # -- reading keys back -------------------------------------------------------------------
+
+    def session_pattern(self, match: str = "*") -> str:
+        """SCAN ``MATCH`` pattern of the session record keys whose session id matches the glob ``match``."""
+        return f"{self.prefix}:{{{match}}}" if self.cluster else f"{self.prefix}:{match}"
+
+    def parse(self, key: str) -> ParsedKey | None:
+        """Read a key back: its session and what it holds there; ``None`` if it is no key of this layout."""
+        head = f"{self.prefix}:"
+        if not key.startswith(head):
+            return None
+        session_part, _, suffix = key[len(head) :].partition(":")
+        if self.cluster:
+            if not (session_part.startswith("{") and session_part.endswith("}")):
+                return None
+            session_part = session_part[1:-1]
+        if not session_part or _forbidden_char(session_part) is not None:
+            return None
+        if not suffix:
+            return ParsedKey(session_part, SESSION)
+        parsed = parse_suffix(suffix)
+        return None if parsed is None else ParsedKey(session_part, *parsed)
+
+
+#: What a session record key holds (``ParsedKey.kind``); the other kinds are the suffixes' first words.
+SESSION = "session"
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    """A key of a session, read back: the session, what the key holds, and whose it is."""
+
+    session_id: str
+    kind: str  # SESSION, INDEX, AGENT, MESSAGES, MESSAGE, MULTI_AGENT or LOCK
+    member_id: str = ""  # the agent or multi-agent id ('' for the session record and index)
+    message_id: int | None = None  # MESSAGE only
+    locked: str = ""  # LOCK only: the suffix of the member it locks
+
+
+def parse_suffix(suffix: str) -> tuple[str, str, int | None, str] | None:
+    """Read a member suffix (``agent:<id>``, ``agent:<id>:message:<n>``, ...): (kind, member id, message id, locked)."""
+    parts = suffix.split(":")
+    if parts == [INDEX]:
+        return INDEX, "", None, ""
+    if len(parts) < 2 or not parts[-1] or _forbidden_char(parts[1 if parts[0] != LOCK else -1]) is not None:
+        return None
+    if parts[0] == LOCK and len(parts) == 3 and parts[1] in (AGENT, MULTI_AGENT):
+        return LOCK, parts[2], None, f"{parts[1]}:{parts[2]}"
+    if len(parts) == 2 and parts[0] in (AGENT, MULTI_AGENT):
+        return parts[0], parts[1], None, ""
+    if parts[0] != AGENT:
+        return None
+    if parts[2:] == [MESSAGES]:
+        return MESSAGES, parts[1], None, ""
+    if len(parts) == 4 and parts[2] == MESSAGE and parts[3].isdecimal() and parts[3].isascii():
+        return MESSAGE, parts[1], int(parts[3]), ""
+    return None

@@ -19,7 +19,7 @@ from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
 
 from .. import scripts
-from ..keys import AGENT, MESSAGE, MULTI_AGENT, KeySchema, validate_id
+from ..keys import AGENT, MESSAGE, MULTI_AGENT, SESSION, KeySchema, parse_suffix, validate_id
 from ..options import Client
 
 #: COUNT hint for SCAN, and the number of sessions summarised per pipelined batch.
@@ -128,26 +128,10 @@ class Store:
 
     # -- listing ----------------------------------------------------------------------------
 
-    def session_pattern(self, match: str = "*") -> str:
-        """SCAN MATCH pattern of the session records whose id matches the glob ``match``."""
-        return f"{self.keys.prefix}:{{{match}}}" if self.keys.cluster else f"{self.keys.prefix}:{match}"
-
     def session_id_of(self, key: str) -> str | None:
         """Return the session id if ``key`` is a session record key (not a member key), else ``None``."""
-        head = f"{self.keys.prefix}:"
-        if not key.startswith(head):
-            return None
-        rest = key[len(head) :]
-        if ":" in rest:  # a member key (most keys under the prefix): no need to ask KeySchema
-            return None
-        if self.keys.cluster:
-            if not (rest.startswith("{") and rest.endswith("}")):
-                return None
-            rest = rest[1:-1]
-        try:
-            return rest if self.keys.session(rest) == key else None
-        except ValueError:  # a ':' (a member key) or another character ids may not hold
-            return None
+        parsed = self.keys.parse(key)
+        return parsed.session_id if parsed is not None and parsed.kind == SESSION else None
 
     def summaries(
         self,
@@ -169,7 +153,7 @@ class Store:
 
         def candidates() -> Iterator[str]:
             nonlocal matched
-            for key in self.client.scan_iter(match=self.session_pattern(match), count=count, _type="string"):
+            for key in self.client.scan_iter(match=self.keys.session_pattern(match), count=count, _type="string"):
                 matched += 1
                 if progress is not None and matched % count == 0:
                     progress(matched, found)
@@ -199,8 +183,9 @@ class Store:
             if _json_field(record, "session_id") != session_id:
                 continue  # expired since the SCAN, or a foreign value under the prefix
             names = [as_text(member) for member in members] if isinstance(members, (set, list)) else []
-            agents = [name.split(":", 1)[1] for name in names if name.startswith(f"{AGENT}:")]
-            multi = [name for name in names if name.startswith(f"{MULTI_AGENT}:")]
+            parsed = [found for found in map(parse_suffix, names) if found is not None]
+            agents = [member_id for kind, member_id, _, _ in parsed if kind == AGENT]
+            multi = [member_id for kind, member_id, _, _ in parsed if kind == MULTI_AGENT]
             sessions.append((session_id, record, pttl if isinstance(pttl, int) else -1, agents, multi))
         pipe = self.client.pipeline(transaction=False)
         for session_id, _, _, agents, _ in sessions:
@@ -252,15 +237,17 @@ class Store:
         skipped: list[str] = []
         for key, value in zip(reply[1::2], reply[2::2], strict=True):
             name, stored = as_text(key), as_bytes(value)
-            parts = name[len(session_key) + 1 :].split(":") if name != session_key else []
-            if name == session_key:
+            parsed = self.keys.parse(name)
+            if parsed is None or parsed.session_id != session_id:
+                skipped.append(name)
+            elif parsed.kind == SESSION:
                 record = stored
-            elif len(parts) == 2 and parts[0] == AGENT:
-                agents.setdefault(parts[1], AgentDump()).record = stored
-            elif len(parts) == 4 and (parts[0], parts[2]) == (AGENT, MESSAGE) and parts[3].isdecimal():
-                agents.setdefault(parts[1], AgentDump()).messages[int(parts[3])] = stored
-            elif len(parts) == 2 and parts[0] == MULTI_AGENT:
-                multi_agents[parts[1]] = stored
+            elif parsed.kind == AGENT:
+                agents.setdefault(parsed.member_id, AgentDump()).record = stored
+            elif parsed.kind == MESSAGE and parsed.message_id is not None:
+                agents.setdefault(parsed.member_id, AgentDump()).messages[parsed.message_id] = stored
+            elif parsed.kind == MULTI_AGENT:
+                multi_agents[parsed.member_id] = stored
             else:
                 skipped.append(name)
         if record is None:
