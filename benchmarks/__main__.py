@@ -25,6 +25,8 @@ from . import (
     scenario_delete,
     scenario_memory,
     scenario_restore,
+    scenario_saturation,
+    scenario_server,
     scenario_turn,
 )
 from .config import MODES
@@ -38,6 +40,8 @@ SCENARIOS = {
     "concurrency": scenario_concurrency.run,
     "memory": scenario_memory.run,
     "codec": scenario_codec.run,
+    "server": scenario_server.run,
+    "saturation": scenario_saturation.run,
 }
 
 

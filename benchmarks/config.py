@@ -1,8 +1,22 @@
-"""Sizes and repeats of each run mode: ``full`` (the report), ``quick`` (< 2 min), ``smoke`` (seconds, for CI)."""
+"""Sizes and repeats of each run mode, and the stores' names and order (shared by the report and the plots).
+
+Modes: ``full`` (the report), ``quick`` (< 2 min), ``smoke`` (seconds, for CI).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+STORE_ORDER = ("library", "naive", "file", "bare", "floor", "floor-mget", "none")
+STORE_LABEL = {
+    "library": "this library",
+    "naive": "naive Valkey (SCAN)",
+    "file": "FileSessionManager",
+    "bare": "same-writes floor (bare repository)",
+    "floor": "floor (raw valkey-py)",
+    "floor-mget": "floor, MGET only",
+    "none": "no session manager",
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,21 @@ class Config:
     memory_messages: int
     codec_messages: int
     codec_repeats: int
+    #: server cost: agent turns per run (two messages each, so 0 to 2x that many stored), appends, agent syncs,
+    #: restores and deletes per run (of sessions of ``server_messages``), rounds (one warm-up round more).
+    server_turns: int
+    server_messages: int
+    server_appends: int
+    server_syncs: int
+    server_restores: int
+    server_deletes: int
+    server_rounds: int
+    #: saturation: a server with ``--io-threads`` (capped at the cores), client processes x threads each,
+    #: seconds per run, rounds.
+    saturation_io_threads: int
+    saturation_clients: tuple[tuple[int, int], ...]
+    saturation_seconds: float
+    saturation_rounds: int
 
     def repeats_for(self, n: int) -> int:
         """Fewer rounds for the largest sessions, whose single timings are long and steady."""
@@ -50,6 +79,17 @@ MODES = {
         memory_messages=1000,
         codec_messages=1000,
         codec_repeats=15,
+        server_turns=100,
+        server_messages=200,
+        server_appends=200,
+        server_syncs=100,
+        server_restores=20,
+        server_deletes=20,
+        server_rounds=7,
+        saturation_io_threads=2,
+        saturation_clients=((2, 4), (4, 4)),
+        saturation_seconds=5.0,
+        saturation_rounds=2,
     ),
     "quick": Config(
         mode="quick",
@@ -66,6 +106,17 @@ MODES = {
         memory_messages=200,
         codec_messages=1000,
         codec_repeats=5,
+        server_turns=100,
+        server_messages=200,
+        server_appends=200,
+        server_syncs=100,
+        server_restores=10,
+        server_deletes=10,
+        server_rounds=3,
+        saturation_io_threads=2,
+        saturation_clients=((2, 4),),
+        saturation_seconds=3.0,
+        saturation_rounds=1,
     ),
     "smoke": Config(
         mode="smoke",
@@ -82,5 +133,16 @@ MODES = {
         memory_messages=10,
         codec_messages=20,
         codec_repeats=2,
+        server_turns=4,
+        server_messages=10,
+        server_appends=4,
+        server_syncs=4,
+        server_restores=2,
+        server_deletes=2,
+        server_rounds=1,
+        saturation_io_threads=2,
+        saturation_clients=((1, 2),),
+        saturation_seconds=0.5,
+        saturation_rounds=1,
     ),
 }

@@ -10,17 +10,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .report import STORE_LABEL, STORE_ORDER  # noqa: E402
+from .config import STORE_LABEL, STORE_ORDER  # noqa: E402
 
 COLOR = {
     "library": "C0",
     "naive": "C3",
     "file": "C2",
+    "bare": "C1",
     "floor": "C7",
-    "floor-atomic": "C1",
     "floor-mget": "C8",
     "none": "k",
 }
+SERVER_OPS = ("turn", "append", "sync", "restore", "delete")
 
 
 def draw_all(out: Path, results: dict[str, Any]) -> dict[str, str]:
@@ -33,6 +34,8 @@ def draw_all(out: Path, results: dict[str, Any]) -> dict[str, str]:
         ("delete", _delete),
         ("concurrency", _concurrency),
         ("memory", _memory),
+        ("server", _server),
+        ("saturation", _saturation),
     ):
         figure = draw(results)
         if figure is not None:
@@ -56,7 +59,7 @@ def _turn(results: dict[str, Any]) -> Any:
     if not rows:
         return None
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    stores = ("library", "naive", "file", "floor", "floor-atomic")
+    stores = ("library", "naive", "file", "bare", "floor")
     _lines(left, rows, "from_messages", "hooks_median_ms", stores)
     left.set(title="time in session-manager hooks per turn", xlabel="messages in conversation", ylabel="ms")
     _lines(right, rows, "from_messages", "overhead_ms", stores)
@@ -100,23 +103,60 @@ def _delete(results: dict[str, Any]) -> Any:
     return _per_k(results.get("delete") or [], "delete_session")
 
 
+def _bars(axes: Any, rows: list[dict[str, Any]], groups: list[Any], group_of: Any, value: str) -> None:
+    """Draw grouped bars: one group per entry of ``groups`` (``group_of(row)``), one bar per store in it."""
+    stores = [store for store in STORE_ORDER if any(row["store"] == store for row in rows)]
+    width = 0.8 / len(stores)
+    by_key = {(row["store"], group_of(row)): row for row in rows}
+    for index, store in enumerate(stores):
+        values = [by_key[(store, group)][value] if (store, group) in by_key else 0 for group in groups]
+        positions = [position + index * width for position in range(len(groups))]
+        axes.bar(positions, values, width, label=STORE_LABEL[store], color=COLOR[store])
+    axes.set_xticks([position + 0.4 - width / 2 for position in range(len(groups))])
+
+
 def _concurrency(results: dict[str, Any]) -> Any:
     rows = results.get("concurrency")
     if not rows:
         return None
     configs = sorted({(row["processes"], row["threads"]) for row in rows})
-    stores = [store for store in STORE_ORDER if any(row["store"] == store for row in rows)]
     figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(configs)), 4))
-    width = 0.8 / len(stores)
-    by_key = {(row["store"], row["processes"], row["threads"]): row for row in rows}
-    for index, store in enumerate(stores):
-        values = [by_key[(store, *config)]["turns_per_s"] for config in configs]
-        positions = [position + index * width for position in range(len(configs))]
-        axes.bar(positions, values, width, label=STORE_LABEL[store], color=COLOR[store])
-    axes.set_xticks([position + 0.4 - width / 2 for position in range(len(configs))])
+    _bars(axes, rows, configs, lambda row: (row["processes"], row["threads"]), "turns_per_s")
     axes.set_xticklabels([f"{p} x {t}" for p, t in configs])
     axes.set(title="turns/s, P processes x T threads", ylabel="turns/s")
     axes.legend(fontsize="small")
+    return figure
+
+
+def _server(results: dict[str, Any]) -> Any:
+    rows = [row for row in (results.get("server") or {}).get("rows") or [] if row["store"] != "file"]
+    if not rows:
+        return None
+    figure, panes = plt.subplots(1, 2, figsize=(12, 4))
+    for axes, value, title in (
+        (panes[0], "cpu_us", "server CPU per operation (net of idle)"),
+        (panes[1], "exec_us", "command execution per operation (top-level, commandstats)"),
+    ):
+        _bars(axes, rows, list(SERVER_OPS), lambda row: row["op"], value)
+        axes.set_xticklabels(SERVER_OPS)
+        axes.set(yscale="log", title=title, ylabel="µs")
+    panes[0].legend(fontsize="small")
+    return figure
+
+
+def _saturation(results: dict[str, Any]) -> Any:
+    rows = (results.get("saturation") or {}).get("rows")
+    if not rows:
+        return None
+    configs = sorted({(row["processes"], row["threads"]) for row in rows})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    _bars(left, rows, configs, lambda row: (row["processes"], row["threads"]), "turns_per_s")
+    left.set(title="turns/s at saturation (io-threads server)", ylabel="turns/s")
+    _bars(right, rows, configs, lambda row: (row["processes"], row["threads"]), "server_main_cpu")
+    right.set(title="server main thread CPU (1.0 = one core)", ylabel="share of a core")
+    for axes in (left, right):
+        axes.set_xticklabels([f"{p} x {t}" for p, t in configs])
+    left.legend(fontsize="small")
     return figure
 
 

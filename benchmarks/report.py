@@ -6,19 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .config import STORE_LABEL, STORE_ORDER
 from .targets import evaluate
 from .timing import machine_line
 
-STORE_ORDER = ("library", "naive", "file", "floor", "floor-atomic", "floor-mget", "none")
-STORE_LABEL = {
-    "library": "this library",
-    "naive": "naive Valkey (SCAN)",
-    "file": "FileSessionManager",
-    "floor": "floor (raw valkey-py)",
-    "floor-atomic": "floor + atomic index (script)",
-    "floor-mget": "floor, MGET only",
-    "none": "no session manager",
-}
 NOTES = Path(__file__).with_name("notes.md")
 
 
@@ -85,6 +76,8 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
     lines += _concurrency_section(results, images, machine)
     lines += _memory_section(results, images, machine)
     lines += _codec_section(results, machine)
+    lines += _server_section(results, images, machine)
+    lines += _saturation_section(results, images, machine)
     if NOTES.exists():
         lines += ["", NOTES.read_text(encoding="utf-8").strip()]
     return "\n".join(lines) + "\n"
@@ -100,12 +93,14 @@ def _stores_section() -> list[str]:
         "one `GET` each, sessions deleted by `SCAN MATCH <session-key>*` + `DEL` per page. (COUNT 1000 flatters "
         "it: the server default of 10 makes every SCAN 100x more round trips.)",
         "- **FileSessionManager**: the SDK's own, on a local temp directory (what users pick without Valkey).",
-        "- **floor (raw valkey-py)**: the minimum any Valkey store pays: one `SET ... EX` per message, one `MGET` "
-        "of keys it already knows (+ `json.loads` of each) per restore, one `DEL` of the same keys per delete. It "
-        "keeps no index, so it is not a usable store, only the bar.",
-        "- **floor + atomic index (script)** (per-turn only): the minimum of a store that indexes its messages "
-        "atomically, as the contract requires: one script per message that SETs it and ZADDs its id (the library's "
-        "append also checks the session's TTL deadline, refuses a conflicting overwrite and keeps the session index).",
+        "- **same-writes floor (bare repository)** (per turn, server cost, saturation): the SDK's own "
+        "`RepositorySessionManager` over a `SessionRepository` whose every call is one bare command: `SET ... EX` to "
+        "create or update, `GET` to read, one `MGET` of the message keys it knows to list, one `DEL` of the keys "
+        "it knows to delete. The same repository calls as the library (2 messages a turn, the agent record when "
+        "its state changed), with nothing the contract adds: no index, no conflict check, no shared deadline.",
+        "- **floor (raw valkey-py)**: the minimum any Valkey store pays: one `SET ... EX` per message (and never "
+        "the agent record), one `MGET` of keys it already knows (+ `json.loads` of each) per restore, one `DEL` of "
+        "the same keys per delete. It keeps no index, so it is not a usable store, only the bar.",
         "- **no session manager**: the same agent without one (baseline of the per-turn overhead).",
         "",
         "All Valkey stores share one `valkey-server` started by the harness, with `decode_responses=True` clients "
@@ -303,6 +298,148 @@ def _codec_section(results: dict[str, Any], machine: str) -> list[str]:
         "```",
         "",
     ]
+
+
+SERVER_OPS = {
+    "turn": "per turn",
+    "append": "append_message",
+    "sync": "sync_agent (agent write)",
+    "restore": "restore (manager + Agent)",
+    "delete": "delete_session",
+}
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _ratio(row: dict[str, Any], name: str) -> str:
+    ratio = row.get("vs_floor", {}).get(name)
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def _commands(counts: dict[str, float]) -> str:
+    return ", ".join(f"{name.upper()} {calls:g}" for name, calls in counts.items()) or "-"
+
+
+def _server_section(results: dict[str, Any], images: dict[str, str], machine: str) -> list[str]:
+    server = results.get("server")
+    if not server:
+        return []
+    rows = {(row["op"], row["store"]): row for row in server["rows"]}
+    config = results["config"]
+    table, commands = [], []
+    for op, label in SERVER_OPS.items():
+        lib, bare, file = rows.get((op, "library")), rows.get((op, "bare")), rows.get((op, "file"))
+        if not lib or not bare:
+            continue
+        table.append(
+            [
+                label,
+                f"{_us(lib['cpu_us'])} / {_us(bare['cpu_us'])}",
+                _ratio(lib, "cpu_us"),
+                f"{_us(lib['exec_us'])} / {_us(bare['exec_us'])}",
+                _ratio(lib, "exec_us"),
+                f"{lib['calls']:g} ({lib['calls_all']:g}) / {bare['calls']:g}",
+                f"{_us(lib['wall_us'])} / {_us(bare['wall_us'])} / {_us(file['wall_us'] if file else None)}",
+            ]
+        )
+        commands.append([label, _commands(lib["top_level"]), _commands(lib["nested"]), _commands(bare["top_level"])])
+    header = [
+        "operation",
+        "server CPU, µs: library / floor",
+        "ratio",
+        "command execution, µs: library / floor",
+        "ratio",
+        "commands: library (with those run in scripts) / floor",
+        "client wall time, µs: library / floor / FileSessionManager",
+    ]
+    text = (
+        "What one operation costs the server, this library against the **same-writes floor** (the SDK's "
+        "`RepositorySessionManager` over a repository that makes one bare command per call). *per turn*: "
+        f"{config['server_turns']} real agent turns on the scripted model with the SDK's default conversation "
+        f"manager (sliding window), from an empty session to {2 * config['server_turns']} stored messages; the "
+        f"other rows time the repository operations alone ({config['server_appends']} appends, "
+        f"{config['server_syncs']} agent writes, {config['server_restores']} restores and "
+        f"{config['server_deletes']} deletes of sessions of {config['server_messages']} messages per run). "
+        "Each implementation drives the server alone while it is measured; they alternate within a round, the "
+        f"order flips every round. Medians over {config['server_rounds']} round(s) after a warm-up round; a *ratio* "
+        "is the median of the rounds' ratios (library over floor in the same round), so it may differ from the "
+        "ratio of the medians.\n\n"
+        "- *server CPU*: `used_cpu_sys + used_cpu_user` (`INFO cpu`, every server thread) over the run, minus the "
+        "same over an idle window as long, measured the same way right after; per operation. Most of it is network "
+        "I/O (a read and a write system call per round trip), the same for both.\n"
+        "- *command execution*: `INFO commandstats` `usec` of the **top-level** commands (the server resets the "
+        "stats before each run). The server also lists the commands a script runs under their own names, and a "
+        "script's time already includes theirs, so the harness counts what its client sends (by name, on the "
+        "connection): calls beyond that ran inside a script, and a command's top-level time is its `usec` times "
+        "the share of its calls that were sent (exact unless one run has the same command both sent and run by a "
+        "script: the restore's `GET`, prorated).\n"
+        "- *commands*: top-level commands per operation (in brackets: with those scripts ran). *client wall "
+        "time*: the harness's own time per operation, for scale (FileSessionManager has no server; the floor's "
+        "restore decodes with the SDK's `SessionMessage.from_dict`, which calls `inspect.signature` per field).\n\n"
+        f"The server: {results['machine']['server']}, `io-threads` {server['io_threads']}, hz {server['hz']}, on "
+        f"{results['machine']['cores']} cores shared with the client."
+    )
+    lines = _section("Server cost per operation", text, header, table, machine, _image(images, "server"))
+    lines += [
+        "Commands per operation (top-level, then those run inside the library's scripts):",
+        "",
+        *_table(["operation", "library: top-level", "library: run by its scripts", "floor: top-level"], commands),
+        "",
+    ]
+    return lines
+
+
+def _saturation_section(results: dict[str, Any], images: dict[str, str], machine: str) -> list[str]:
+    saturation = results.get("saturation")
+    if not saturation:
+        return []
+    table = [
+        [
+            f"{row['processes']} x {row['threads']}",
+            STORE_LABEL[row["store"]],
+            f"{row['turns_per_s']:.0f}",
+            f"{row['server_main_cpu']:.0%}",
+            f"{row['server_cpu']:.0%}",
+            _us(row["server_cpu_per_turn_us"]),
+            f"{row['io_threaded_reads_per_turn']:.2f}",
+            f"{row['clients_cpu']:.0%}",
+            _ms(row["p99_ms"]),
+            row["saturated"],
+        ]
+        for row in sorted(saturation["rows"], key=lambda row: (row["processes"], row["threads"]))
+    ]
+    header = [
+        "P x T",
+        "store",
+        "turns/s",
+        "server main thread CPU",
+        "server CPU, all threads",
+        "server CPU µs/turn",
+        "reads by I/O threads / turn",
+        "clients' CPU",
+        "p99 turn ms",
+        "saturated",
+    ]
+    config = results["config"]
+    text = (
+        f"A server of its own started with `--io-threads {saturation['io_threads']}` (this machine has "
+        f"{saturation['cores']} cores: the main thread and one I/O thread), P client processes x T threads, each "
+        "thread an agent with its own session (default sliding window), all released together and turning for "
+        f"{config['saturation_seconds']:g} s; one implementation at a time, the order rotating. CPU as a share of "
+        "one core (100% = one core busy all the time): the server's main thread (which runs every command), all "
+        "its threads, and the client processes (`time.process_time()` of each). *saturated*: the server when its "
+        "main thread is busy 90% of the time or more; the machine when server and clients together use 90% of the "
+        "cores; the clients when each process uses a core (one Python process runs on one core at a time).\n\n"
+        "**What this means on a small machine**: the clients (Python agents) take several times the server's CPU "
+        "per turn, and they share the same cores with it, so turns/s here is what the machine sustains, not the "
+        "server's ceiling. The server's ceiling is about 1 / (main-thread CPU per turn): the main thread share and "
+        "*server CPU µs/turn* say how far it is. With I/O threads active, reading and writing sockets moves off "
+        "the main thread and the main thread's time per turn approaches the command execution time; Valkey turns "
+        "its I/O threads on only when there is enough traffic (see *reads by I/O threads*)."
+    )
+    return _section("Saturation (io-threads)", text, header, table, machine, _image(images, "saturation"))
 
 
 def _image(images: dict[str, str], name: str) -> list[str]:

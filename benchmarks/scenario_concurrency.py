@@ -11,6 +11,7 @@ import multiprocessing
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,13 @@ from .timing import percentile
 STORES = ("none", "library", "naive", "file", "floor")
 
 
-def _process(store: str, port: int, file_dir: str, tag: str, threads: int, turns: int, barrier: Any, out: Any) -> None:
-    """One process: ``threads`` agents, warmed up, then released together with every other process."""
+def _process(
+    store: str, port: int, file_dir: str, tag: str, threads: int, length: float, barrier: Any, out: Any
+) -> None:
+    """One process: ``threads`` agents, warmed up, then released together with every other process.
+
+    Each agent runs ``length`` turns if it is an int, else turns until ``length`` seconds have passed.
+    """
     client = valkey.Valkey(host="127.0.0.1", port=port, decode_responses=True, max_connections=threads + 2)
     agents = [
         Agent(
@@ -42,46 +48,68 @@ def _process(store: str, port: int, file_dir: str, tag: str, threads: int, turns
         agent("warm-up")
     latencies: list[float] = []
     lock = threading.Lock()
+    counted = isinstance(length, int)
 
     def work(agent: Agent) -> None:
-        mine = []
-        for turn in range(turns):
+        mine: list[float] = []
+        deadline = time.perf_counter() + length
+        while (len(mine) < length) if counted else (time.perf_counter() < deadline):
             start = time.perf_counter()
-            agent(f"prompt {turn}")
+            agent(f"prompt {len(mine)}")
             mine.append(time.perf_counter() - start)
         with lock:
             latencies.extend(mine)
 
     workers = [threading.Thread(target=work, args=(agent,)) for agent in agents]
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    out.put({"wall_s": time.perf_counter() - start, "latencies": latencies})
+    out.put({"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start, "latencies": latencies})
 
 
-def measure(context: Context, store: str, processes: int, threads: int, tag: str) -> dict[str, Any]:
-    """Run one (store, P, T) configuration once; returns its wall time and every turn's latency."""
+def measure(
+    port: int,
+    file_dir: Path,
+    store: str,
+    clients: tuple[int, int],
+    tag: str,
+    length: float,
+    probe: Callable[[], Any] = lambda: None,
+) -> dict[str, Any]:
+    """Run ``clients`` = (processes, threads each) agents of ``store`` once against the server on ``port``.
+
+    ``length``: turns per agent (int) or seconds (float). ``probe()`` is called as the agents are released
+    and again when the last one is done (``probes``). Returns the turns, the wall time (of the slowest
+    process), the processes' CPU seconds and every turn's latency.
+    """
+    processes, threads = clients
     spawn = multiprocessing.get_context("spawn")
-    barrier, out = spawn.Barrier(processes), spawn.Queue()
-    turns = context.config.concurrency_turns
-    file_dir = str(context.file_dir / "concurrency")
+    barrier, out = spawn.Barrier(processes + 1), spawn.Queue()
     children = [
         spawn.Process(
-            target=_process,
-            args=(store, context.server.port, file_dir, f"{tag}-{index}", threads, turns, barrier, out),
+            target=_process, args=(store, port, str(file_dir), f"{tag}-{index}", threads, length, barrier, out)
         )
         for index in range(processes)
     ]
     for child in children:
         child.start()
+    barrier.wait(timeout=300)
+    probes = [probe()]
     reports = [out.get(timeout=600) for _ in children]
+    probes.append(probe())
     for child in children:
         child.join(timeout=60)
     latencies = [latency for report in reports for latency in report["latencies"]]
-    return {"turns": len(latencies), "wall_s": max(report["wall_s"] for report in reports), "latencies": latencies}
+    return {
+        "turns": len(latencies),
+        "wall_s": max(report["wall_s"] for report in reports),
+        "cpu_s": sum(report["cpu_s"] for report in reports),
+        "latencies": latencies,
+        "probes": probes,
+    }
 
 
 def run(context: Context) -> list[dict[str, Any]]:
@@ -93,7 +121,9 @@ def run(context: Context) -> list[dict[str, Any]]:
             order = STORES[round_ % len(STORES) :] + STORES[: round_ % len(STORES)]
             for store in order:
                 tag = f"{processes}x{threads}-{store}-{round_}"
-                runs[store].append(measure(context, store, processes, threads, tag))
+                file_dir = context.file_dir / "concurrency"
+                turns = context.config.concurrency_turns
+                runs[store].append(measure(context.server.port, file_dir, store, (processes, threads), tag, turns))
         for store, measured in runs.items():
             latencies = [latency for one in measured for latency in one["latencies"]]
             results.append(

@@ -28,7 +28,7 @@ from .seed import AGENT_ID, Context
 from .stores import make_manager
 from .timing import percentile
 
-STORES = ("none", "library", "naive", "file", "floor", "floor-atomic")
+STORES = ("none", "library", "naive", "file", "bare", "floor")
 HOOKS = ("append_message", "sync_agent", "redact_latest_message")
 BUCKETS = 10
 

@@ -11,11 +11,11 @@ from typing import Any
 import valkey
 from strands.agent.conversation_manager import NullConversationManager
 from strands.session.file_session_manager import FileSessionManager
-from strands.types.session import SessionAgent, SessionMessage
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import ValkeySessionManager
 
-from .stores import PREFIX, TTL, NaiveValkeySessionManager, message_json
+from .stores import PREFIX, TTL, BareRepository, NaiveValkeySessionManager, message_json
 
 AGENT_ID = "a"
 BATCH = 1000
@@ -73,6 +73,16 @@ def seed_naive(client: valkey.Valkey, session_id: str, records: list[SessionMess
     manager.create_agent(session_id, session_agent())
     _pipelined_sets(client, [(manager._message_key(session_id, AGENT_ID, r.message_id), r) for r in records])
     return manager
+
+
+def seed_bare(client: valkey.Valkey, session_id: str, records: list[SessionMessage]) -> BareRepository:
+    """Write a same-writes-floor session: session and agent records, then one SET per message (pipelined)."""
+    repository = BareRepository(client)
+    repository.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+    repository.create_agent(session_id, session_agent())
+    _pipelined_sets(client, [(repository._message_key(session_id, AGENT_ID, r.message_id), r) for r in records])
+    repository.counts[AGENT_ID] = len(records)
+    return repository
 
 
 def floor_keys(session_id: str, count: int) -> list[str]:

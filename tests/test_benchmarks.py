@@ -1,4 +1,7 @@
-"""The benchmark harness still runs end to end (smoke mode, seconds). No timing is asserted here."""
+"""The benchmark harness still runs end to end (smoke mode, seconds), and counts what it says it counts.
+
+No timing is asserted here: the numbers go in the report; tests check shapes and counts.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +9,104 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import SERVER_BINARY
 
+from benchmarks.serverstats import CommandCounter, measure
+from strands_valkey_session_manager.testing.server import LocalValkey
+
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {"turn", "restore", "delete", "concurrency", "memory", "codec"}
-PLOTS = {"turn", "restore_n", "restore_k", "delete", "concurrency", "memory"}
+SCENARIOS = {"turn", "restore", "delete", "concurrency", "memory", "codec", "server", "saturation"}
+PLOTS = {"turn", "restore_n", "restore_k", "delete", "concurrency", "memory", "server", "saturation"}
+SERVER_OPS = {"turn", "append", "sync", "restore", "delete"}
 
 
-def test_smoke_run_measures_every_scenario_for_every_store_and_writes_the_report(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path), "--server", SERVER_BINARY]
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One smoke run of the whole suite: its output directory and its results."""
+    out = tmp_path_factory.mktemp("bench")
+    command = [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out), "--server", SERVER_BINARY]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
+    return out, json.loads((out / "benchmarks.json").read_text(encoding="utf-8"))
 
-    results = json.loads((tmp_path / "benchmarks.json").read_text(encoding="utf-8"))
+
+def test_smoke_run_measures_every_scenario_for_every_store_and_writes_the_report(
+    smoke: tuple[Path, dict[str, Any]],
+) -> None:
+    out, results = smoke
     assert SCENARIOS <= results.keys()
     assert {row["store"] for row in results["restore"]} == {"library", "naive", "file", "floor", "floor-mget"}
     assert {row["store"] for row in results["delete"]} == {"library", "naive", "file", "floor"}
-    assert {row["store"] for row in results["turn"]["buckets"]} == {
-        "none",
-        "library",
-        "naive",
-        "file",
-        "floor",
-        "floor-atomic",
-    }
+    assert {row["store"] for row in results["turn"]["buckets"]} == {"none", "library", "naive", "file", "bare", "floor"}
     assert {row["store"] for row in results["concurrency"]} == {"none", "library", "naive", "file", "floor"}
-    report = (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
+    report = (out / "benchmarks.md").read_text(encoding="utf-8")
     assert "## Targets" in report
-    assert report.count("_Machine: ") >= 8  # every table names the machine it ran on
-    assert {path.name for path in tmp_path.glob("*.png")} == {f"benchmarks-{name}.png" for name in PLOTS}
+    assert "total server CPU per turn <= 1.15x the same-writes floor's" in report
+    assert report.count("_Machine: ") >= 10  # every table names the machine it ran on
+    assert {path.name for path in out.glob("*.png")} == {f"benchmarks-{name}.png" for name in PLOTS}
+
+
+def test_server_cost_is_measured_for_every_operation_against_the_same_writes_floor(
+    smoke: tuple[Path, dict[str, Any]],
+) -> None:
+    _, results = smoke
+    rows = {(row["op"], row["store"]): row for row in results["server"]["rows"]}
+    assert set(rows) == {(op, store) for op in SERVER_OPS for store in ("library", "bare", "file")}
+    turns = results["config"]["server_turns"]
+    # The same-writes floor: one bare command per repository call, none run by scripts. A turn writes
+    # 2 messages, and the agent record once (the first sync): the window does not move in a few turns.
+    assert rows[("turn", "bare")]["top_level"] == {"set": pytest.approx((2 * turns + 1) / turns, abs=1e-3)}
+    assert rows[("append", "bare")]["top_level"] == {"set": 1}
+    assert rows[("sync", "bare")]["top_level"] == {"set": 1}
+    assert rows[("restore", "bare")]["top_level"] == {"get": 2, "mget": 1}
+    assert rows[("delete", "bare")]["top_level"] == {"del": 1}
+    assert all(rows[(op, "bare")]["nested"] == {} for op in SERVER_OPS)
+    # The library: one top-level call per append, the commands its script runs told apart.
+    assert rows[("append", "library")]["calls"] == 1
+    assert rows[("append", "library")]["calls_all"] > 1
+    for op in SERVER_OPS:
+        assert {"cpu_us", "main_cpu_us", "exec_us", "vs_floor"} <= rows[(op, "library")].keys()
+        assert "cpu_us" not in rows[(op, "file")]  # FileSessionManager: the client side only
+
+
+def test_saturation_run_reports_turns_per_second_and_the_side_that_saturates(
+    smoke: tuple[Path, dict[str, Any]],
+) -> None:
+    _, results = smoke
+    saturation = results["saturation"]
+    assert saturation["io_threads"] >= 1
+    assert {row["store"] for row in saturation["rows"]} == {"none", "library", "bare", "file"}
+    for row in saturation["rows"]:
+        assert row["turns"] > 0
+        assert row["saturated"].split(" ")[0] in {"server", "machine:", "clients", "neither"}
+
+
+def test_commands_run_by_a_script_or_a_transaction_are_not_counted_as_top_level(server: LocalValkey) -> None:
+    counter = CommandCounter()
+    client = counter.client(server.port, decode_responses=True)
+    stats = server.client()
+    script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])"
+
+    def work() -> None:
+        for index in range(3):
+            client.eval(script, 1, "bench:k", index)
+        client.get("bench:k")
+        pipe = client.pipeline(transaction=True)
+        pipe.set("bench:k", "x").get("bench:k")
+        pipe.execute()
+
+    client.ping()  # connect first: the handshake (CLIENT SETINFO) is not part of the work
+    cost = measure(stats, counter, 3, work)
+    client.delete("bench:k")
+    client.close()
+    stats.close()
+    top_level = {name: calls for name, (calls, _) in cost.top_level().items()}
+    # GET ran 5 times: 3 in the script, 1 in the transaction (EXEC runs and times it), 1 sent on its own.
+    assert top_level == {"eval": 3, "get": 1, "multi": 1, "exec": 1}
+    summary = cost.summary()
+    assert summary["calls"] == pytest.approx(6 / 3)
+    assert summary["calls_all"] == pytest.approx(14 / 3)  # + SET x4, GET x4 run inside
+    assert summary["nested"] == {"get": pytest.approx(4 / 3, abs=1e-3), "set": pytest.approx(4 / 3, abs=1e-3)}

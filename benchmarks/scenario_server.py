@@ -1,0 +1,157 @@
+"""Server cost per turn and per operation: this library against the same-writes floor (and the client side of files).
+
+For each operation, each implementation runs alone against the harness's server while it is measured
+(:mod:`benchmarks.serverstats`): total server CPU net of an idle window as long, and the execution time of
+the top-level commands (commandstats). Implementations alternate within each round and the order flips
+every round (A B, B A, ...), so drift hits both; the first round warms up (scripts loaded, connections
+open) and is thrown away; each figure is the median over the rounds, and each
+ratio to the floor the median of the rounds' ratios (both measured in the same round).
+
+- ``turn``: ``server_turns`` real ``Agent`` turns on the scripted model with the SDK's default conversation
+  manager (a sliding window of 40), from an empty session: 2 messages a turn, and the agent record each time
+  the window moves, as a user's agent writes.
+- ``append``: ``append_message`` alone; ``sync``: ``sync_agent`` after a state change (one agent write).
+- ``restore``: a new session manager and ``Agent(...)`` of a session of ``server_messages`` messages.
+- ``delete``: ``delete_session`` of sessions of ``server_messages`` messages.
+
+Implementations: ``library`` (``ValkeySessionManager``), ``bare`` (the SDK's ``RepositorySessionManager``
+over :class:`~benchmarks.stores.BareRepository`: one bare command per repository call) and ``file``
+(``FileSessionManager``: client time only, no server).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from strands import Agent
+from strands.session.file_session_manager import FileSessionManager
+from strands.session.repository_session_manager import RepositorySessionManager
+
+from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.testing.model import ScriptedModel
+
+from .messages import message, session_messages
+from .scenario_restore import agent_from
+from .seed import AGENT_ID, Context, empty, seed_bare, seed_file, seed_library
+from .serverstats import CommandCounter, measure
+from .stores import TTL, BareRepository, make_manager
+
+IMPLS = ("library", "bare", "file")
+OPS = ("turn", "append", "sync", "restore", "delete")
+#: Figures taken as the median over rounds (the rest, counts, come from the last round).
+MEDIANS = ("wall_us", "cpu_us", "main_cpu_us", "idle_cpu_us", "exec_us")
+#: Figures compared with the same-writes floor's of the same round (median of the rounds' ratios).
+RATIOS = ("wall_us", "cpu_us", "main_cpu_us", "exec_us")
+
+Work = tuple[int, Callable[[], Any]]
+
+
+class Workloads:
+    """Builds each (operation, implementation): prepares it untimed, returns (operations, the work to time)."""
+
+    def __init__(self, context: Context, client: Any) -> None:
+        """Use ``client`` (a counting client) for every Valkey implementation."""
+        self.context, self.client, self.config = context, client, context.config
+
+    def _agent(self, impl: str, sid: str) -> tuple[Any, Agent]:
+        manager = make_manager(impl, sid, self.client, self.context.file_dir / "server")
+        return manager, Agent(agent_id=AGENT_ID, model=ScriptedModel(), session_manager=manager, callback_handler=None)
+
+    def turn(self, impl: str, sid: str) -> Work:
+        """Agent turns from an empty session (the agent and session records are written before)."""
+        _, agent = self._agent(impl, sid)
+        return self.config.server_turns, lambda: [agent(f"prompt {index}") for index in range(self.config.server_turns)]
+
+    def append(self, impl: str, sid: str) -> Work:
+        """``append_message`` of synthetic messages (text, tool calls, tool results)."""
+        manager, agent = self._agent(impl, sid)
+        messages = [message(index) for index in range(self.config.server_appends)]
+        return len(messages), lambda: [manager.append_message(item, agent) for item in messages]
+
+    def sync(self, impl: str, sid: str) -> Work:
+        """``sync_agent`` after a change of the agent's state: one agent write each."""
+        manager, agent = self._agent(impl, sid)
+
+        def work() -> None:
+            for index in range(self.config.server_syncs):
+                agent.state.set("step", index)
+                manager.sync_agent(agent)
+
+        return self.config.server_syncs, work
+
+    def _seed(self, impl: str, sid: str) -> Any:
+        records = session_messages(self.config.server_messages)
+        if impl == "library":
+            return seed_library(self.client, sid, records)
+        if impl == "bare":
+            return seed_bare(self.client, sid, records)
+        return seed_file(self.context.file_dir / "server" / sid, sid, records)
+
+    def restore(self, impl: str, sid: str) -> Work:
+        """Open a new session manager + ``Agent(...)``, restoring all ``server_messages`` messages."""
+        self._seed(impl, sid)
+        count = self.config.server_messages
+
+        def open_manager() -> Any:
+            if impl == "library":
+                return ValkeySessionManager(session_id=sid, client=self.client, ttl=TTL)
+            if impl == "bare":
+                repository = BareRepository(self.client, counts={AGENT_ID: count})
+                return RepositorySessionManager(session_id=sid, session_repository=repository)
+            return FileSessionManager(session_id=sid, storage_dir=str(self.context.file_dir / "server" / sid))
+
+        restores = self.config.server_restores
+        return restores, lambda: [agent_from(open_manager()) for _ in range(restores)]
+
+    def delete(self, impl: str, sid: str) -> Work:
+        """``delete_session`` of sessions seeded just before (the bare repository's is one DEL of its keys)."""
+        seeded = [(f"{sid}-{index}", self._seed(impl, f"{sid}-{index}")) for index in range(self.config.server_deletes)]
+        return len(seeded), lambda: [store.delete_session(session_id) for session_id, store in seeded]
+
+
+def run(context: Context) -> dict[str, Any]:
+    """Every operation for every implementation, ``server_rounds`` rounds after a warm-up round."""
+    config = context.config
+    counter = CommandCounter()
+    client = counter.client(context.server.port, **context.server.client_options())
+    workloads = Workloads(context, client)
+    empty(context)
+    measured: dict[tuple[str, str], list[dict[str, Any]]] = {(op, impl): [] for op in OPS for impl in IMPLS}
+    for round_ in range(config.server_rounds + 1):
+        order = IMPLS if round_ % 2 else IMPLS[::-1]
+        for op in OPS:
+            for impl in order:
+                ops, work = getattr(workloads, op)(impl, f"server-{op}-{impl}-{round_}")
+                if impl == "file":  # no server: the client's time only
+                    start = time.perf_counter()
+                    work()
+                    summary = {"ops": ops, "wall_us": (time.perf_counter() - start) * 1e6 / ops}
+                else:
+                    summary = measure(context.client, counter, ops, work).summary()
+                if round_:
+                    measured[(op, impl)].append(summary)
+        context.log(f"server: round {round_}/{config.server_rounds} done" + (" (warm-up)" if not round_ else ""))
+    client.close()
+    empty(context)
+    rows = []
+    for (op, impl), summaries in measured.items():
+        row: dict[str, Any] = {"op": op, "store": impl, "rounds": len(summaries), **summaries[-1]}
+        for name in MEDIANS:
+            if name in summaries[-1]:
+                row[name] = statistics.median(summary[name] for summary in summaries)
+                row[f"{name}_samples"] = [summary[name] for summary in summaries]
+        if impl == "library":
+            pairs = list(zip(summaries, measured[(op, "bare")], strict=True))
+            row["vs_floor"] = {name: _paired(pairs, name) for name in RATIOS}
+        rows.append(row)
+    info = context.client.info("server")
+    return {"rows": rows, "io_threads": int(context.client.config_get("io-threads")["io-threads"]), "hz": info["hz"]}
+
+
+def _paired(pairs: list[tuple[dict[str, Any], dict[str, Any]]], name: str) -> float | None:
+    """Median over rounds of the library's ``name`` over the floor's in the same round (None: floor at 0)."""
+    ratios = [lib[name] / floor[name] for lib, floor in pairs if floor[name] > 0]
+    return statistics.median(ratios) if ratios else None
