@@ -16,7 +16,7 @@ from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 from valkey.cluster import ValkeyCluster
 
-from . import codec, errors, replication, scripts
+from . import codec, errors, replication, scripts, sdk
 from .keys import KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
@@ -108,7 +108,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self._joined_existing:
             # Another process created the session between our read and our create: use theirs,
             # and restore agents from it rather than treating it as empty.
-            self._is_new_session = False
+            sdk.restore_from_session(self)
             self.session = self.read_session(session_id) or self.session
 
     def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any], write: bool = True) -> Any:
@@ -318,13 +318,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         store, and a write that did land after all is recognised as done, not as a conflict.
         """
         agent_id = agent.agent_id
-        latest = self._latest_agent_message[agent_id]
+        latest = sdk.latest_message(self, agent_id)
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
         record = (session_message.message_id, codec.encode(session_message))
         batch = [*self._unconfirmed.pop(agent_id, []), record]
         # The SDK appended the message to agent.messages already: track it whatever happens next.
-        self._latest_agent_message[agent_id] = session_message
-        self._held_records.setdefault(agent_id, []).append(session_message)
+        sdk.track_appended(self, agent_id, session_message)
         try:
             self._append(self.session_id, agent_id, batch)
         except SessionException as error:
@@ -364,14 +363,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         return Member(member_id, [session, index, self.keys.lock(self.session_id, suffix), *keys], reload)
 
     def _newest_message_id(self, agent_id: str) -> str:
-        latest = self._latest_agent_message.get(agent_id)
+        latest = sdk.latest_message(self, agent_id)
         return "" if latest is None else str(latest.message_id)
 
     def _reload_agent(self, agent: LocalAgent) -> None:
         """Restore the agent again from what is stored (another invocation wrote to it since we read it)."""
         agent_id = agent.agent_id
-        for tracked in (self._latest_agent_message, self._held_records, self._last_synced_internal_state):
-            tracked.pop(agent_id, None)
+        sdk.forget_agent(self, agent_id)
         unconfirmed = self._unconfirmed.pop(agent_id, None)
         if unconfirmed:
             logger.warning(
@@ -393,15 +391,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         ``redact_latest_message``, which prunes first; in between, pruning once they outnumber the
         agent's messages two to one keeps them bounded at amortised O(1) a sync.
         """
-        if _sdk_prune is not None and len(self._held_records.get(agent.agent_id, ())) > 2 * len(agent.messages) + 16:
-            _sdk_prune(self, agent)
+        if (
+            sdk.prune_held_records is not None
+            and len(sdk.held_records(self, agent.agent_id)) > 2 * len(agent.messages) + 16
+        ):
+            sdk.prune_held_records(self, agent)
 
     def redact_latest_message(self, redact_message: Message, agent: LocalAgent, **kwargs: Any) -> None:
         """Redact the latest message (and its aliases from a retried prompt), as the SDK does."""
-        if _sdk_prune is not None:
-            _sdk_prune(self, agent)
+        if sdk.prune_held_records is not None:
+            sdk.prune_held_records(self, agent)
         super().redact_latest_message(redact_message, agent, **kwargs)
-
-
-#: The SDK's pruning of held records (private, hence looked up, not assumed).
-_sdk_prune = getattr(RepositorySessionManager, "_prune_held_records", None)

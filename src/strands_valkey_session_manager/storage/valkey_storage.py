@@ -18,11 +18,11 @@ from typing import Any, cast
 
 import valkey.asyncio
 from strands.storage.search.keyword import STOP_WORDS, KeywordSearchStrategy, tokenize
-from strands.storage.storage import _NAMESPACED, Storage, StorageSearchResult, _normalize_key, _normalize_prefix
+from strands.storage.storage import Storage, StorageSearchResult
 from strands.types.exceptions import StorageError
 from valkey.exceptions import ResponseError
 
-from .. import errors
+from .. import errors, sdk
 from ..options import ttl_ms
 from ..scripts import Script
 from .client_loop import AsyncClient, ClientLoop, clone_client, is_cluster
@@ -98,7 +98,7 @@ class ValkeyStorage:
 
     async def _script(self, operation: str, key: str, value: bytes = b"") -> Any:
         """Run the storage script on one key (relative to this namespace, unnormalised)."""
-        full = f"{self._prefix}{_normalize_key(key)}"
+        full = f"{self._prefix}{sdk.normalize_key(key)}"
         member = escape_storage_key(full)
         group = storage_group(member)
         head, cut = self.keys.head(group)
@@ -145,7 +145,7 @@ class ValkeyStorage:
         Raises:
             StorageError: If the prefix is invalid or Valkey fails.
         """
-        prefix = escape_storage_key(f"{self._prefix}{_normalize_prefix(query)}")
+        prefix = escape_storage_key(f"{self._prefix}{sdk.normalize_prefix(query)}")
         low, high = ("-", "+") if not prefix else (b"[" + prefix.encode(), b"(" + prefix.encode() + b"\xff")
         if prefix.count("/") >= 2:
             index = self.keys.index(storage_group(prefix))
@@ -226,11 +226,11 @@ class ValkeyStorage:
         Groups are computed on full keys, so a namespace does not change which keys expire together;
         separate tenants with ``key_prefix`` instead.
         """
-        normalized = _normalize_prefix(prefix).rstrip("/")
+        normalized = sdk.normalize_prefix(prefix).rstrip("/")
         scoped = copy.copy(self)
         scoped._prefix = f"{self._prefix}{normalized}/" if normalized else self._prefix
         scoped._root = self._root or self
-        scoped._namespaced = _NAMESPACED  # type: ignore[attr-defined]
+        scoped._namespaced = sdk.NAMESPACED  # type: ignore[attr-defined]
         return scoped
 
     # -- lifecycle --------------------------------------------------------------------------------------------
