@@ -51,9 +51,9 @@ class Config:
     server_restores: int
     server_deletes: int
     server_rounds: int
-    #: saturation: a server with ``--io-threads`` (capped at the cores), client processes x threads each,
-    #: seconds per run, rounds.
-    saturation_io_threads: int
+    #: saturation: servers' ``--io-threads`` (capped at the cores; the first is the run, the others compared),
+    #: client processes x threads each, seconds per run, rounds.
+    saturation_io_threads: tuple[int, ...]
     saturation_clients: tuple[tuple[int, int], ...]
     saturation_seconds: float
     saturation_rounds: int
@@ -86,10 +86,10 @@ MODES = {
         server_restores=20,
         server_deletes=20,
         server_rounds=7,
-        saturation_io_threads=2,
+        saturation_io_threads=(2, 1),
         saturation_clients=((2, 4), (4, 4)),
         saturation_seconds=5.0,
-        saturation_rounds=2,
+        saturation_rounds=1,
     ),
     "quick": Config(
         mode="quick",
@@ -113,8 +113,8 @@ MODES = {
         server_restores=10,
         server_deletes=10,
         server_rounds=3,
-        saturation_io_threads=2,
-        saturation_clients=((2, 4),),
+        saturation_io_threads=(2, 1),
+        saturation_clients=((4, 4),),
         saturation_seconds=3.0,
         saturation_rounds=1,
     ),
@@ -140,7 +140,7 @@ MODES = {
         server_restores=2,
         server_deletes=2,
         server_rounds=1,
-        saturation_io_threads=2,
+        saturation_io_threads=(2,),
         saturation_clients=((1, 2),),
         saturation_seconds=0.5,
         saturation_rounds=1,

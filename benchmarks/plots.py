@@ -148,14 +148,14 @@ def _saturation(results: dict[str, Any]) -> Any:
     rows = (results.get("saturation") or {}).get("rows")
     if not rows:
         return None
-    configs = sorted({(row["processes"], row["threads"]) for row in rows})
+    configs = sorted({(row["processes"], row["threads"], row["io_threads"]) for row in rows})
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    _bars(left, rows, configs, lambda row: (row["processes"], row["threads"]), "turns_per_s")
-    left.set(title="turns/s at saturation (io-threads server)", ylabel="turns/s")
-    _bars(right, rows, configs, lambda row: (row["processes"], row["threads"]), "server_main_cpu")
+    _bars(left, rows, configs, lambda row: (row["processes"], row["threads"], row["io_threads"]), "turns_per_s")
+    left.set(title="turns/s at saturation", ylabel="turns/s")
+    _bars(right, rows, configs, lambda row: (row["processes"], row["threads"], row["io_threads"]), "server_main_cpu")
     right.set(title="server main thread CPU (1.0 = one core)", ylabel="share of a core")
     for axes in (left, right):
-        axes.set_xticklabels([f"{p} x {t}" for p, t in configs])
+        axes.set_xticklabels([f"{p} x {t}\nio-threads {io}" for p, t, io in configs])
     left.legend(fontsize="small")
     return figure
 

@@ -399,45 +399,55 @@ def _saturation_section(results: dict[str, Any], images: dict[str, str], machine
         [
             f"{row['processes']} x {row['threads']}",
             STORE_LABEL[row["store"]],
+            str(row["io_threads"]) if row["store"] in ("library", "bare") else "-",
             f"{row['turns_per_s']:.0f}",
             f"{row['server_main_cpu']:.0%}",
             f"{row['server_cpu']:.0%}",
-            _us(row["server_cpu_per_turn_us"]),
+            f"{_us(row['server_main_cpu_per_turn_us'])} / {_us(row['server_cpu_per_turn_us'])}",
             f"{row['io_threaded_reads_per_turn']:.2f}",
             f"{row['clients_cpu']:.0%}",
+            f"{row['others_cpu']:.0%}",
             _ms(row["p99_ms"]),
             row["saturated"],
         ]
-        for row in sorted(saturation["rows"], key=lambda row: (row["processes"], row["threads"]))
+        for row in sorted(saturation["rows"], key=lambda row: (row["processes"], row["threads"], -row["io_threads"]))
     ]
     header = [
         "P x T",
         "store",
+        "io-threads",
         "turns/s",
         "server main thread CPU",
         "server CPU, all threads",
-        "server CPU µs/turn",
+        "server CPU µs/turn: main thread / all",
         "reads by I/O threads / turn",
         "clients' CPU",
+        "other processes' CPU",
         "p99 turn ms",
         "saturated",
     ]
     config = results["config"]
+    compared = ", ".join(f"`--io-threads {io}`" for io in saturation["io_threads_compared"])
     text = (
         f"A server of its own started with `--io-threads {saturation['io_threads']}` (this machine has "
-        f"{saturation['cores']} cores: the main thread and one I/O thread), P client processes x T threads, each "
-        "thread an agent with its own session (default sliding window), all released together and turning for "
-        f"{config['saturation_seconds']:g} s; one implementation at a time, the order rotating. CPU as a share of "
+        f"{saturation['cores']} cores: the main thread and {saturation['io_threads'] - 1} I/O thread(s))"
+        + (f", and for comparison one with {compared}" if compared else "")
+        + ". P client processes x T threads, each thread an agent with its own session (default sliding window), "
+        f"all released together and turning for {config['saturation_seconds']:g} s; one implementation on one "
+        "server at a time, the order rotating (*no session manager* and FileSessionManager use no server: they run "
+        "once, as the clients' own ceiling). CPU as a share of "
         "one core (100% = one core busy all the time): the server's main thread (which runs every command), all "
-        "its threads, and the client processes (`time.process_time()` of each). *saturated*: the server when its "
-        "main thread is busy 90% of the time or more; the machine when server and clients together use 90% of the "
-        "cores; the clients when each process uses a core (one Python process runs on one core at a time).\n\n"
+        "its threads, the client processes (`time.process_time()` of each) and every other process of the machine "
+        "(`/proc/stat`, less the first two). *saturated*: the server when its main thread is busy 90% of the time "
+        "or more; else the machine when all of it uses 90% of the cores (naming who used most); else the clients "
+        "when each process uses a core (one Python process runs on one core at a time).\n\n"
         "**What this means on a small machine**: the clients (Python agents) take several times the server's CPU "
-        "per turn, and they share the same cores with it, so turns/s here is what the machine sustains, not the "
-        "server's ceiling. The server's ceiling is about 1 / (main-thread CPU per turn): the main thread share and "
-        "*server CPU µs/turn* say how far it is. With I/O threads active, reading and writing sockets moves off "
-        "the main thread and the main thread's time per turn approaches the command execution time; Valkey turns "
-        "its I/O threads on only when there is enough traffic (see *reads by I/O threads*)."
+        "per turn, and they share the same cores with the server, so turns/s here is what the machine sustains, not "
+        "the server's ceiling. That ceiling is about 1 / (main-thread CPU per turn): the main thread's share and "
+        "*server CPU µs/turn* say how far it is. Valkey turns its I/O threads on only under enough traffic (*reads "
+        "by I/O threads*); an active I/O thread polls for work, so it holds a core whether or not there is work, "
+        "which pays when the server has cores of its own and costs when it shares them with its clients: compare "
+        "the io-threads rows."
     )
     return _section("Saturation (io-threads)", text, header, table, machine, _image(images, "saturation"))
 

@@ -8,6 +8,7 @@ result is the median over rounds of turns/s, and the latency percentiles of all 
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import statistics
 import threading
 import time
@@ -27,9 +28,7 @@ from .timing import percentile
 STORES = ("none", "library", "naive", "file", "floor")
 
 
-def _process(
-    store: str, port: int, file_dir: str, tag: str, threads: int, length: float, barrier: Any, out: Any
-) -> None:
+def _process(store: str, port: int, file_dir: str, tag: str, threads: int, length: float, go: Any, out: Any) -> None:
     """One process: ``threads`` agents, warmed up, then released together with every other process.
 
     Each agent runs ``length`` turns if it is an int, else turns until ``length`` seconds have passed.
@@ -61,7 +60,8 @@ def _process(
             latencies.extend(mine)
 
     workers = [threading.Thread(target=work, args=(agent,)) for agent in agents]
-    barrier.wait()
+    out.put("ready")
+    go.wait()
     start, cpu_start = time.perf_counter(), time.process_time()
     for worker in workers:
         worker.start()
@@ -87,21 +87,24 @@ def measure(
     """
     processes, threads = clients
     spawn = multiprocessing.get_context("spawn")
-    barrier, out = spawn.Barrier(processes + 1), spawn.Queue()
+    go, out = spawn.Event(), spawn.Queue()
     children = [
-        spawn.Process(
-            target=_process, args=(store, port, str(file_dir), f"{tag}-{index}", threads, length, barrier, out)
-        )
+        spawn.Process(target=_process, args=(store, port, str(file_dir), f"{tag}-{index}", threads, length, go, out))
         for index in range(processes)
     ]
     for child in children:
         child.start()
-    barrier.wait(timeout=300)
-    probes = [probe()]
-    reports = [out.get(timeout=600) for _ in children]
-    probes.append(probe())
-    for child in children:
-        child.join(timeout=60)
+    try:
+        _receive(out, children, 300)  # every process warmed up
+        go.set()
+        probes = [probe()]
+        reports = _receive(out, children, 600)
+        probes.append(probe())
+    finally:
+        for child in children:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.kill()
     latencies = [latency for report in reports for latency in report["latencies"]]
     return {
         "turns": len(latencies),
@@ -110,6 +113,20 @@ def measure(
         "latencies": latencies,
         "probes": probes,
     }
+
+
+def _receive(out: Any, children: list[Any], timeout: float) -> list[Any]:
+    """One message from each child process; ``RuntimeError`` as soon as one died without sending it."""
+    received: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < len(children):
+        try:
+            received.append(out.get(timeout=0.5))
+        except queue.Empty:
+            codes = [child.exitcode for child in children]
+            if any(code not in (None, 0) for code in codes) or time.monotonic() > deadline:
+                raise RuntimeError(f"benchmark client processes failed or hung (exit codes {codes})") from None
+    return received
 
 
 def run(context: Context) -> list[dict[str, Any]]:
