@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STORE_ORDER = ("library", "naive", "file", "bare", "floor", "floor-mget", "none")
+STORE_ORDER = ("library", "naive", "file", "bare", "bare-script", "floor", "floor-mget", "none")
 STORE_LABEL = {
     "library": "this library",
     "naive": "naive Valkey (SCAN)",
     "file": "FileSessionManager",
     "bare": "same-writes floor (bare repository)",
+    "bare-script": "same-writes floor, each write a script",
     "floor": "floor (raw valkey-py)",
     "floor-mget": "floor, MGET only",
     "none": "no session manager",

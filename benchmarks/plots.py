@@ -17,6 +17,7 @@ COLOR = {
     "naive": "C3",
     "file": "C2",
     "bare": "C1",
+    "bare-script": "C4",
     "floor": "C7",
     "floor-mget": "C8",
     "none": "k",

@@ -15,8 +15,9 @@ ratio to the floor the median of the rounds' ratios (both measured in the same r
 - ``delete``: ``delete_session`` of sessions of ``server_messages`` messages.
 
 Implementations: ``library`` (``ValkeySessionManager``), ``bare`` (the SDK's ``RepositorySessionManager``
-over :class:`~benchmarks.stores.BareRepository`: one bare command per repository call) and ``file``
-(``FileSessionManager``: client time only, no server).
+over :class:`~benchmarks.stores.BareRepository`: one bare command per repository call), ``bare-script``
+(the same with each write one script call that only SETs, for the writing operations: the cost of a script
+call itself) and ``file`` (``FileSessionManager``: client time only, no server).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from .seed import AGENT_ID, Context, empty, seed_bare, seed_file, seed_library
 from .serverstats import CommandCounter, measure
 from .stores import TTL, BareRepository, make_manager
 
-IMPLS = ("library", "bare", "file")
+IMPLS = ("library", "bare", "bare-script", "file")
 OPS = ("turn", "append", "sync", "restore", "delete")
+#: The operations that write (the only ones where ``bare-script`` differs from ``bare``).
+WRITES = ("turn", "append", "sync")
 #: Figures taken as the median over rounds (the rest, counts, come from the last round).
 MEDIANS = ("wall_us", "cpu_us", "main_cpu_us", "idle_cpu_us", "exec_us")
 #: Figures compared with the same-writes floor's of the same round (median of the rounds' ratios).
@@ -119,11 +122,12 @@ def run(context: Context) -> dict[str, Any]:
     client = counter.client(context.server.port, **context.server.client_options())
     workloads = Workloads(context, client)
     empty(context)
-    measured: dict[tuple[str, str], list[dict[str, Any]]] = {(op, impl): [] for op in OPS for impl in IMPLS}
+    cases = [(op, impl) for op in OPS for impl in IMPLS if impl != "bare-script" or op in WRITES]
+    measured: dict[tuple[str, str], list[dict[str, Any]]] = {case: [] for case in cases}
     for round_ in range(config.server_rounds + 1):
         order = IMPLS if round_ % 2 else IMPLS[::-1]
         for op in OPS:
-            for impl in order:
+            for impl in (impl for impl in order if (op, impl) in measured):
                 ops, work = getattr(workloads, op)(impl, f"server-{op}-{impl}-{round_}")
                 if impl == "file":  # no server: the client's time only
                     start = time.perf_counter()
@@ -143,7 +147,7 @@ def run(context: Context) -> dict[str, Any]:
             if name in summaries[-1]:
                 row[name] = statistics.median(summary[name] for summary in summaries)
                 row[f"{name}_samples"] = [summary[name] for summary in summaries]
-        if impl == "library":
+        if impl in ("library", "bare-script"):
             pairs = list(zip(summaries, measured[(op, "bare")], strict=True))
             row["vs_floor"] = {name: _paired(pairs, name) for name in RATIOS}
         rows.append(row)

@@ -7,7 +7,8 @@
   ``GET`` each, and sessions deleted by ``SCAN <session-key>*``.
 - ``bare``: the same-writes floor, the SDK's own ``RepositorySessionManager`` over
   :class:`BareRepository`, whose every call is one bare command (``SET ... EX``, ``GET``, ``MGET``,
-  ``DEL``): the same repository calls as the library, with nothing the contract adds.
+  ``DEL``): the same repository calls as the library, with nothing the contract adds. ``bare-script``:
+  the same, with every write one script call that only SETs (:class:`ScriptedBareRepository`).
 - ``floor``: raw valkey-py doing the minimum: one ``SET ... EX`` per message, one ``MGET`` of keys it
   already knows per restore, one ``DEL`` per delete. It keeps no index, so it is not a usable store:
   it is the physical floor of what any Valkey store must pay.
@@ -139,6 +140,22 @@ class BareRepository(SessionRepository):
         return [SessionMessage.from_dict(json.loads(raw)) for raw in values if raw is not None]
 
 
+class ScriptedBareRepository(BareRepository):
+    """The same-writes floor with every write a script call: the least a store that writes by script pays.
+
+    Each write is one ``EVALSHA`` of a script that does nothing but the bare floor's ``SET ... EX``; reads
+    and deletes are the bare floor's. Its distance from the bare floor is the cost of the script call itself.
+    """
+
+    def __init__(self, client: valkey.Valkey) -> None:
+        """As :class:`BareRepository`, with the one-SET script registered (loaded on first use)."""
+        super().__init__(client)
+        self.script = client.register_script("return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])")
+
+    def _set(self, key: str, data: dict[str, Any]) -> None:
+        self.script(keys=[key], args=[json.dumps(data, ensure_ascii=False, separators=(",", ":")), TTL])
+
+
 class NaiveValkeySessionManager(RepositorySessionManager, BareRepository):
     """A straightforward Valkey session store, as found in the wild: SCAN to list and to delete.
 
@@ -247,9 +264,10 @@ def make_manager(store: str, session_id: str, client: valkey.Valkey | None, file
         return NaiveValkeySessionManager(session_id, client)
     if store == "file":
         return FileSessionManager(session_id=session_id, storage_dir=str(file_dir))
-    if store == "bare":
+    if store in ("bare", "bare-script"):
         assert client is not None
-        return RepositorySessionManager(session_id=session_id, session_repository=BareRepository(client))
+        repository = BareRepository(client) if store == "bare" else ScriptedBareRepository(client)
+        return RepositorySessionManager(session_id=session_id, session_repository=repository)
     if store == "floor":
         assert client is not None
         return FloorSessionManager(session_id, client)

@@ -54,7 +54,8 @@ def test_server_cost_is_measured_for_every_operation_against_the_same_writes_flo
 ) -> None:
     _, results = smoke
     rows = {(row["op"], row["store"]): row for row in results["server"]["rows"]}
-    assert set(rows) == {(op, store) for op in SERVER_OPS for store in ("library", "bare", "file")}
+    expected = {(op, store) for op in SERVER_OPS for store in ("library", "bare", "file")}
+    assert set(rows) == expected | {(op, "bare-script") for op in ("turn", "append", "sync")}
     turns = results["config"]["server_turns"]
     # The same-writes floor: one bare command per repository call, none run by scripts. A turn writes
     # 2 messages, and the agent record once (the first sync): the window does not move in a few turns.
@@ -64,6 +65,11 @@ def test_server_cost_is_measured_for_every_operation_against_the_same_writes_flo
     assert rows[("restore", "bare")]["top_level"] == {"get": 2, "mget": 1}
     assert rows[("delete", "bare")]["top_level"] == {"del": 1}
     assert all(rows[(op, "bare")]["nested"] == {} for op in SERVER_OPS)
+    # ... and with each write a script call that only SETs.
+    assert (rows[("append", "bare-script")]["top_level"], rows[("append", "bare-script")]["nested"]) == (
+        {"evalsha": 1},
+        {"set": 1},
+    )
     # The library: one top-level call per append, the commands its script runs told apart.
     assert rows[("append", "library")]["calls"] == 1
     assert rows[("append", "library")]["calls_all"] > 1
