@@ -12,7 +12,8 @@ ratio to the floor the median of the rounds' ratios (both measured in the same r
   the window moves, as a user's agent writes.
 - ``append``: ``append_message`` alone; ``sync``: ``sync_agent`` after a state change (one agent write).
 - ``restore``: a new session manager and ``Agent(...)`` of a session of ``server_messages`` messages.
-- ``delete``: ``delete_session`` of sessions of ``server_messages`` messages.
+- ``delete``: ``delete_session`` of sessions of ``server_messages`` messages, from a manager opened (untimed)
+  on the stored session, as on logout.
 
 Implementations: ``library`` (``ValkeySessionManager``), ``bare`` (the SDK's ``RepositorySessionManager``
 over :class:`~benchmarks.stores.BareRepository`: one bare command per repository call), ``bare-script``
@@ -85,34 +86,41 @@ class Workloads:
 
         return self.config.server_syncs, work
 
-    def _seed(self, impl: str, sid: str) -> Any:
+    def _seed(self, impl: str, sid: str) -> None:
+        """Write a session of ``server_messages`` messages through the implementation's own layout."""
         records = session_messages(self.config.server_messages)
         if impl == "library":
-            return seed_library(self.client, sid, records)
+            seed_library(self.client, sid, records)
+        elif impl == "bare":
+            seed_bare(self.client, sid, records)
+        else:
+            seed_file(self.context.file_dir / "server" / sid, sid, records)
+
+    def _open(self, impl: str, sid: str) -> Any:
+        """Open a new session manager of a seeded session, as another process would (the floor is told its count)."""
+        if impl == "library":
+            return ValkeySessionManager(session_id=sid, client=self.client, ttl=TTL)
         if impl == "bare":
-            return seed_bare(self.client, sid, records)
-        return seed_file(self.context.file_dir / "server" / sid, sid, records)
+            repository = BareRepository(self.client, counts={AGENT_ID: self.config.server_messages})
+            return RepositorySessionManager(session_id=sid, session_repository=repository)
+        return FileSessionManager(session_id=sid, storage_dir=str(self.context.file_dir / "server" / sid))
 
     def restore(self, impl: str, sid: str) -> Work:
         """Open a new session manager + ``Agent(...)``, restoring all ``server_messages`` messages."""
         self._seed(impl, sid)
-        count = self.config.server_messages
-
-        def open_manager() -> Any:
-            if impl == "library":
-                return ValkeySessionManager(session_id=sid, client=self.client, ttl=TTL)
-            if impl == "bare":
-                repository = BareRepository(self.client, counts={AGENT_ID: count})
-                return RepositorySessionManager(session_id=sid, session_repository=repository)
-            return FileSessionManager(session_id=sid, storage_dir=str(self.context.file_dir / "server" / sid))
-
         restores = self.config.server_restores
-        return restores, lambda: [agent_from(open_manager()) for _ in range(restores)]
+        return restores, lambda: [agent_from(self._open(impl, sid)) for _ in range(restores)]
 
     def delete(self, impl: str, sid: str) -> Work:
-        """``delete_session`` of sessions seeded just before (the bare repository's is one DEL of its keys)."""
-        seeded = [(f"{sid}-{index}", self._seed(impl, f"{sid}-{index}")) for index in range(self.config.server_deletes)]
-        return len(seeded), lambda: [store.delete_session(session_id) for session_id, store in seeded]
+        """``delete_session`` from a session manager opened (untimed) on a session seeded before, as on logout.
+
+        Not from the manager that wrote the session: a user deletes from a new one (README, "Clean up on logout").
+        """
+        sessions = [f"{sid}-{index}" for index in range(self.config.server_deletes)]
+        for session_id in sessions:
+            self._seed(impl, session_id)
+        opened = [(session_id, self._open(impl, session_id).session_repository) for session_id in sessions]
+        return len(opened), lambda: [repository.delete_session(session_id) for session_id, repository in opened]
 
 
 def run(context: Context) -> dict[str, Any]:
