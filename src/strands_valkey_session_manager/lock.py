@@ -36,11 +36,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strands.types.exceptions import SessionException
 
+from .keys import KeySchema
 from .options import MAX_TTL, number
+
+if TYPE_CHECKING:
+    from strands.multiagent.base import MultiAgentBase
+    from strands.types.agent import LocalAgent
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +56,8 @@ MAX_DELAY = 0.5
 #: A member's fingerprint: the SHA1 of its record ('' = none) and its newest message id ('' = none).
 Fingerprint = tuple[str, str]
 
-#: Runs lua/lock.lua: (operation for error messages, KEYS, ARGV after the ttl) -> its reply.
-Runner = Callable[[str, list[str], list[Any]], Any]
+#: Runs lua/lock.lua on a member: (operation for error messages, member, ARGV after the ttl) -> its reply.
+Runner = Callable[[str, "Member", list[Any]], Any]
 
 
 class SessionBusyError(SessionException):
@@ -98,25 +103,30 @@ def sha1(raw: bytes | str | None) -> str:
     return hashlib.sha1(raw.encode("utf-8") if isinstance(raw, str) else raw).hexdigest()
 
 
+def no_messages() -> str:
+    """Return the newest message id of a member without messages (a Swarm/Graph): none."""
+    return ""
+
+
 @dataclass
 class Member:
-    """A member of the session that invocations lock: an agent, or a Swarm/Graph."""
+    """A member of the session that invocations lock: an agent, or a Swarm/Graph, and its keys."""
 
     id: str
-    keys: list[str]  # lua/lock.lua's KEYS: session, index, lock key, record key[, message-id ZSET]
+    session_key: str
+    index_key: str
+    lock_key: str  # the lease: session:<id>:lock:agent:<agent_id> (or ...:lock:multi_agent:<id>)
+    record_key: str  # its record; its other keys (messages) start with this and ``:``
+    ids_key: str | None  # an agent's message-id ZSET (None for a Swarm/Graph)
     reload: Callable[[], None]  # read it again from the session: state, messages
-    newest: Callable[[], str] = lambda: ""  # the newest message id this process knows of it ('' = none)
+    newest: Callable[[], str] = no_messages  # the newest message id this process knows of it ('' = none)
     seen: Fingerprint | None = None  # its fingerprint when this process last read or released it
 
     @property
-    def lock_key(self) -> str:
-        """The key of its lock."""
-        return self.keys[2]
-
-    @property
-    def record_key(self) -> str:
-        """The key of its record; its other keys (messages) start with this and ``:``."""
-        return self.keys[3]
+    def keys(self) -> list[str]:
+        """lua/lock.lua's KEYS: session, index, lock key, record key[, message-id ZSET]."""
+        keys = [self.session_key, self.index_key, self.lock_key, self.record_key]
+        return keys if self.ids_key is None else [*keys, self.ids_key]
 
 
 class Lease:
@@ -159,15 +169,19 @@ class Lease:
 class SessionLock:
     """The locks one session manager takes: waiting, renewing, fencing, releasing, handing over."""
 
-    def __init__(self, run: Runner, session_id: str, timeout: float, lease: float, ttl_ms: int) -> None:
+    def __init__(
+        self, run: Runner, keys: KeySchema, session_id: str, timeout: float, lease: float, ttl_ms: int
+    ) -> None:
         """Check the settings; nothing is sent to Valkey until an invocation starts.
 
-        A lease never ends after its session (ttl_ms: the session's ttl, 0 = none), so with a ttl shorter
-        than the lease it is renewed every ttl / 3 instead of every lease / 3.
+        ``run`` sends lua/lock.lua (the manager's client, its error translation), ``keys`` names the
+        members' keys. A lease never ends after its session (ttl_ms: the session's ttl, 0 = none), so with
+        a ttl shorter than the lease it is renewed every ttl / 3 instead of every lease / 3.
         """
         number("lock_timeout", timeout, least=0.0, most=MAX_TTL.total_seconds())
         number("lock_lease", lease, least=0.001, most=MAX_TTL.total_seconds())
         self._run = run
+        self._keys = keys
         self.session_id = session_id
         self.timeout = float(timeout)
         self._lease_ms = max(1, round(lease * 1000))
@@ -183,7 +197,30 @@ class SessionLock:
         """Note a record's value as just read from Valkey."""
         self._read[record_key] = sha1(raw)
 
-    def guard(self, target: Any, member: Member) -> None:
+    def guard_agent(self, agent: LocalAgent, reload: Callable[[], None], newest: Callable[[], str]) -> None:
+        """Make every invocation of ``agent`` hold its lock; ``reload`` restores it, ``newest`` is its newest id."""
+        agent_id = agent.agent_id
+        ids_key = self._keys.messages(self.session_id, agent_id)
+        self._guard(agent, self._member(agent_id, self._keys.agent_suffix(agent_id), ids_key, reload, newest))
+
+    def guard_multi_agent(self, source: MultiAgentBase, reload: Callable[[], None]) -> None:
+        """Make every run of a Swarm or Graph hold its lock; ``reload`` restores its state."""
+        self._guard(source, self._member(source.id, self._keys.multi_agent_suffix(source.id), None, reload))
+
+    def _member(
+        self,
+        member_id: str,
+        suffix: str,
+        ids_key: str | None,
+        reload: Callable[[], None],
+        newest: Callable[[], str] = no_messages,
+    ) -> Member:
+        keys, session_id = self._keys, self.session_id
+        session_key, index_key = keys.session(session_id), keys.index(session_id)
+        lock_key, record_key = keys.lock(session_id, suffix), keys.member(session_id, suffix)
+        return Member(member_id, session_key, index_key, lock_key, record_key, ids_key, reload, newest)
+
+    def _guard(self, target: Any, member: Member) -> None:
         """Make every invocation of ``target`` (an Agent, a Swarm, a Graph) hold ``member``'s lock."""
         self._remember(member)
         invoke = target.stream_async
@@ -244,7 +281,7 @@ class SessionLock:
         started = time.monotonic()
         delays = backoff(self._rng)
         while True:
-            reply = self._run("acquire session lock", member.keys, ["acquire", token, self._lease_ms])
+            reply = self._run("acquire session lock", member, ["acquire", token, self._lease_ms])
             if reply is not None:
                 return fingerprint(reply)
             waited = time.monotonic() - started
@@ -254,7 +291,7 @@ class SessionLock:
             await asyncio.sleep(min(next(delays), self.timeout - waited))
 
     def _renew(self, lease: Lease) -> bool:
-        return self._run("renew session lock", lease.member.keys, ["renew", lease.token, self._lease_ms]) is not None
+        return self._run("renew session lock", lease.member, ["renew", lease.token, self._lease_ms]) is not None
 
     def _exit(self, lease: Lease) -> None:
         member = lease.member
@@ -267,7 +304,7 @@ class SessionLock:
         lease.stop_renewing()
         member.seen = None
         try:
-            reply = self._run("release session lock", member.keys, ["release", lease.token])
+            reply = self._run("release session lock", member, ["release", lease.token])
         except SessionException as error:
             logger.warning("%s | the lock expires by itself within lock_lease seconds", error)
             return

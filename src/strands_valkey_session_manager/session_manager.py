@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -98,9 +97,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self.replica_wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._lock = None
         if lock_timeout is not None:
-            self._lock = SessionLock(self._run_lock, session_id, lock_timeout, lock_lease, self.ttl_ms)
-        # Messages whose append failed on the wire, re-sent (byte for byte) before the next one.
-        self._unconfirmed: dict[str, list[tuple[int, bytes]]] = {}
+            self._lock = SessionLock(self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms)
+        # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
+        self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
         self._opening = True
         self._joined_existing = False
         super().__init__(session_id=session_id, session_repository=self, **kwargs)
@@ -123,10 +122,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             keys, args = [*keys, *lock_keys], [*args, *tokens]
         return script(self.client, keys, [self.ttl_ms, *args], self.replica_wait if write else None)
 
-    def _run_lock(self, operation: str, keys: list[str], args: list[Any]) -> Any:
-        """Run lua/lock.lua for the session lock (lock.py)."""
-        with _errors(operation, keys[2]):
-            return scripts.LOCK(self.client, keys, [self.ttl_ms, *args])
+    def _run_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
+        """Run lua/lock.lua on a member of the session for the session lock (lock.py)."""
+        with _errors(operation, member.lock_key):
+            return scripts.LOCK(self.client, member.keys, [self.ttl_ms, *args])
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -218,9 +217,28 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
 
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
-        """Create a message; identical content under its id is a retry and succeeds."""
-        message_id = validate_message_id(session_message.message_id)
-        self._append(session_id, agent_id, [(message_id, codec.encode(session_message))])
+        """Create a message in one round trip; identical content under its id is a retry and succeeds.
+
+        Every message write comes through here. If an earlier one of the agent failed (timeout, dropped
+        connection, failover, out of memory: anything but a refusal by the script), that message is
+        re-sent first, byte for byte, in the same atomic write: message ids stay gap-free, nothing the
+        agent holds goes missing from the store, and a write that did land after all is recognised as
+        done, not as a conflict.
+        """
+        record = (validate_message_id(session_message.message_id), codec.encode(session_message))
+        batch = [*self._unconfirmed.pop((session_id, agent_id), []), record]
+        try:
+            self._append(session_id, agent_id, batch)
+        except SessionException as error:
+            if not errors.refused(error.__cause__):  # failed on the wire, not refused by the script: re-send
+                self._unconfirmed[session_id, agent_id] = batch
+                logger.debug(
+                    "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",
+                    session_id,
+                    agent_id,
+                    [message_id for message_id, _ in batch],
+                )
+            raise
 
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
@@ -310,32 +328,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     # -- the session manager side -----------------------------------------------------------
 
     def append_message(self, message: Message, agent: LocalAgent, **kwargs: Any) -> None:
-        """Append a message to the agent's session in one round trip.
+        """Append a message to the agent's session (``create_message``: one round trip, failed writes re-sent).
 
-        If an earlier append failed (timeout, dropped connection, failover, out of memory: anything
-        but a refusal by the script), that message is re-sent first, byte for byte, in the same
-        atomic write: message ids stay gap-free, nothing the agent holds goes missing from the
-        store, and a write that did land after all is recognised as done, not as a conflict.
+        The SDK's own version, but the message is tracked before the write rather than after it: the SDK
+        appended it to ``agent.messages`` already, so it is the agent's latest whatever happens next.
         """
-        agent_id = agent.agent_id
-        latest = sdk.latest_message(self, agent_id)
+        latest = sdk.latest_message(self, agent.agent_id)
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
-        record = (session_message.message_id, codec.encode(session_message))
-        batch = [*self._unconfirmed.pop(agent_id, []), record]
-        # The SDK appended the message to agent.messages already: track it whatever happens next.
-        sdk.track_appended(self, agent_id, session_message)
-        try:
-            self._append(self.session_id, agent_id, batch)
-        except SessionException as error:
-            if not errors.refused(error.__cause__):  # failed on the wire, not refused by the script: re-send
-                self._unconfirmed[agent_id] = batch
-                logger.debug(
-                    "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",
-                    self.session_id,
-                    agent_id,
-                    [message_id for message_id, _ in batch],
-                )
-            raise
+        sdk.track_appended(self, agent.agent_id, session_message)
+        self.create_message(self.session_id, agent.agent_id, session_message)
 
     # -- the session lock (lock_timeout) ----------------------------------------------------
 
@@ -343,24 +344,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Restore or create the agent; with the lock on, make its invocations take the lock."""
         super().initialize(agent, **kwargs)
         if self._lock is not None:
-            agent_id = agent.agent_id
-            keys = [self.keys.agent(self.session_id, agent_id), self.keys.messages(self.session_id, agent_id)]
-            member = self._member(agent_id, self.keys.agent_suffix(agent_id), keys, lambda: self._reload_agent(agent))
-            member.newest = functools.partial(self._newest_message_id, agent_id)
-            self._lock.guard(agent, member)
+            newest = functools.partial(self._newest_message_id, agent.agent_id)
+            self._lock.guard_agent(agent, functools.partial(self._reload_agent, agent), newest)
 
     def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
         """Restore or create a Swarm's or Graph's state; with the lock on, make its runs take the lock."""
         super().initialize_multi_agent(source, **kwargs)
         if self._lock is not None:
-            keys = [self.keys.multi_agent(self.session_id, source.id)]
             reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
-            self._lock.guard(source, self._member(source.id, self.keys.multi_agent_suffix(source.id), keys, reload))
-
-    def _member(self, member_id: str, suffix: str, keys: list[str], reload: Callable[[], None]) -> Member:
-        """Describe a member of this session for the lock: its lock key, record key[, message ids]."""
-        session, index = self.keys.session(self.session_id), self.keys.index(self.session_id)
-        return Member(member_id, [session, index, self.keys.lock(self.session_id, suffix), *keys], reload)
+            self._lock.guard_multi_agent(source, reload)
 
     def _newest_message_id(self, agent_id: str) -> str:
         latest = sdk.latest_message(self, agent_id)
@@ -370,7 +362,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Restore the agent again from what is stored (another invocation wrote to it since we read it)."""
         agent_id = agent.agent_id
         sdk.forget_agent(self, agent_id)
-        unconfirmed = self._unconfirmed.pop(agent_id, None)
+        unconfirmed = self._unconfirmed.pop((self.session_id, agent_id), None)
         if unconfirmed:
             logger.warning(
                 "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | another invocation wrote to the agent since "
