@@ -40,6 +40,11 @@ def refused(error: BaseException | None) -> bool:
     return isinstance(error, ResponseError) and bool(error_code(error)[0])
 
 
+def session_gone(error: BaseException | None) -> bool:
+    """Whether a script refused the call because the session no longer exists (deleted, or expired)."""
+    return isinstance(error, ResponseError) and error_code(error)[0] == NOSESSION
+
+
 def explain(error: Exception, operation: str, key: str, not_found: str = "") -> str:
     """Say what ``error`` means for ``operation`` on ``key``, and what to do."""
     if isinstance(error, OutOfMemoryError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -16,6 +17,7 @@ from strands.types.session import Session, SessionAgent, SessionMessage
 from valkey.cluster import ValkeyCluster
 
 from . import codec, errors, replication, scripts, sdk
+from .invocation import Heartbeat
 from .keys import KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
@@ -98,6 +100,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._lock = None
         if lock_timeout is not None:
             self._lock = SessionLock(self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms)
+        self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
         self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
         self._opening = True
@@ -120,12 +123,21 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self._lock is not None and write:
             lock_keys, tokens = self._lock.fence(key)
             keys, args = [*keys, *lock_keys], [*args, *tokens]
-        return script(self.client, keys, [self.ttl_ms, *args], self.replica_wait if write else None)
+        sent = time.monotonic()
+        reply = script(self.client, keys, [self.ttl_ms, *args], self.replica_wait if write else None)
+        self._heartbeat.refreshed = sent  # every session script refreshes the session when due
+        return reply
 
     def _run_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
         """Run lua/lock.lua on a member of the session for the session lock (lock.py)."""
         with _errors(operation, member.lock_key):
             return scripts.LOCK(self.client, member.keys, [self.ttl_ms, *args])
+
+    def _keep_alive(self, due_ms: int, extend_ms: int) -> None:
+        """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py)."""
+        key = self.keys.session(self.session_id)
+        with _errors("keep the session alive", key):
+            scripts.KEEP_ALIVE(self.client, [key, self.keys.index(self.session_id)], [self.ttl_ms, due_ms, extend_ms])
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -338,21 +350,27 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         sdk.track_appended(self, agent.agent_id, session_message)
         self.create_message(self.session_id, agent.agent_id, session_message)
 
-    # -- the session lock (lock_timeout) ----------------------------------------------------
+    # -- invocations: kept alive, and locked with lock_timeout (invocation.py, lock.py) -------
 
     def initialize(self, agent: LocalAgent, **kwargs: Any) -> None:
-        """Restore or create the agent; with the lock on, make its invocations take the lock."""
+        """Restore or create the agent; its invocations keep the session alive (and take the lock, if on)."""
         super().initialize(agent, **kwargs)
-        if self._lock is not None:
-            newest = functools.partial(self._newest_message_id, agent.agent_id)
-            self._lock.guard_agent(agent, functools.partial(self._reload_agent, agent), newest)
+        if self._heartbeat.needed:
+            member = None
+            if self._lock is not None:
+                newest = functools.partial(self._newest_message_id, agent.agent_id)
+                member = self._lock.agent(agent, functools.partial(self._reload_agent, agent), newest)
+            self._heartbeat.guard(agent, member)
 
     def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
-        """Restore or create a Swarm's or Graph's state; with the lock on, make its runs take the lock."""
+        """Restore or create a Swarm's or Graph's state; its runs keep the session alive (and lock it, if on)."""
         super().initialize_multi_agent(source, **kwargs)
-        if self._lock is not None:
-            reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
-            self._lock.guard_multi_agent(source, reload)
+        if self._heartbeat.needed:
+            member = None
+            if self._lock is not None:
+                reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
+                member = self._lock.multi_agent(source, reload)
+            self._heartbeat.guard(source, member)
 
     def _newest_message_id(self, agent_id: str) -> str:
         latest = sdk.latest_message(self, agent_id)
