@@ -79,3 +79,10 @@ def test_without_the_cli_extra_the_command_says_how_to_install_it() -> None:
 
     assert done.returncode == 2
     assert "pip install 'strands-valkey-session-manager[cli]'" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["sessions", "keys"])
+def test_a_key_prefix_with_a_glob_escape_is_a_usage_error(cli, command: str) -> None:
+    result = cli(command, *(["user-42"] if command == "keys" else []), "--key-prefix", "ten\\ant")
+    assert result.exit_code == 2
+    assert "--key-prefix" in result.stderr and "must not contain '\\\\'" in result.stderr

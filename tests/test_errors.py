@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 
 import pytest
 import valkey
 from strands.types.exceptions import SessionException
 
 from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 
 def conversation(client: valkey.Valkey, make_agent, turns: int = 2) -> None:
@@ -117,3 +119,45 @@ def test_session_exception_names_the_operation(client: valkey.Valkey) -> None:
 
     with pytest.raises(SessionException, match=r"key=<session:s:index> \| create agent failed"):
         manager.create_agent("s", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
+
+
+def test_an_exhausted_connection_pool_is_named_with_what_to_do(server: LocalValkey, client: valkey.Valkey) -> None:
+    pool = valkey.ConnectionPool(port=server.port, max_connections=1, decode_responses=True)
+    manager = ValkeySessionManager(session_id="s", client=valkey.Valkey(connection_pool=pool))
+    held = pool.get_connection("PING")  # a slow call on another thread holds the pool's only connection
+    failures: list[str] = []
+
+    def worker() -> None:
+        try:
+            manager.read_agent("s", "assistant")
+        except SessionException as error:
+            failures.append(str(error))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pool.release(held)
+
+    assert len(failures) == 16
+    for failure in failures:
+        assert "connection pool is exhausted" in failure and "the server was not asked" in failure
+        assert "BlockingConnectionPool" in failure and "max_connections" in failure
+        assert "Check that Valkey is reachable" not in failure
+
+
+def test_sixteen_threads_share_one_connection_through_a_blocking_pool(
+    server: LocalValkey, client: valkey.Valkey, make_agent
+) -> None:
+    pool = valkey.BlockingConnectionPool(port=server.port, max_connections=1, timeout=30, decode_responses=True)
+    shared = valkey.Valkey(connection_pool=pool)
+    agents = [make_agent(ValkeySessionManager(session_id="s", client=shared), f"agent-{n}") for n in range(16)]
+    threads = [threading.Thread(target=agent, args=("hello",)) for agent in agents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    reader = ValkeySessionManager(session_id="s", client=client)
+    assert all(len(reader.list_messages("s", f"agent-{n}")) == 2 for n in range(16))
