@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import valkey
+from strands import Agent
 from strands.types.exceptions import SessionException
 
 from strands_valkey_session_manager import ValkeySessionManager
@@ -161,3 +162,35 @@ def test_sixteen_threads_share_one_connection_through_a_blocking_pool(
 
     reader = ValkeySessionManager(session_id="s", client=client)
     assert all(len(reader.list_messages("s", f"agent-{n}")) == 2 for n in range(16))
+
+
+#: Each read path, the key it reads, and how to put a value that is not UTF-8 there.
+NOT_UTF8_READS = {
+    "read_session": ("session:s", lambda m: m.read_session("s")),
+    "read_agent": ("session:s:agent:assistant", lambda m: m.read_agent("s", "assistant")),
+    "restore": ("session:s:agent:assistant", lambda m: Agent(agent_id="assistant", session_manager=m)),
+    "read_message": ("session:s:agent:assistant:message:1", lambda m: m.read_message("s", "assistant", 1)),
+    "list_messages": ("session:s:agent:assistant:message:1", lambda m: m.list_messages("s", "assistant")),
+    "list_messages-ids": ("session:s:agent:assistant:messages", lambda m: m.list_messages("s", "assistant")),
+    "read_multi_agent": ("session:s:multi_agent:swarm", lambda m: m.read_multi_agent("s", "swarm")),
+}
+
+
+@pytest.mark.parametrize("decode", [True, False], ids=["decode_responses", "bytes"])
+@pytest.mark.parametrize("path", NOT_UTF8_READS)
+def test_a_value_that_is_not_utf8_is_a_session_exception_naming_its_key(
+    server: LocalValkey, raw_client: valkey.Valkey, make_agent, path: str, decode: bool
+) -> None:
+    reader = server.client(decode_responses=decode)
+    conversation(reader, make_agent)
+    manager = ValkeySessionManager(session_id="s", client=reader)
+    key, read = NOT_UTF8_READS[path]
+    if key.endswith(":messages"):
+        raw_client.zadd(key, {b"\xff\xfe": 5})
+    else:
+        raw_client.set(key, b"\xff\xfe not UTF-8", keepttl=True)
+
+    with pytest.raises(SessionException, match=f"key=<{key}>"):
+        read(manager)
+
+    assert reader.ping()  # the client goes on working

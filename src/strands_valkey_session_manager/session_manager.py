@@ -14,6 +14,7 @@ from strands.session.session_repository import SessionRepository
 from strands.types.content import Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
+from valkey.client import NEVER_DECODE
 from valkey.cluster import ValkeyCluster
 
 from . import codec, errors, replication, scripts, sdk
@@ -301,8 +302,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         prefix = self.keys.message_prefix(session_id, agent_id)
         keys = [f"{prefix}{number}" for number in numbers]
-        with _errors("list messages", ids_key):
-            values = cast("list[bytes | str | None]", self.client.mget(keys))
+        client: Any = self.client  # execute_command is untyped
+        with _errors("list messages", ids_key):  # bytes whatever the client decodes: the codec names a bad key
+            values: list[bytes | None] = client.execute_command("MGET", *keys, **{NEVER_DECODE: True})
         missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
         if missing:
             logger.warning(
