@@ -18,6 +18,7 @@ from valkey.client import NEVER_DECODE
 from valkey.cluster import ValkeyCluster
 
 from . import codec, errors, replication, scripts, sdk
+from .held_records import HeldRecords
 from .invocation import Heartbeat
 from .keys import KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
@@ -102,6 +103,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if lock_timeout is not None:
             self._lock = SessionLock(self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms)
         self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock)
+        self._held = HeldRecords(self)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
         self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
         self._opening = True
@@ -333,11 +335,26 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         return None if raw is None else codec.loads(raw, key)
 
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
-        """Update an existing Swarm's or Graph's state."""
+        """Update an existing Swarm's or Graph's state; ``SessionException`` if it was never created.
+
+        As FileSessionManager, which checks that the state exists before it writes: a state that cannot be
+        stored (not a dict, not JSON) is "does not exist" for an unknown id, and its own error otherwise.
+        """
         key = self.keys.multi_agent(session_id, multi_agent.id)
         not_found = f"MultiAgent state {multi_agent.id} in session {session_id} does not exist"
         state = multi_agent.serialize_state()
-        self._write_record("update multi-agent", session_id, key, state, mode="update", not_found=not_found)
+        try:
+            if not isinstance(state, dict):
+                raise TypeError(
+                    f"multi_agent_id=<{multi_agent.id}> | serialize_state() returned {type(state).__name__}, not a dict"
+                )
+            self._write_record("update multi-agent", session_id, key, state, mode="update", not_found=not_found)
+        except (TypeError, ValueError):  # refused before anything was sent
+            with _errors("update multi-agent", key):
+                exists = self.client.exists(key)
+            if not exists:
+                raise SessionException(not_found) from None
+            raise
 
     # -- the session manager side -----------------------------------------------------------
 
@@ -393,24 +410,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             )
         RepositorySessionManager.initialize(self, agent)
 
-    # -- the SDK's held-record bookkeeping, amortised ---------------------------------------
+    # -- the SDK's held-record bookkeeping, amortised (held_records.py) ----------------------
 
     def _prune_held_records(self, agent: LocalAgent) -> None:
-        """Prune the SDK's held records when they outgrow the agent's messages, not on every sync.
-
-        The SDK's version walks every message of the agent on each sync (three times a turn), so a
-        turn cost O(conversation length). The held records are read only by
-        ``redact_latest_message``, which prunes first; in between, pruning once they outnumber the
-        agent's messages two to one keeps them bounded at amortised O(1) a sync.
-        """
-        if (
-            sdk.prune_held_records is not None
-            and len(sdk.held_records(self, agent.agent_id)) > 2 * len(agent.messages) + 16
-        ):
-            sdk.prune_held_records(self, agent)
+        """Where the SDK's sync prunes its held records (a walk of every message): note the sync instead."""
+        self._held.synced(agent)
 
     def redact_latest_message(self, redact_message: Message, agent: LocalAgent, **kwargs: Any) -> None:
-        """Redact the latest message (and its aliases from a retried prompt), as the SDK does."""
-        if sdk.prune_held_records is not None:
-            sdk.prune_held_records(self, agent)
+        """Redact the latest message (and its aliases from a retried prompt), exactly as the SDK does."""
+        self._held.before_redaction(agent.agent_id)
         super().redact_latest_message(redact_message, agent, **kwargs)
