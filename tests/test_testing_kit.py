@@ -52,7 +52,7 @@ def test_local_cluster_is_made_with_cluster_commands_without_valkey_cli(no_serve
         client = cluster.client()
         client.set("{a}key", "1")
 
-        assert cluster.binary_source == "embedded"
+        assert cluster.binary_source == "embedded" and "(embedded), 2 masters x 1 replicas" in repr(cluster)
         assert [cluster.role(node) for node in cluster.nodes] == ["master", "master", "slave", "slave"]
         assert cluster.replicas_of(cluster.master_of("{a}key")) and client.get("{a}key") == "1"
         client.close()

@@ -104,6 +104,14 @@ class LocalCluster(Running):
             for _ in range(masters * (1 + replicas))
         ]
 
+    def __repr__(self) -> str:
+        """``LocalCluster(binary='...' (embedded), 3 masters x 1 replicas, ports [...])``."""
+        ports = [node.port for node in self.nodes]
+        return (
+            f"LocalCluster(binary={self.binary!r} ({self.binary_source}), "
+            f"{self.masters} masters x {self.replicas} replicas, ports {ports})"
+        )
+
     @property
     def url(self) -> str:
         """``valkey://127.0.0.1:<port>`` of the first node (a cluster client finds the others)."""
