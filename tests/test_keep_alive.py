@@ -21,7 +21,7 @@ from strands import Agent
 from strands.multiagent import Swarm
 from strands.types.exceptions import EventLoopException, SessionException
 
-from strands_valkey_session_manager import ValkeySessionManager, scripts
+from strands_valkey_session_manager import ValkeySessionManager, invocation, scripts
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
@@ -38,8 +38,17 @@ def remaining_ms(client: valkey.Valkey) -> dict[str, int]:
     return {key: client.pttl(key) for key in session_keys(client)}
 
 
-def heartbeats() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "session-heartbeat"]
+def keep_alive_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "session-keep-alive"]
+
+
+def stopped(client: valkey.Valkey) -> None:
+    """Assert that nothing keeps the session alive any more, and that it is back on the idle clock."""
+    assert invocation.scheduled() == 0  # no beat waits
+    deadlines = {key: client.pexpiretime(key) for key in session_keys(client)}
+    time.sleep(3 * 0.1 * TTL)  # not a wait for a condition: three beats would have moved the deadline
+    assert {key: client.pexpiretime(key) for key in session_keys(client)} == deadlines
+    assert all(0 < life <= TTL * 1000 for life in remaining_ms(client).values())
 
 
 def keep_alives(sent: list[tuple[Any, ...]]) -> int:
@@ -214,8 +223,7 @@ def test_the_heartbeat_stops_when_the_invocation_raises(client: valkey.Valkey) -
     with pytest.raises(RuntimeError, match="model failed"):
         agent("hello")
 
-    assert heartbeats() == []
-    assert all(life <= TTL * 1000 for life in remaining_ms(client).values())  # back on the idle clock
+    stopped(client)
     assert not client.keys("*:lock:*")
 
 
@@ -231,8 +239,7 @@ def test_the_heartbeat_stops_when_the_stream_is_dropped_midway(client: valkey.Va
 
     asyncio.run(read_one_event_and_drop_the_stream())
 
-    wait_until(lambda: heartbeats() == [], 10, "the heartbeat to stop")
-    assert all(life <= TTL * 1000 for life in remaining_ms(client).values())
+    stopped(client)
     assert not client.keys("*:lock:*")
 
 
@@ -248,34 +255,35 @@ def test_the_heartbeat_stops_when_the_invocation_is_cancelled(client: valkey.Val
 
     asyncio.run(cancel_midway())
 
-    assert heartbeats() == []
-    assert all(life <= TTL * 1000 for life in remaining_ms(client).values())
+    stopped(client)
     assert not client.keys("*:lock:*")
 
 
-def test_one_manager_runs_one_heartbeat_for_all_its_running_invocations(client: valkey.Valkey) -> None:
-    manager = ValkeySessionManager(SESSION, client, ttl=TTL)
-    running = threading.Barrier(3)
+def test_one_thread_keeps_every_running_invocation_of_the_process_alive(client: valkey.Valkey) -> None:
+    running = threading.Barrier(5)
 
     def reply(messages: Any) -> str:
         running.wait(30)
         return "done"
 
-    agents = [
-        Agent(agent_id=name, model=ScriptedModel(reply, delay=1.0), session_manager=manager, callback_handler=None)
-        for name in ("a", "b")
-    ]
-    threads = [threading.Thread(target=agent, args=("hello",)) for agent in agents]
+    def agent(session: str, agent_id: str) -> Agent:
+        manager = ValkeySessionManager(session, client, ttl=TTL)
+        return Agent(
+            agent_id=agent_id, model=ScriptedModel(reply, delay=1.0), session_manager=manager, callback_handler=None
+        )
+
+    agents = [agent("s1", "a"), agent("s1", "b"), agent("s2", "a"), agent("s3", "a")]  # three sessions, four managers
+    threads = [threading.Thread(target=each, args=("hello",)) for each in agents]
     for thread in threads:
         thread.start()
-    running.wait(30)  # both are in their model call
+    running.wait(30)  # all four are in their model call
 
-    wait_until(lambda: len(heartbeats()) == 1, 5, "the heartbeat to start")
-    time.sleep(0.1)  # not a wait for a condition: a second heartbeat would have had time to start
-    assert len(heartbeats()) == 1
+    wait_until(lambda: invocation.scheduled() == 4, 5, "every running invocation to wait for its beat")
+    assert len(keep_alive_threads()) == 1
     for thread in threads:
         thread.join()
-    assert heartbeats() == []
+    assert invocation.scheduled() == 0
+    assert all(len(ValkeySessionManager(s, client).list_messages(s, "a")) == 2 for s in ("s1", "s2", "s3"))
 
 
 def test_a_swarm_started_just_before_its_session_expires_keeps_it(client: valkey.Valkey) -> None:
@@ -290,10 +298,10 @@ def test_a_swarm_started_just_before_its_session_expires_keeps_it(client: valkey
     assert ValkeySessionManager(SESSION, client).read_multi_agent(SESSION, swarm.id)["status"] == "completed"
 
 
-def test_without_ttl_or_lock_an_invocation_starts_no_heartbeat(client: valkey.Valkey) -> None:
+def test_without_ttl_or_lock_an_invocation_schedules_no_beat(client: valkey.Valkey) -> None:
     agent = slow_agent(ValkeySessionManager(SESSION, client, ttl=None), delay=0.5)
     thread = threading.Thread(target=agent, args=("hello",))
     thread.start()
-    time.sleep(0.3)  # not a wait for a condition: a heartbeat would be running by now
-    assert heartbeats() == []
+    time.sleep(0.3)  # not a wait for a condition: the invocation is in its model call by now
+    assert invocation.scheduled() == 0
     thread.join()

@@ -1,9 +1,8 @@
 """Around every invocation of an agent or a Swarm/Graph: its session kept alive, and its lock held if asked.
 
 ``ttl`` is a session's idle life, and an invocation is not idle, however long its model calls and tools
-take. While any invocation of a manager runs, the manager's :class:`Heartbeat` (one thread per manager,
-alive only while something runs) keeps the session's deadline more than ``ttl`` ahead and renews the
-leases of the session lock (lock.py):
+take. While any invocation of a manager runs, the manager's :class:`Heartbeat` keeps the session's deadline
+more than ``ttl`` ahead and renews the leases of the session lock (lock.py):
 
 - It keeps the session alive every ``0.1 * ttl``, the first time ``0.1 * ttl`` after the invocation
   started: a turn shorter than that sends nothing. (At once if this manager last refreshed the session
@@ -11,12 +10,16 @@ leases of the session lock (lock.py):
   writes nothing until its first node is done.) Each time, every key of the session moves to
   ``now + 1.15 * ttl`` (the server's clock, lua/keep_alive.lua), all together, so that from the first
   beat on the deadline stays at least ``ttl`` ahead; the keys move once per ``0.1 * ttl``.
-- With the lock on it also renews the held leases every ``lock_lease / 3`` (lock.py); a renewal is the
-  keep-alive's carrier when both fall due (lua/lock.lua's renew moves the session too): one thread, one
-  command per beat.
+- With the lock on it also renews the held leases every ``lock_lease / 3``; a renewal is the keep-alive's
+  carrier when both fall due (lua/lock.lua's renew moves the session too): one command per beat.
 - When the last running invocation ends, however it ends (it returns or raises, is cancelled, or its
-  stream is closed or dropped), the thread stops and, if it kept the session alive at all, the session's
+  stream is closed or dropped), its beats stop and, if it kept the session alive at all, the session's
   deadline is set back to exactly ``now + ttl``: from there the idle clock runs as after any write.
+
+The beats of every manager of the process run on one thread, started when a beat is first due and ended
+after ``LINGER`` idle seconds, so an invocation costs no thread: starting one costs more (about 0.25 ms on
+a busy machine) than a whole short turn's bookkeeping. A beat is one command; a slow server delays the
+other sessions' beats by its round trip.
 
 The SDK converts the prompt to messages (and may close a dangling toolUse) before ``BeforeInvocationEvent``,
 too late for a hook, so this wraps the agent's (or orchestrator's) ``stream_async``, which ``__call__`` and
@@ -47,20 +50,96 @@ logger = logging.getLogger(__name__)
 #: A running invocation's session is kept alive every ``BEAT * ttl`` seconds.
 BEAT = 0.1
 
+#: Seconds the process's keep-alive thread waits with nothing to do before it ends (it starts again on demand).
+LINGER = 30.0
+
 #: Sends lua/keep_alive.lua: (move when less than this many ms are left, to this many ms from now).
 KeepAlive = Callable[[int, int], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Run:
-    """One run of the heartbeat thread: from the first invocation that starts to the last that ends."""
+    """One busy spell of a manager: from the first of its invocations that starts to the last that ends."""
 
-    stop: threading.Event = field(default_factory=threading.Event)
+    heartbeat: Heartbeat
+    keep_at: float  # time.monotonic() of the next keep-alive (inf: no ttl)
+    renew_at: float  # ... of the next renewal of the held leases (inf: no lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held while it beats
+    stopped: bool = False  # its invocations ended
     kept_alive: bool = False  # it sent a keep-alive: the session's deadline may be more than ttl ahead
     gone: bool = False  # it found the session gone (deleted, or expired)
 
 
-#: Every Heartbeat of this process, reset in a forked child (its parent's thread does not run there).
+class _Beats:
+    """The process's keep-alive thread: beats each busy manager when its next beat is due."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[_Run, float] = {}  # the runs waiting for their next beat, and when it is
+        self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the thread looks again by itself
+
+    def schedule(self, run: _Run) -> None:
+        """Beat ``run`` when it is due (``min(keep_at, renew_at)``)."""
+        due = min(run.keep_at, run.renew_at)
+        with self._cond:
+            self._due[run] = due
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="session-keep-alive", daemon=True)
+                self._thread.start()
+            elif due < self._wakes_at:
+                self._cond.notify()
+
+    def cancel(self, run: _Run) -> None:
+        """Beat ``run`` no more."""
+        with self._cond:
+            self._due.pop(run, None)
+
+    def scheduled(self) -> int:
+        """Return how many busy managers wait for a beat."""
+        with self._cond:
+            return len(self._due)
+
+    def _serve(self) -> None:
+        """Beat whatever is due, until nothing has been for ``LINGER`` seconds: the thread."""
+        while (run := self._next()) is not None:
+            run.heartbeat._beat(run)
+
+    def _next(self) -> _Run | None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if self._due:
+                    run = min(self._due, key=self._due.__getitem__)
+                    if self._due[run] <= now:
+                        del self._due[run]
+                        self._wakes_at = math.inf
+                        return run
+                    self._wakes_at = self._due[run]
+                    self._cond.wait(self._wakes_at - now)
+                else:
+                    self._wakes_at = now + LINGER
+                    if not self._cond.wait(LINGER) and not self._due:
+                        self._thread = None
+                        return None
+
+    def _forked(self) -> None:
+        """In a forked child: the thread does not run there, and none of the parent's invocations."""
+        self._cond = threading.Condition()
+        self._due = {}
+        self._thread = None
+        self._wakes_at = math.inf
+
+
+_BEATS = _Beats()
+
+
+def scheduled() -> int:
+    """Return how many managers of this process have an invocation running that waits for its next beat."""
+    return _BEATS.scheduled()
+
+
+#: Every Heartbeat of this process, reset in a forked child (its parent's invocations do not run there).
 _HEARTBEATS: weakref.WeakSet[Heartbeat] = weakref.WeakSet()
 
 
@@ -86,7 +165,6 @@ class Heartbeat:
         self._mutex = threading.Lock()
         self._running = 0
         self._run: _Run | None = None
-        self._thread: threading.Thread | None = None
         _HEARTBEATS.add(self)
 
     @property
@@ -131,43 +209,45 @@ class Heartbeat:
             self._running += 1
             if self._running > 1:
                 return
-            run = self._run = _Run()
-            # The first keep-alive: a period from now, sooner if the session may have less than 0.1 ttl by then.
-            first = min(time.monotonic() + self.period, self.refreshed + 8 * self.period)
-            self._thread = threading.Thread(target=self._beats, args=(run, first), name="session-heartbeat")
-            self._thread.daemon = True
-            self._thread.start()
+            now = time.monotonic()
+            keep_at = math.inf
+            if self._ttl_ms:  # a period from now, sooner if the session may have less than 0.1 ttl by then
+                keep_at = min(now + self.period, self.refreshed + 8 * self.period)
+            run = self._run = _Run(self, keep_at, now + self.renew_every)
+        _BEATS.schedule(run)
 
     def _end(self) -> None:
         with self._mutex:
             self._running -= 1
-            if self._running or self._run is None or self._thread is None:
+            if self._running or self._run is None:
                 return
-            run, thread = self._run, self._thread
-            self._run = self._thread = None
-        run.stop.set()
-        thread.join()  # a beat in flight lands before the last word below
+            run, self._run = self._run, None
+        with run.lock:  # a beat in flight lands before the last word below
+            run.stopped = True
+            _BEATS.cancel(run)
         if run.kept_alive and not run.gone:
             try:  # exactly now + ttl (unless someone set it beyond any keep-alive): the idle clock runs again
                 self._keep_alive(self._extend_ms + 1, self._ttl_ms)
             except SessionException as error:
                 logger.warning("%s | could not set the session's idle deadline after the invocation", error)
 
-    def _beats(self, run: _Run, keep_at: float) -> None:
-        """Keep alive from ``keep_at`` on, renew the held leases, until stopped or the session is gone: the thread."""
-        renew_at = time.monotonic() + self.renew_every
-        while not run.stop.wait(max(0.0, min(keep_at, renew_at) - time.monotonic())):
+    def _beat(self, run: _Run) -> None:
+        """Renew the held leases, and keep the session alive if that is due; then schedule the next beat."""
+        with run.lock:
+            if run.stopped:
+                return
             now = time.monotonic()
-            keep = now >= keep_at
+            keep = now >= run.keep_at
             run.kept_alive |= keep
-            if not self._beat(keep):
+            if not self._send(keep):
                 run.gone = True
                 return
             if keep:
-                keep_at = max(keep_at + self.period, now)
-            renew_at = now + self.renew_every  # every beat renews the held leases
+                run.keep_at = max(run.keep_at + self.period, now)
+            run.renew_at = now + self.renew_every  # every beat renews the held leases
+            _BEATS.schedule(run)
 
-    def _beat(self, keep: bool) -> bool:
+    def _send(self, keep: bool) -> bool:
         """Renew the held leases, and keep the session alive if ``keep``; False once the session is gone."""
         sent = time.monotonic()
         session = [self._due_ms, self._extend_ms] if keep else []
@@ -186,13 +266,14 @@ class Heartbeat:
         return True
 
     def _forked(self) -> None:
-        """In a forked child: no thread runs there, and none of its parent's invocations."""
+        """In a forked child: none of its parent's invocations runs there."""
         self._mutex = threading.Lock()
         self._running = 0
-        self._run = self._thread = None
+        self._run = None
 
 
 def _after_fork_in_child() -> None:
+    _BEATS._forked()
     for heartbeat in list(_HEARTBEATS):
         heartbeat._forked()
 
