@@ -103,7 +103,13 @@ class _Beats:
     def _serve(self) -> None:
         """Beat whatever is due, until nothing has been for ``LINGER`` seconds: the thread."""
         while (run := self._next()) is not None:
-            run.heartbeat._beat(run)
+            try:
+                run.heartbeat._beat(run)
+            except Exception:  # a bug must not end the beats of every other session of the process
+                logger.exception(
+                    "session_id=<%s> | keep-alive failed: this invocation is kept alive no more",
+                    run.heartbeat.session_id,
+                )
 
     def _next(self) -> _Run | None:
         with self._cond:
