@@ -14,6 +14,7 @@ from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage
+from strands_valkey_session_manager.connection import client_from_url
 from strands_valkey_session_manager.testing.server import LocalValkey, free_port
 
 SNAPSHOT = "session/user-42/scopes/agent/assistant/snapshots/snapshot_latest.json"
@@ -99,7 +100,7 @@ def test_a_url_that_is_not_a_valkey_url_is_a_value_error(server: LocalValkey) ->
 
 
 def test_a_client_given_as_the_url_is_a_type_error_saying_to_pass_it_to_the_constructor(client) -> None:
-    with pytest.raises(TypeError, match=r"takes a URL string .* pass it to ValkeySessionManager\(\.\.\.\)"):
+    with pytest.raises(TypeError, match="takes a URL string .* a client you already have goes to the constructor"):
         ValkeySessionManager.from_url(client, "user-42")  # type: ignore[arg-type]
 
 
@@ -221,3 +222,21 @@ def test_storage_from_url_on_a_cluster_keeps_a_group_in_one_slot(cluster, cluste
 
     assert cluster_client.exists(f"strands:{{session/user-42}}/{SNAPSHOT.split('/', 2)[2]}") == 1
     storage.close()
+
+
+# -- a client to share: connection.client_from_url ---------------------------------------------------
+
+
+def test_client_from_url_gives_a_client_to_share_with_the_same_defaults(server: LocalValkey, client) -> None:
+    shared = client_from_url(server.url, client_name="shared")
+    managers = [ValkeySessionManager(f"user-{number}", shared) for number in range(3)]
+
+    assert shared.connection_pool.connection_kwargs["socket_timeout"] == 5
+    assert client.exists(*(manager.keys.session(manager.session_id) for manager in managers)) == 3
+    assert names_connected(client).count("shared") == 1
+    shared.close()
+
+
+def test_client_from_url_refuses_a_setting_no_client_takes(server: LocalValkey) -> None:
+    with pytest.raises(TypeError, match=r"client_from_url\(\) got an unknown option 'ttl'. It takes the settings"):
+        client_from_url(server.url, ttl=60)

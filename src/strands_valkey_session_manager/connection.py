@@ -19,11 +19,14 @@ import valkey
 import valkey.asyncio
 import valkey.asyncio.retry
 import valkey.retry
+from strands.types.exceptions import SessionException
 from valkey.backoff import ExponentialBackoff
 from valkey.cluster import KWARGS_DISABLED_KEYS, VALKEY_ALLOWED_KEYS, ValkeyCluster
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.exceptions import ValkeyClusterException, ValkeyError
+
+from .options import Client
 
 #: Seconds a reply may take (``socket_timeout``) and a connection (TCP and TLS handshake) may take to open.
 SOCKET_TIMEOUT = 5.0
@@ -76,9 +79,9 @@ def keyword_options(function: Any) -> list[str]:
 
 
 def split_options(
-    owner: str, owner_names: Collection[str], asyncio: bool, cluster: bool, options: dict[str, Any]
+    caller: str, owner: str, owner_names: Collection[str], asyncio: bool, cluster: bool, options: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split ``from_url``'s options into the owner's (``ttl``, ...) and the client's (``socket_timeout``, ...).
+    """Split ``caller``'s options into the owner's (``ttl``, ...) and the client's (``socket_timeout``, ...).
 
     Raises:
         TypeError: For a name that is neither, with the closest known name if there is one.
@@ -96,10 +99,8 @@ def split_options(
         else:
             close = difflib.get_close_matches(name, [*owner_names, *client_names], n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise TypeError(
-            f"{owner}.from_url() got an unknown option {name!r}.{hint} It takes the options of {owner} "
-            f"({', '.join(owner_names)}) and the settings of {kind_name}."
-        )
+        takes = f"the options of {owner} ({', '.join(owner_names)}) and " if owner_names else ""
+        raise TypeError(f"{caller} got an unknown option {name!r}.{hint} It takes {takes}the settings of {kind_name}.")
     return mine, theirs
 
 
@@ -119,23 +120,28 @@ def defaults(asyncio: bool, cluster: bool) -> dict[str, Any]:
     return settings
 
 
-def build(
-    owner: str, url: object, asyncio: bool, cluster: bool, settings: dict[str, Any], failure: type[Exception]
-) -> Any:
-    """Build the client for ``url`` with :func:`defaults` overridden by ``settings``.
+def open_url(
+    owner: Any, url: object, asyncio: bool, cluster: bool, options: dict[str, Any], failure: type[Exception]
+) -> tuple[dict[str, Any], Any]:
+    """Split ``owner.from_url``'s options, and build the client: return the owner's options and the client.
 
-    A sync cluster client connects here, to read the slot map; other clients connect on first use.
+    ``owner`` is the class whose keyword-only constructor options it takes (``None``: client settings only).
+    The client gets :func:`defaults` overridden by the settings in ``options``. A sync cluster client connects
+    here, to read the slot map; other clients connect on first use.
 
     Raises:
-        TypeError: If ``url`` is no string, or a setting does not apply to this URL (``ssl_*`` without TLS).
+        TypeError: If an option is unknown, ``url`` is no string, or a setting does not apply to this URL
+            (``ssl_*`` without TLS).
         ValueError: If ``url`` is not a Valkey URL.
         failure: (``SessionException``, ``StorageError``) If a cluster client cannot reach the cluster.
     """
+    caller = f"{owner.__name__}.from_url()" if owner is not None else "client_from_url()"
+    names = keyword_options(owner.__init__) if owner is not None else []
+    mine, settings = split_options(caller, getattr(owner, "__name__", ""), names, asyncio, cluster, options)
     if not isinstance(url, str):
         raise TypeError(
-            f"url=<{type(url).__module__}.{type(url).__qualname__}> | {owner}.from_url() takes a URL string "
-            f"(valkey://host:6379, valkeys:// for TLS, redis://, rediss://); to use a client you have, pass it "
-            f"to {owner}(...) instead"
+            f"url=<{type(url).__module__}.{type(url).__qualname__}> | {caller} takes a URL string (valkey://host:6379, "
+            "valkeys:// for TLS, redis://, rediss://); a client you already have goes to the constructor instead"
         )
     kind = client_class(asyncio, cluster)
     try:
@@ -149,6 +155,21 @@ def build(
         raise failure(f"url=<{redact(url)}> | connecting to the cluster failed: {error}. {hint}") from error
     if not cluster:
         _check_connection_settings(client.connection_pool, url)
+    return mine, client
+
+
+def client_from_url(url: str, *, cluster: bool = False, **settings: Any) -> Client:
+    """Build a synchronous client for ``url`` with the defaults ``ValkeySessionManager.from_url`` uses.
+
+    For a client shared by many managers (a web app: one manager per request, one connection pool). Settings
+    by name (``socket_timeout``, ``ssl_ca_certs``, ``max_connections``, ...) replace the defaults.
+
+    Raises:
+        TypeError: If a setting is unknown, or does not apply to this URL; ``url`` is not a string.
+        ValueError: If ``url`` is not a Valkey URL.
+        SessionException: If ``cluster`` and the cluster cannot be reached.
+    """
+    client: Client = open_url(None, url, False, cluster, settings, SessionException)[1]
     return client
 
 

@@ -137,9 +137,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             SessionException: If Valkey cannot be reached, or as for the constructor.
         """
         validate_id(session_id, "session_id")
-        names = connection.keyword_options(cls.__init__)
-        mine, settings = connection.split_options(cls.__name__, names, False, cluster, options)
-        client = connection.build(cls.__name__, url, False, cluster, settings, SessionException)
+        mine, client = connection.open_url(cls, url, False, cluster, options, SessionException)
         try:
             manager = cls(session_id, client, **mine)
         except BaseException:

@@ -109,9 +109,8 @@ class ValkeyStorage:
             ValueError: If ``url`` is not a Valkey URL, or as for the constructor. Nothing connects before the
                 first call.
         """
-        names = connection.keyword_options(cls.__init__)
-        mine, settings = connection.split_options(cls.__name__, names, True, cluster, options)
-        return cls(connection.build(cls.__name__, url, True, cluster, settings, StorageError), **mine)
+        mine, client = connection.open_url(cls, url, True, cluster, options, StorageError)
+        return cls(client, **mine)
 
     def __repr__(self) -> str:
         """Where this storage keeps its keys."""
