@@ -4,7 +4,7 @@ The SDK calls a session manager synchronously, also from ``invoke_async``/``stre
 sync runs on the caller's event loop thread and blocks it for its round trip. This measures, on loopback
 against a throwaway ``valkey-server``, in an ``asyncio`` app that shares one client (built by ``from_url``):
 
-- per turn (a prompt and a text reply: two appends, three agent syncs): the time spent in the manager's
+- per turn (a prompt and a text reply: two appends and the agent syncs, of which one writes): the time in the manager's
   hook calls, on the loop thread (``HookTimer``, as the turn benchmark does): the time the loop is blocked;
 - per request: opening the manager and restoring the agent (``ValkeySessionManager(...)``, ``Agent(...)``),
   which a request handler also runs synchronously.

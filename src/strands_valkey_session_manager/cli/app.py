@@ -164,7 +164,7 @@ def demo_command(
 
     Two agents share a session, a second process resumes it, its raw keys are listed, and it is
     deleted on logout. It never deletes a session it did not make.
-    Uses the offline scripted model unless --model names a real one. Valkey is --url, else $VALKEY_URL,
+    Uses the offline scripted model unless --model names a real one. Valkey is --url, else $VALKEY_URL ($REDIS_URL),
     else localhost:6379; when nothing answers there, a throwaway server (valkey-server on PATH, else the
     embedded one) is started on a free loopback port and stopped at the end.
     """
