@@ -110,19 +110,6 @@ def test_redis_urls_work_too(server: LocalValkey, client) -> None:
     assert client.exists("session:user-42") == 1
 
 
-@pytest.mark.parametrize("scheme", ["valkeys", "rediss"])
-def test_from_url_connects_over_tls(tls_server: LocalValkey, make_agent, scheme: str) -> None:
-    url = tls_server.url.replace("valkeys", scheme)
-    manager = ValkeySessionManager.from_url(url, f"tls-{scheme}", ssl_ca_certs=str(tls_server.tls_files.ca))
-
-    make_agent(manager)("hello")
-
-    check = tls_server.client()
-    assert check.exists(f"session:tls-{scheme}:agent:assistant:message:1") == 1
-    manager.close()
-    check.close()
-
-
 def test_from_url_with_cluster_true_keeps_a_session_in_one_slot(cluster, cluster_client, make_agent) -> None:
     manager = ValkeySessionManager.from_url(cluster.url, "user-42", cluster=True)
     make_agent(manager)("hello")
