@@ -313,9 +313,12 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def _ratio(row: dict[str, Any], name: str) -> str:
-    ratio = row.get("vs_floor", {}).get(name)
-    return "-" if ratio is None else f"{ratio:.2f}x"
+def _ratio(row: dict[str, Any], name: str, spread: bool = True) -> str:
+    """The median of the rounds' ratios to the floor; with ``spread``, their quartiles in brackets."""
+    ratio, quartiles = row.get("vs_floor", {}).get(name), row.get("vs_floor_quartiles", {}).get(name)
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}x" + (f" ({quartiles[0]:.2f}-{quartiles[1]:.2f})" if quartiles and spread else "")
 
 
 def _commands(counts: dict[str, float]) -> str:
@@ -341,8 +344,8 @@ def _server_section(results: dict[str, Any], images: dict[str, str], machine: st
                 _ratio(lib, "cpu_us"),
                 f"{_us(lib['exec_us'])} / {_us(bare['exec_us'])}",
                 _ratio(lib, "exec_us"),
-                f"{_us(script['cpu_us'])} ({_ratio(script, 'cpu_us')}) / {_us(script['exec_us'])} "
-                f"({_ratio(script, 'exec_us')})"
+                f"{_us(script['cpu_us'])} ({_ratio(script, 'cpu_us', False)}) / {_us(script['exec_us'])} "
+                f"({_ratio(script, 'exec_us', False)})"
                 if script
                 else "-",
                 f"{lib['calls']:g} ({lib['calls_all']:g}) / {bare['calls']:g}",
@@ -372,7 +375,7 @@ def _server_section(results: dict[str, Any], images: dict[str, str], machine: st
         "Each implementation drives the server alone while it is measured; they alternate within a round, the "
         f"order flips every round. Medians over {config['server_rounds']} round(s) after a warm-up round; a *ratio* "
         "is the median of the rounds' ratios (library over floor in the same round), so it may differ from the "
-        "ratio of the medians.\n\n"
+        "ratio of the medians; in brackets the rounds' first and third quartiles.\n\n"
         "- *server CPU*: `used_cpu_sys + used_cpu_user` (`INFO cpu`, every server thread) over the run, minus the "
         "same over an idle window as long, measured the same way right after; per operation. Most of it is network "
         "I/O (a read and a write system call per round trip), the same for both.\n"

@@ -157,13 +157,22 @@ def run(context: Context) -> dict[str, Any]:
                 row[f"{name}_samples"] = [summary[name] for summary in summaries]
         if impl in ("library", "bare-script"):
             pairs = list(zip(summaries, measured[(op, "bare")], strict=True))
-            row["vs_floor"] = {name: _paired(pairs, name) for name in RATIOS}
+            ratios = {name: _paired(pairs, name) for name in RATIOS}
+            row["vs_floor"] = {name: statistics.median(values) if values else None for name, values in ratios.items()}
+            row["vs_floor_quartiles"] = {name: _quartiles(values) for name, values in ratios.items() if values}
         rows.append(row)
     info = context.client.info("server")
     return {"rows": rows, "io_threads": int(context.client.config_get("io-threads")["io-threads"]), "hz": info["hz"]}
 
 
-def _paired(pairs: list[tuple[dict[str, Any], dict[str, Any]]], name: str) -> float | None:
-    """Median over rounds of the library's ``name`` over the floor's in the same round (None: floor at 0)."""
-    ratios = [lib[name] / floor[name] for lib, floor in pairs if floor[name] > 0]
-    return statistics.median(ratios) if ratios else None
+def _paired(pairs: list[tuple[dict[str, Any], dict[str, Any]]], name: str) -> list[float]:
+    """List each round's ratio of the library's ``name`` to the floor's (rounds with the floor at 0 left out)."""
+    return [lib[name] / floor[name] for lib, floor in pairs if floor[name] > 0]
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    """Return the first and third quartiles (both the value itself when there is one)."""
+    if len(values) < 2:
+        return [values[0], values[0]]
+    quartiles = statistics.quantiles(values, n=4)
+    return [quartiles[0], quartiles[2]]

@@ -146,7 +146,9 @@ def _server_targets(server: dict[str, Any]) -> list[dict[str, str]]:
                 {
                     "target": f"{what} <= {bound:g}x the same-writes floor's",
                     "measured": f"{lib[measure]:.1f} µs vs {floor[measure]:.1f} µs (medians); {ratio:.2f}x "
-                    "(median of the rounds' ratios)",
+                    "(median of the rounds' ratios; quartiles {:.2f}-{:.2f})".format(
+                        *lib.get("vs_floor_quartiles", {}).get(measure, [ratio, ratio])
+                    ),
                     "verdict": _verdict(ratio <= bound),
                 }
             )
