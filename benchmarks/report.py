@@ -314,7 +314,7 @@ def _us(value: float | None) -> str:
 
 
 def _ratio(row: dict[str, Any], name: str, spread: bool = True) -> str:
-    """The median of the rounds' ratios to the floor; with ``spread``, their quartiles in brackets."""
+    """Show the median of the rounds' ratios to the floor; with ``spread``, their quartiles in brackets."""
     ratio, quartiles = row.get("vs_floor", {}).get(name), row.get("vs_floor_quartiles", {}).get(name)
     if ratio is None:
         return "-"
