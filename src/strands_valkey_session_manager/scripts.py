@@ -2,7 +2,7 @@
 
 Every write of a session is one of these scripts, which is where a write becomes atomic. The
 scripts live in ``lua/``; ``lua/common.lua`` (prepended to each) holds the one place where TTLs
-are refreshed. Errors the scripts raise start with a code that :func:`error_code` reads back.
+are refreshed. Errors the scripts raise start with a code that ``errors.error_code`` reads back.
 """
 
 from __future__ import annotations
@@ -13,18 +13,11 @@ from importlib import resources
 from typing import Any
 
 import valkey
-from valkey.exceptions import NoScriptError, ResponseError
+from valkey.exceptions import NoScriptError
 
 from . import replication
 
 _COMMON = resources.files(__package__).joinpath("lua").joinpath("common.lua").read_text(encoding="utf-8")
-
-#: Codes the scripts raise (see ``fail`` in common.lua).
-NOSESSION = "NOSESSION"
-NOTFOUND = "NOTFOUND"
-CONFLICT = "CONFLICT"
-BADVALUE = "BADVALUE"
-FENCED = "FENCED"
 
 
 class Script:
@@ -93,13 +86,3 @@ SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")
 IMPORT_SESSION = Script("import_session")
 EXPIRE_SESSION = Script("expire_session")
-
-
-def error_code(error: ResponseError) -> tuple[str, str]:
-    """Split a script's error reply into its code and detail (``("", text)`` for other errors)."""
-    text = str(error)
-    code, _, detail = text.partition(" ")
-    if code in (NOSESSION, NOTFOUND, CONFLICT, BADVALUE, FENCED):
-        # The server appends " script: <sha>, on @user_script:<line>." to errors raised in scripts.
-        return code, detail.split(" script: ")[0]
-    return "", text

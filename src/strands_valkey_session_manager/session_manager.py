@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -16,9 +15,8 @@ from strands.types.content import Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 from valkey.cluster import ValkeyCluster
-from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
 
-from . import codec, replication, scripts
+from . import codec, errors, replication, scripts, sdk
 from .keys import KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
@@ -28,6 +26,9 @@ if TYPE_CHECKING:
     from strands.types.agent import LocalAgent
 
 logger = logging.getLogger(__name__)
+
+#: ``with _errors(operation, key[, not_found]):`` turns what Valkey raises into a ``SessionException``.
+_errors = functools.partial(errors.translated, SessionException)
 
 DEFAULT_TTL = 3600
 
@@ -107,61 +108,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self._joined_existing:
             # Another process created the session between our read and our create: use theirs,
             # and restore agents from it rather than treating it as empty.
-            self._is_new_session = False
+            sdk.restore_from_session(self)
             self.session = self.read_session(session_id) or self.session
-
-    # -- errors -----------------------------------------------------------------------------
-
-    @contextmanager
-    def _errors(self, operation: str, key: str, not_found: str = "") -> Iterator[None]:
-        """Turn anything Valkey raises into a ``SessionException`` naming the operation and key."""
-        try:
-            yield
-        except OutOfMemoryError as error:
-            raise SessionException(
-                f"key=<{key}> | {operation} refused, nothing was written: Valkey is out of memory (maxmemory "
-                f"reached under a noeviction policy). Free memory or raise maxmemory, then retry. ({error})"
-            ) from error
-        except ResponseError as error:
-            code, detail = scripts.error_code(error)
-            if code == scripts.NOTFOUND:
-                raise SessionException(not_found) from error
-            if code == scripts.CONFLICT:
-                raise SessionException(
-                    f"key=<{detail}> | {operation} refused: that message id already holds a different message. "
-                    "Another writer is appending to the same (session_id, agent_id); give each agent its own "
-                    "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored. "
-                    "If there is no other writer, the session's records were evicted or deleted while its "
-                    "messages remain: run Valkey with maxmemory-policy noeviction."
-                ) from error
-            if code == scripts.NOSESSION:
-                raise SessionException(
-                    f"key=<{detail}> | {operation} refused: the session no longer exists (it was deleted, or "
-                    "expired after ttl idle seconds). Open a new ValkeySessionManager to start it again."
-                ) from error
-            if code == scripts.FENCED:
-                raise SessionException(
-                    f"key=<{detail}> | {operation} refused: this invocation lost the session lock (its lease ran "
-                    "out unrenewed: the process was paused, stalled or cut off) and another invocation may hold it "
-                    "now. Nothing was written; invoke the agent again to continue from what is stored."
-                ) from error
-            if code == scripts.BADVALUE:
-                bad_key, _, reason = detail.partition(" ")
-                raise SessionException(
-                    f"key=<{bad_key}> | {operation} failed: the key holds a value this library did not write "
-                    f"({reason}). Delete or repair that key."
-                ) from error
-            raise SessionException(f"key=<{key}> | {operation} failed: {error}") from error
-        except replication.ReplicasNotAcknowledged as error:
-            raise SessionException(
-                f"key=<{key}> | {operation} not confirmed: {error}. Check the replicas (INFO replication), or "
-                "raise wait_timeout_ms; the write is safe to repeat (an agent re-sends a message with its next one)."
-            ) from error
-        except ValkeyError as error:
-            raise SessionException(
-                f"key=<{key}> | {operation} failed: {type(error).__name__}: {error}. Check that Valkey is "
-                "reachable and the client's url, credentials and timeouts."
-            ) from error
 
     def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any], write: bool = True) -> Any:
         """Run a script on one session: KEYS are the session key, its index and ``key``.
@@ -177,7 +125,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     def _run_lock(self, operation: str, keys: list[str], args: list[Any]) -> Any:
         """Run lua/lock.lua for the session lock (lock.py)."""
-        with self._errors(operation, keys[2]):
+        with _errors(operation, keys[2]):
             return scripts.LOCK(self.client, keys, [self.ttl_ms, *args])
 
     # -- sessions ---------------------------------------------------------------------------
@@ -186,7 +134,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
         key = self.keys.session(session.session_id)
         expiry = ("PX", self.ttl_ms) if self.ttl_ms else ()
-        with self._errors("create session", key):
+        with _errors("create session", key):
             command = ("SET", key, codec.encode(session), "NX", *expiry)
             created = replication.execute(self.client, key, command, self.replica_wait)
         if not created:
@@ -199,14 +147,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
         """Read a session record, or ``None``."""
         key = self.keys.session(session_id)
-        with self._errors("read session", key):
+        with _errors("read session", key):
             raw = cast("bytes | str | None", self.client.get(key))
         return None if raw is None else codec.load_record(Session, raw, key)
 
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete every key of the session in one atomic script; no other session is touched."""
         key = self.keys.session(session_id)
-        with self._errors("delete session", key):
+        with _errors("delete session", key):
             deleted = scripts.DELETE_SESSION(self.client, [key, self.keys.index(session_id)], [0], self.replica_wait)
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
@@ -219,14 +167,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         data = codec.to_dict(record)
         created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
         mode, suffix = how.get("mode", "create"), how.get("suffix", "")
-        with self._errors(operation, key, how.get("not_found", "")):
+        with _errors(operation, key, how.get("not_found", "")):
             stored = self._script(scripts.WRITE_RECORD, session_id, key, [mode, suffix, created_at, body])
         logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
         return str(json.loads(stored)) if stored else ""
 
     def _read_record(self, operation: str, session_id: str, key: str) -> bytes | str | None:
         """Read one record, sliding the session's expiry if it is due."""
-        with self._errors(operation, key):
+        with _errors(operation, key):
             raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [], write=False)
         if self._lock is not None:
             self._lock.saw(key, raw)
@@ -260,7 +208,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Write messages of one agent atomically; a different message under a used id is refused."""
         prefix = self.keys.message_prefix(session_id, agent_id)
         pairs = [item for message_id, raw in batch for item in (message_id, raw)]
-        with self._errors("append message", f"{prefix}{batch[-1][0]}"):
+        with _errors("append message", f"{prefix}{batch[-1][0]}"):
             self._script(
                 scripts.APPEND_MESSAGES,
                 session_id,
@@ -277,7 +225,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
         key = self.keys.message(session_id, agent_id, message_id)
-        with self._errors("read message", key):
+        with _errors("read message", key):
             raw = cast("bytes | str | None", self.client.get(key))
         return None if raw is None else codec.load_record(SessionMessage, raw, key)
 
@@ -306,7 +254,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         ids_key = self.keys.messages(session_id, agent_id)
         python_slice = offset < 0 or (limit is not None and limit < 0)  # rare: keep list-slice semantics
         start, stop = (0, -1) if python_slice else (offset, -1 if limit is None else offset + limit - 1)
-        with self._errors("list messages", ids_key):
+        with _errors("list messages", ids_key):
             pipe = self.client.pipeline(transaction=False)
             pipe.exists(agent_key)
             pipe.zrange(ids_key, start, stop)
@@ -323,7 +271,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         prefix = self.keys.message_prefix(session_id, agent_id)
         keys = [f"{prefix}{number}" for number in numbers]
-        with self._errors("list messages", ids_key):
+        with _errors("list messages", ids_key):
             values = cast("list[bytes | str | None]", self.client.mget(keys))
         missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
         if missing:
@@ -370,18 +318,16 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         store, and a write that did land after all is recognised as done, not as a conflict.
         """
         agent_id = agent.agent_id
-        latest = self._latest_agent_message[agent_id]
+        latest = sdk.latest_message(self, agent_id)
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
         record = (session_message.message_id, codec.encode(session_message))
         batch = [*self._unconfirmed.pop(agent_id, []), record]
         # The SDK appended the message to agent.messages already: track it whatever happens next.
-        self._latest_agent_message[agent_id] = session_message
-        self._held_records.setdefault(agent_id, []).append(session_message)
+        sdk.track_appended(self, agent_id, session_message)
         try:
             self._append(self.session_id, agent_id, batch)
         except SessionException as error:
-            cause = error.__cause__
-            if not (isinstance(cause, ResponseError) and scripts.error_code(cause)[0]):  # not refused: re-send
+            if not errors.refused(error.__cause__):  # failed on the wire, not refused by the script: re-send
                 self._unconfirmed[agent_id] = batch
                 logger.debug(
                     "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",
@@ -417,14 +363,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         return Member(member_id, [session, index, self.keys.lock(self.session_id, suffix), *keys], reload)
 
     def _newest_message_id(self, agent_id: str) -> str:
-        latest = self._latest_agent_message.get(agent_id)
+        latest = sdk.latest_message(self, agent_id)
         return "" if latest is None else str(latest.message_id)
 
     def _reload_agent(self, agent: LocalAgent) -> None:
         """Restore the agent again from what is stored (another invocation wrote to it since we read it)."""
         agent_id = agent.agent_id
-        for tracked in (self._latest_agent_message, self._held_records, self._last_synced_internal_state):
-            tracked.pop(agent_id, None)
+        sdk.forget_agent(self, agent_id)
         unconfirmed = self._unconfirmed.pop(agent_id, None)
         if unconfirmed:
             logger.warning(
@@ -446,15 +391,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         ``redact_latest_message``, which prunes first; in between, pruning once they outnumber the
         agent's messages two to one keeps them bounded at amortised O(1) a sync.
         """
-        if _sdk_prune is not None and len(self._held_records.get(agent.agent_id, ())) > 2 * len(agent.messages) + 16:
-            _sdk_prune(self, agent)
+        if (
+            sdk.prune_held_records is not None
+            and len(sdk.held_records(self, agent.agent_id)) > 2 * len(agent.messages) + 16
+        ):
+            sdk.prune_held_records(self, agent)
 
     def redact_latest_message(self, redact_message: Message, agent: LocalAgent, **kwargs: Any) -> None:
         """Redact the latest message (and its aliases from a retried prompt), as the SDK does."""
-        if _sdk_prune is not None:
-            _sdk_prune(self, agent)
+        if sdk.prune_held_records is not None:
+            sdk.prune_held_records(self, agent)
         super().redact_latest_message(redact_message, agent, **kwargs)
-
-
-#: The SDK's pruning of held records (private, hence looked up, not assumed).
-_sdk_prune = getattr(RepositorySessionManager, "_prune_held_records", None)

@@ -10,26 +10,28 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
+import functools
 import logging
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, cast
 
 import valkey.asyncio
 from strands.storage.search.keyword import STOP_WORDS, KeywordSearchStrategy, tokenize
-from strands.storage.storage import _NAMESPACED, Storage, StorageSearchResult, _normalize_key, _normalize_prefix
+from strands.storage.storage import Storage, StorageSearchResult
 from strands.types.exceptions import StorageError
-from valkey.exceptions import ResponseError, ValkeyError
+from valkey.exceptions import ResponseError
 
-from .. import scripts
+from .. import errors, sdk
 from ..options import ttl_ms
 from ..scripts import Script
 from .client_loop import AsyncClient, ClientLoop, clone_client, is_cluster
 from .keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
 
 logger = logging.getLogger(__name__)
+
+#: ``with _errors(operation, key):`` turns what Valkey raises into a ``StorageError``.
+_errors = functools.partial(errors.translated, StorageError)
 
 STORAGE = Script("storage", __package__)
 STORAGE_LIST = Script("storage_list", __package__)
@@ -92,31 +94,11 @@ class ValkeyStorage:
         scope = f", namespace={self._prefix!r}" if self._prefix else ""
         return f"ValkeyStorage(key_prefix={self.keys.prefix!r}, cluster={self.keys.cluster}{scope})"
 
-    # -- errors -----------------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _errors(self, operation: str, key: str) -> Iterator[None]:
-        """Turn anything Valkey raises into a ``StorageError`` naming the operation and the key."""
-        try:
-            yield
-        except ResponseError as error:
-            code, detail = scripts.error_code(error)
-            if code == scripts.BADVALUE:
-                raise StorageError(
-                    f"key=<{key}> | {operation} failed: Valkey key {detail} (not written by ValkeyStorage?)"
-                ) from error
-            raise StorageError(f"key=<{key}> | {operation} failed: {error}") from error
-        except ValkeyError as error:
-            raise StorageError(
-                f"key=<{key}> | {operation} failed: {type(error).__name__}: {error}. Check that Valkey is "
-                "reachable and the client's url, credentials and timeouts."
-            ) from error
-
     # -- the Storage protocol ---------------------------------------------------------------------------------
 
     async def _script(self, operation: str, key: str, value: bytes = b"") -> Any:
         """Run the storage script on one key (relative to this namespace, unnormalised)."""
-        full = f"{self._prefix}{_normalize_key(key)}"
+        full = f"{self._prefix}{sdk.normalize_key(key)}"
         member = escape_storage_key(full)
         group = storage_group(member)
         head, cut = self.keys.head(group)
@@ -124,7 +106,7 @@ class ValkeyStorage:
         args: list[Any] = [self.ttl_ms, operation, member, group, head, cut]
         if operation == "write":
             args.append(value)
-        with self._errors(operation, full):
+        with _errors(operation, full):
             return await self._io.run(lambda client: STORAGE.run_async(client, keys, args))
 
     async def write(self, key: str, data: bytes) -> None:
@@ -163,14 +145,14 @@ class ValkeyStorage:
         Raises:
             StorageError: If the prefix is invalid or Valkey fails.
         """
-        prefix = escape_storage_key(f"{self._prefix}{_normalize_prefix(query)}")
+        prefix = escape_storage_key(f"{self._prefix}{sdk.normalize_prefix(query)}")
         low, high = ("-", "+") if not prefix else (b"[" + prefix.encode(), b"(" + prefix.encode() + b"\xff")
         if prefix.count("/") >= 2:
             index = self.keys.index(storage_group(prefix))
-            with self._errors("list", prefix):
+            with _errors("list", prefix):
                 members = await self._io.run(lambda client: client.zrangebylex(index, low, high))
         else:
-            with self._errors("list", prefix):
+            with _errors("list", prefix):
                 members = await self._io.run(lambda client: self._list_groups(client, low, high))
         keys = sorted(unescape_storage_key(member.decode()) for member in members)
         return [key[len(self._prefix) :] for key in keys]
@@ -234,7 +216,7 @@ class ValkeyStorage:
                 pipe.get(name)
             return list(await pipe.execute(raise_on_error=False))
 
-        with self._errors("search", self._prefix):
+        with _errors("search", self._prefix):
             values = await self._io.run(get_all)
         return [value if isinstance(value, bytes) else None for value in values]
 
@@ -244,11 +226,11 @@ class ValkeyStorage:
         Groups are computed on full keys, so a namespace does not change which keys expire together;
         separate tenants with ``key_prefix`` instead.
         """
-        normalized = _normalize_prefix(prefix).rstrip("/")
+        normalized = sdk.normalize_prefix(prefix).rstrip("/")
         scoped = copy.copy(self)
         scoped._prefix = f"{self._prefix}{normalized}/" if normalized else self._prefix
         scoped._root = self._root or self
-        scoped._namespaced = _NAMESPACED  # type: ignore[attr-defined]
+        scoped._namespaced = sdk.NAMESPACED  # type: ignore[attr-defined]
         return scoped
 
     # -- lifecycle --------------------------------------------------------------------------------------------

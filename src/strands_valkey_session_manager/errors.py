@@ -1,0 +1,110 @@
+"""What went wrong, said once: script error codes and Valkey errors turned into each part's exception.
+
+The session manager raises the SDK's ``SessionException``, ``ValkeyStorage`` its ``StorageError``; both
+say the same thing the same way: the key or operation, what happened, and what to do about it, with the
+original error chained. The scripts raise errors whose first word is a code (``fail`` in lua/common.lua);
+:func:`error_code` reads it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
+
+from .replication import ReplicasNotAcknowledged
+
+#: Codes the scripts raise (see ``fail`` in lua/common.lua).
+NOSESSION = "NOSESSION"
+NOTFOUND = "NOTFOUND"
+CONFLICT = "CONFLICT"
+BADVALUE = "BADVALUE"
+FENCED = "FENCED"
+CODES = (NOSESSION, NOTFOUND, CONFLICT, BADVALUE, FENCED)
+
+
+def error_code(error: ResponseError) -> tuple[str, str]:
+    """Split a script's error reply into its code and detail (``("", text)`` for other errors)."""
+    text = str(error)
+    code, _, detail = text.partition(" ")
+    if code in CODES:
+        # The server appends " script: <sha>, on @user_script:<line>." to errors raised in scripts.
+        return code, detail.split(" script: ")[0]
+    return "", text
+
+
+def refused(error: BaseException | None) -> bool:
+    """Whether a script refused the call on purpose (a code, nothing written), unlike a failure on the wire."""
+    return isinstance(error, ResponseError) and bool(error_code(error)[0])
+
+
+def explain(error: Exception, operation: str, key: str, not_found: str = "") -> str:
+    """Say what ``error`` means for ``operation`` on ``key``, and what to do."""
+    if isinstance(error, OutOfMemoryError):
+        return (
+            f"key=<{key}> | {operation} refused, nothing was written: Valkey is out of memory (maxmemory "
+            f"reached under a noeviction policy). Free memory or raise maxmemory, then retry. ({error})"
+        )
+    if isinstance(error, ResponseError):
+        code, detail = error_code(error)
+        if code == NOTFOUND and not_found:
+            return not_found
+        if code == CONFLICT:
+            return (
+                f"key=<{detail}> | {operation} refused: that message id already holds a different message. "
+                "Another writer is appending to the same (session_id, agent_id); give each agent its own "
+                "agent_id (Agent(agent_id=...)), or open the session again to continue from what is stored. "
+                "If there is no other writer, the session's records were evicted or deleted while its "
+                "messages remain: run Valkey with maxmemory-policy noeviction."
+            )
+        if code == NOSESSION:
+            return (
+                f"key=<{detail}> | {operation} refused: the session no longer exists (it was deleted, or "
+                "expired after ttl idle seconds). Open a new ValkeySessionManager to start it again."
+            )
+        if code == FENCED:
+            return (
+                f"key=<{detail}> | {operation} refused: this invocation lost the session lock (its lease ran "
+                "out unrenewed: the process was paused, stalled or cut off) and another invocation may hold it "
+                "now. Nothing was written; invoke the agent again to continue from what is stored."
+            )
+        if code == BADVALUE:
+            bad_key, _, reason = detail.partition(" ")
+            return (
+                f"key=<{bad_key}> | {operation} failed: the key holds a value this library did not write "
+                f"({reason}). Delete or repair that key."
+            )
+        return f"key=<{key}> | {operation} failed: {error}"
+    if isinstance(error, ReplicasNotAcknowledged):
+        return (
+            f"key=<{key}> | {operation} not confirmed: {error}. Check the replicas (INFO replication), or "
+            "raise wait_timeout_ms; the write is safe to repeat (an agent re-sends a message with its next one)."
+        )
+    if isinstance(error, ValkeyConnectionError) and "Too many connections" in str(error):
+        return (
+            f"key=<{key}> | {operation} failed: the client's connection pool is exhausted ({error}); the server "
+            "was not asked. Share the client through a valkey.BlockingConnectionPool (callers wait for a free "
+            "connection) or raise the pool's max_connections."
+        )
+    return (
+        f"key=<{key}> | {operation} failed: {type(error).__name__}: {error}. Check that Valkey is reachable "
+        "and the client's url, credentials and timeouts."
+    )
+
+
+@contextmanager
+def translated(exception: type[Exception], operation: str, key: str, not_found: str = "") -> Iterator[None]:
+    """Turn anything Valkey raises inside the block into ``exception`` naming the operation and key.
+
+    Args:
+        exception: What this part raises (``SessionException``, ``StorageError``).
+        operation: What was being done, for the message ("append message").
+        key: The key it was about.
+        not_found: The message for a ``NOTFOUND`` refusal (the SDK's own "... does not exist" wording).
+    """
+    try:
+        yield
+    except ValkeyError as error:
+        raise exception(explain(error, operation, key, not_found)) from error
