@@ -139,16 +139,48 @@ class LocalCluster(Running):
             for node in self.nodes:
                 node.start()
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-            command = [_cli_for(self.binary), "--cluster", "create", *addresses]
-            command += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-            if done.returncode != 0:
-                raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}")
+            self._cluster_cli("create", *addresses, "--cluster-replicas", str(self.replicas), timeout=timeout)
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _cluster_cli(self, action: str, *args: str, timeout: float) -> None:
+        """Run ``valkey-cli --cluster <action> <args> --cluster-yes``; ``RuntimeError`` with its output if it fails."""
+        command = [_cli_for(self.binary), "--cluster", action, *args, "--cluster-yes"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}")
+
+    def add_master(self, timeout: float = 60.0) -> LocalValkey:
+        """Scale out: start a master (with ``replicas`` replicas of its own) and join it to the cluster, empty.
+
+        ``valkey-cli --cluster add-node``; move slots to it with ``reshard`` or ``migrate_slot``. Returns it
+        once the cluster is complete again; ``stop()`` stops it with the others.
+        """
+        existing = f"127.0.0.1:{self.nodes[0].port}"
+        master, *replicas = [
+            LocalValkey(binary=self.binary, args=self.nodes[0].args, port=_free_node_port())
+            for _ in range(1 + self.replicas)
+        ]
+        self.nodes += [master, *replicas]
+        master.start()
+        self._cluster_cli("add-node", f"127.0.0.1:{master.port}", existing, timeout=timeout)
+        self.wait_ready(timeout, complete=False)  # every node knows the new master before a replica names it
+        for replica in replicas:
+            replica.start()
+            self._cluster_cli(
+                "add-node",
+                f"127.0.0.1:{replica.port}",
+                existing,
+                "--cluster-slave",
+                "--cluster-master-id",
+                self.node_id(master),
+                timeout=timeout,
+            )
+        self.wait_ready(timeout)
+        return master
 
     def wait_ready(self, timeout: float = 30.0, complete: bool = True) -> None:
         """Wait until the running nodes agree on one slot map, all slots served by a running master.
@@ -187,10 +219,12 @@ class LocalCluster(Running):
         Right after a (re)sync a replica can show as online while its master holds the stream back
         until its first acknowledgement; only a write that comes back acknowledged proves it flows.
         """
-        probe = _key_in(slots[0])
         with self.node_at(master_port).client(socket_timeout=2) as client:
             if len(_replica_ports(client)) < self.replicas:
                 return False
+            if not slots:  # a master added empty (add_master) has no slot to write a probe to
+                return True
+            probe = _key_in(slots[0])
             client.set(probe, "1")
             client.delete(probe)
             return int(client.execute_command("WAIT", self.replicas, 100)) >= self.replicas
@@ -217,6 +251,13 @@ class LocalCluster(Running):
         node = next(node for node in self.nodes if node.running)
         with node.client(socket_timeout=2) as client:
             return [self.node_at(port) for port, master, slots in _topology(client) if not master and slots]
+
+    def slots(self, node: LocalValkey) -> list[int]:
+        """Return the slots ``node`` serves now, in order, as the running nodes see it."""
+        probe = next(node for node in self.nodes if node.running)
+        with probe.client(socket_timeout=2) as client:
+            ranges = next((slots for port, _, slots in _topology(client) if port == node.port), ())
+        return [slot for first, last in ranges for slot in range(first, last + 1)]
 
     def node_id(self, node: LocalValkey) -> str:
         """Return the cluster node id of ``node`` (``CLUSTER MYID``)."""
@@ -289,39 +330,49 @@ class LocalCluster(Running):
         target: LocalValkey,
         batch: int = 10,
         between: Callable[[str], None] | None = None,
-        timeout: float = 30.0,
     ) -> None:
-        """Move one slot to ``target`` the classic way (what valkey-cli does per slot), from Python.
+        """Move one slot to ``target`` the classic way, as valkey-cli does for each slot, from Python.
 
-        ``CLUSTER SETSLOT IMPORTING`` on the target, ``MIGRATING`` on the source, ``MIGRATE`` of its keys
-        ``batch`` at a time, ``SETSLOT NODE`` on the target, the source and the other masters. While the slot
-        is open, ``between(step)`` may hold it (a long migration): ``"split"`` once half of its keys have moved
+        ``open_slot``, ``move_keys`` ``batch`` at a time, ``close_slot``. While the slot is open,
+        ``between(step)`` may hold it there (a long migration): ``"split"`` once half of its keys have moved
         (a slot with fewer than 2 keys skips it), ``"moved"`` once all have, before the slot is handed over.
         """
-        source = self.serving(slot)
-        if source is target:
+        if self.serving(slot) is target:
             return
-        source_id, target_id = self.node_id(source), self.node_id(target)
-        timeout_ms = int(timeout * 1000)
-        with source.client(socket_timeout=timeout) as origin, target.client(socket_timeout=timeout) as destination:
+        source = self.open_slot(slot, target)
+        with source.client(socket_timeout=10) as client:
+            half = int(client.execute_command("CLUSTER COUNTKEYSINSLOT", slot)) // 2
+        if half and self.move_keys(slot, target, half) and between is not None:
+            between("split")
+        while self.move_keys(slot, target, batch):
+            pass
+        if between is not None:
+            between("moved")
+        self.close_slot(slot, target)
 
-            def migrate(count: int) -> int:
-                keys = origin.execute_command("CLUSTER GETKEYSINSLOT", slot, count)
-                if keys:
-                    origin.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, timeout_ms, "KEYS", *keys)
-                return len(keys)
+    def open_slot(self, slot: int, target: LocalValkey) -> LocalValkey:
+        """Start moving ``slot`` to ``target``: ``SETSLOT IMPORTING`` there, ``MIGRATING`` on its master (returned)."""
+        source = self.serving(slot)
+        with target.client(socket_timeout=10) as client:
+            client.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", self.node_id(source))
+        with source.client(socket_timeout=10) as client:
+            client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", self.node_id(target))
+        return source
 
-            destination.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
-            origin.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
-            half = int(origin.execute_command("CLUSTER COUNTKEYSINSLOT", slot)) // 2
-            if half and migrate(half) and between is not None:
-                between("split")
-            while migrate(batch):
-                pass
-            if between is not None:
-                between("moved")
+    def move_keys(self, slot: int, target: LocalValkey, keys: int | list[str], timeout: float = 30.0) -> int:
+        """``MIGRATE`` keys of an open slot from its master to ``target``: these ``keys``, or that many; how many."""
+        with self.serving(slot).client(socket_timeout=timeout) as client:
+            if isinstance(keys, int):
+                keys = list(client.execute_command("CLUSTER GETKEYSINSLOT", slot, keys))
+            if keys:
+                client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, int(timeout * 1000), "KEYS", *keys)
+        return len(keys)
+
+    def close_slot(self, slot: int, target: LocalValkey) -> None:
+        """Hand an open slot over to ``target``: ``SETSLOT NODE`` on it, on the source, then on the other masters."""
+        source, target_id = self.serving(slot), self.node_id(target)
         for node in [target, source, *(node for node in self.masters() if node not in (source, target))]:
-            with node.client(socket_timeout=timeout) as client:
+            with node.client(socket_timeout=10) as client:
                 client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
 
     def supports_atomic_slot_migration(self) -> bool:
