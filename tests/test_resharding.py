@@ -22,9 +22,10 @@ import pytest
 from conftest import SERVER_BINARY
 from strands import Agent
 from strands.types.content import Messages
+from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager import ValkeySessionManager, replication
 from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
@@ -91,14 +92,13 @@ class Journal:
         with self.lock:
             return any(w.slot == slot and w.start > since and w.end for w in self.writes)
 
-    def moving(self, slot: int | None) -> None:
-        """Note that ``slot`` starts to move (``None``: none), so the one before has finished."""
+    def moving(self, *slots: int) -> None:
+        """Note that ``slots`` start to move (none: nothing moves now), so the ones before have finished."""
         now = time.monotonic()
         with self.lock:
-            if self.open_slots and not self.open_slots[-1].end:
-                self.open_slots[-1].end = now
-            if slot is not None:
-                self.open_slots.append(Span("", slot, now))
+            for window in self.open_slots:
+                window.end = window.end or now
+            self.open_slots += [Span("", slot, now) for slot in slots]
 
     def during_migrations(self, spans: list[Span]) -> list[Span]:
         """The spans that ran while their slot was open."""
@@ -235,7 +235,7 @@ def hold_until_met(traffic: Traffic, slot: int, nodes: list[LocalValkey]) -> Cal
     return between
 
 
-def assert_complete_in_order_with_one_deadline(client: ValkeyCluster, traffic: Traffic) -> None:
+def assert_complete_in_order_with_one_deadline(cluster: LocalCluster, client: ValkeyCluster, traffic: Traffic) -> None:
     """Every conversation is stored whole and in order, and every key carries the session's one deadline."""
     for session in traffic.sessions:
         reader = ValkeySessionManager(session, client, ttl=TTL)
@@ -248,8 +248,12 @@ def assert_complete_in_order_with_one_deadline(client: ValkeyCluster, traffic: T
             for pair in (("user", prompt), ("assistant", f"You said: {prompt}"))
         ]
         assert stored == expected, session
-        keys = [key for key in client.keys(f"session:{{{session}}}*", target_nodes=ValkeyCluster.PRIMARIES)]
-        ttls = {key: client.pttl(key) for key in keys if ":lock:" not in key}
+        ttls = {}
+        for node in cluster.masters():  # each master asked directly, whatever the client's slot map says
+            with node.client() as on_node:
+                for key in on_node.keys(f"session:{{{session}}}*"):
+                    if ":lock:" not in key:
+                        ttls[key] = on_node.pttl(key)
         assert len(ttls) == len(expected) + 4, (session, sorted(ttls))  # record, index, agent, ids, messages
         assert min(ttls.values()) > 0 and max(ttls.values()) - min(ttls.values()) <= 2000, (session, ttls)
 
@@ -268,13 +272,13 @@ def test_no_turn_fails_while_the_sessions_slots_move_to_a_new_shard_and_back_key
             slot = LocalCluster.session_slot(session)
             traffic.journal.moving(slot)
             cluster.migrate_slot(slot, target, between=hold_until_met(traffic, slot, [cluster.serving(slot), target]))
-            traffic.journal.moving(None)
+            traffic.journal.moving()
 
     def reshard(origin: LocalValkey, target: LocalValkey, slots: int) -> None:
         """valkey-cli moves the lowest ``slots`` slots of ``origin`` to ``target``; each slot's window runs from
         its report (valkey-cli reports a slot before it opens it) to the next one's."""
         cluster.reshard(origin, target, slots, on_slot=traffic.journal.moving)
-        traffic.journal.moving(None)
+        traffic.journal.moving()
 
     try:
         new = cluster.add_master()  # scaling out: a new, empty shard joins while the agents run
@@ -289,4 +293,87 @@ def test_no_turn_fails_while_the_sessions_slots_move_to_a_new_shard_and_back_key
     assert [turn.error for turn in traffic.journal.turns if turn.error] == [], summary
     assert traffic.journal.unmet == [], summary
     assert len(traffic.journal.during_migrations(traffic.journal.turns)) >= 2 * SESSIONS, summary
-    assert_complete_in_order_with_one_deadline(cluster_client, traffic)
+    assert_complete_in_order_with_one_deadline(cluster, cluster_client, traffic)
+
+
+def test_a_write_with_wait_replicas_follows_ask_to_the_importing_node_and_waits_for_its_replicas(
+    cluster: LocalCluster, cluster_client: ValkeyCluster
+) -> None:
+    slot = LocalCluster.session_slot("asked")
+    source = cluster.serving(slot)
+    target = next(node for node in cluster.masters() if node is not source)
+    before = command_calls(target, "wait", "asking")
+    cluster.open_slot(slot, target)  # the session's record does not exist yet: its source answers ASK
+    try:
+        ValkeySessionManager("asked", cluster_client, wait_replicas=1)
+    finally:
+        cluster.close_slot(slot, target)
+
+    # ASKING, the write and WAIT in one round trip on the target, so WAIT counts the target's replicas (the
+    # other ASKING is valkey-py's, for the manager's read of the session record before it creates it).
+    assert command_calls(target, "wait", "asking") == (before[0] + 1, before[1] + 2)
+    with target.client() as on_target:
+        assert on_target.exists("session:{asked}") == 1
+
+
+def test_a_write_whose_slot_stays_split_past_the_deadline_says_it_is_migrating_and_safe_to_repeat(
+    cluster: LocalCluster, cluster_client: ValkeyCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replication, "MIGRATION_WAIT", 0.5)
+    agent = Agent(
+        agent_id="assistant",
+        model=ScriptedModel(),
+        session_manager=ValkeySessionManager("split", cluster_client),
+        callback_handler=None,
+    )
+    agent("one")
+    slot = LocalCluster.session_slot("split")
+    target = next(node for node in cluster.masters() if node is not cluster.serving(slot))
+    cluster.open_slot(slot, target)
+    cluster.move_keys(slot, target, ["session:{split}"])  # every write names it and the index: TRYAGAIN
+    try:
+        with pytest.raises(SessionException, match="migrating") as refused:
+            agent("two")
+    finally:
+        while cluster.move_keys(slot, target, 10):
+            pass
+        cluster.close_slot(slot, target)
+    agent("three")
+
+    assert "safe to repeat" in str(refused.value)
+    restored = ValkeySessionManager("split", cluster_client).list_messages("split", "assistant")
+    assert [m.message for m in restored] == agent.messages
+    assert [m["content"][0]["text"] for m in agent.messages if m["role"] == "user"] == ["one", "two", "three"]
+
+
+def command_calls(node: LocalValkey, *names: str) -> tuple[int, ...]:
+    """How many times ``node`` ran each command (INFO commandstats)."""
+    with node.client() as c:
+        stats = c.info("commandstats")
+    return tuple(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names)
+
+
+def test_no_turn_fails_while_atomic_slot_migration_moves_the_sessions_slots_back_and_forth(
+    cluster: LocalCluster, cluster_client: ValkeyCluster
+) -> None:
+    if not cluster.supports_atomic_slot_migration():
+        pytest.skip(f"{SERVER_BINARY} has no CLUSTER MIGRATESLOTS (atomic slot migration, Valkey 9+)")
+    source, target = cluster.masters()[:2]
+    sessions = session_ids(cluster, source)
+    slots = [LocalCluster.session_slot(session) for session in sessions]
+    traffic = Traffic(cluster_client, sessions)
+    try:
+        deadline, moves = time.monotonic() + 40, 0
+        # Back and forth, at least 4 times, until SESSIONS writes have met a migration (each takes ~0.1 s).
+        while moves < 4 or len(traffic.journal.during_migrations(traffic.journal.writes)) < SESSIONS:
+            assert time.monotonic() < deadline, "writes did not meet the migrations in 40 s"
+            traffic.journal.moving(*slots)
+            cluster.migrate_slots_atomically(slots, target if moves % 2 == 0 else source)
+            traffic.journal.moving()
+            moves += 1
+    finally:
+        traffic.stop()
+        summary = traffic.report("atomic migration")
+
+    assert [turn.error for turn in traffic.journal.turns if turn.error] == [], summary
+    assert_complete_in_order_with_one_deadline(cluster, cluster_client, traffic)

@@ -378,29 +378,34 @@ class LocalCluster(Running):
     def supports_atomic_slot_migration(self) -> bool:
         """Whether the servers have ``CLUSTER MIGRATESLOTS`` (Valkey 9's atomic slot migration)."""
         with self.nodes[0].client(socket_timeout=2) as client:
-            docs = client.execute_command("COMMAND", "DOCS", "CLUSTER|MIGRATESLOTS")
-        return bool(docs)
+            return any(line.startswith("MIGRATESLOTS ") for line in client.execute_command("CLUSTER HELP"))
 
-    def migrate_slots_atomically(
-        self, source: LocalValkey, target: LocalValkey, first: int, last: int, timeout: float = 30.0
-    ) -> None:
-        """Move slots ``first``..``last`` of ``source`` to ``target`` with Valkey 9's ``CLUSTER MIGRATESLOTS``.
+    def migrate_slots_atomically(self, slots: list[int], target: LocalValkey, timeout: float = 30.0) -> None:
+        """Move ``slots`` (all served by one master) to ``target`` with Valkey 9's ``CLUSTER MIGRATESLOTS``.
 
-        The source streams a snapshot of the slots and then their writes to the target, keeps serving them
+        Their master streams a snapshot of the slots and then their writes to the target, serving them
         meanwhile, and hands them over at once. Returns once the job succeeded and every node agrees.
         """
-        target_id = self.node_id(target)
-        with source.client(socket_timeout=timeout) as client:
+        ordered = sorted(slots)
+        ranges: list[list[int]] = []
+        for slot in ordered:
+            if ranges and ranges[-1][1] == slot - 1:
+                ranges[-1][1] = slot
+            else:
+                ranges.append([slot, slot])
+        command = ["CLUSTER MIGRATESLOTS", "SLOTSRANGE", *(end for pair in ranges for end in pair)]
+        command += ["NODE", self.node_id(target)]
+        with self.serving(ordered[0]).client(socket_timeout=timeout) as client:
             before = {job["name"] for job in _slot_migrations(client)}
-            client.execute_command("CLUSTER MIGRATESLOTS", "SLOTSRANGE", first, last, "NODE", target_id)
+            client.execute_command(*command)
 
             def done() -> bool:
                 (job,) = [job for job in _slot_migrations(client) if job["name"] not in before]
                 if job["state"] in ("failed", "cancelled"):
-                    raise RuntimeError(f"CLUSTER MIGRATESLOTS {first}-{last} {job['state']}: {job.get('message')}")
+                    raise RuntimeError(f"{' '.join(map(str, command))}: {job['state']}: {job.get('message')}")
                 return bool(job["state"] == "success")
 
-            wait_for(done, timeout, f"slots {first}-{last} to migrate to {target.port}")
+            wait_for(done, timeout, f"slots {ranges} to migrate to {target.port}")
         self.wait_ready(timeout)
 
     def kill(self, node: LocalValkey) -> None:
