@@ -107,7 +107,7 @@ class Journal:
 
 
 class TimedManager(ValkeySessionManager):
-    """The manager, timing the two writes of a turn (append a message, sync the agent) in a journal."""
+    """The manager, timing the writes of a turn (append a message, sync the agent) in a journal."""
 
     journal: Journal
 
@@ -122,8 +122,8 @@ class TimedManager(ValkeySessionManager):
             span.end = time.monotonic()
             self.journal.add(self.journal.writes, span)
 
-    def create_message(self, session_id: str, agent_id: str, session_message: Any, **kwargs: Any) -> None:
-        self._timed(lambda: super(TimedManager, self).create_message(session_id, agent_id, session_message))
+    def append_message(self, message: Any, agent: Any, **kwargs: Any) -> None:
+        self._timed(lambda: super(TimedManager, self).append_message(message, agent, **kwargs))
 
     def update_agent(self, session_id: str, session_agent: Any, **kwargs: Any) -> None:
         self._timed(lambda: super(TimedManager, self).update_agent(session_id, session_agent))
