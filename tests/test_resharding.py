@@ -257,7 +257,7 @@ def assert_complete_in_order_with_one_deadline(cluster: LocalCluster, client: Va
         ]
         assert stored == expected, session
         ttls = {}
-        for node in cluster.masters():  # each master asked directly, whatever the client's slot map says
+        for node in cluster.primaries():  # each master asked directly, whatever the client's slot map says
             with node.client() as on_node:
                 for key in on_node.keys(f"session:{{{session}}}*"):
                     if ":lock:" not in key:
@@ -269,7 +269,7 @@ def assert_complete_in_order_with_one_deadline(cluster: LocalCluster, client: Va
 def test_no_turn_fails_while_the_sessions_slots_move_to_a_new_shard_and_back_key_by_key(
     cluster: LocalCluster, cluster_client: ValkeyCluster
 ) -> None:
-    source = cluster.masters()[0]
+    source = cluster.primaries()[0]
     sessions = session_ids(cluster, source)
 
     traffic = Traffic(cluster_client, sessions)
@@ -310,7 +310,7 @@ def test_a_write_with_wait_replicas_follows_ask_to_the_importing_node_and_waits_
 ) -> None:
     slot = LocalCluster.session_slot("asked")
     source = cluster.serving(slot)
-    target = next(node for node in cluster.masters() if node is not source)
+    target = next(node for node in cluster.primaries() if node is not source)
     before = command_calls(target, "wait", "asking")
     cluster.open_slot(slot, target)  # the session's record does not exist yet: its source answers ASK
     try:
@@ -337,7 +337,7 @@ def test_a_write_whose_slot_stays_split_past_the_deadline_says_it_is_migrating_a
     )
     agent("one")
     slot = LocalCluster.session_slot("split")
-    target = next(node for node in cluster.masters() if node is not cluster.serving(slot))
+    target = next(node for node in cluster.primaries() if node is not cluster.serving(slot))
     cluster.open_slot(slot, target)
     cluster.move_keys(slot, target, ["session:{split}"])  # every write names it and the index: TRYAGAIN
     try:
@@ -367,7 +367,7 @@ def test_no_turn_fails_while_atomic_slot_migration_moves_the_sessions_slots_back
 ) -> None:
     if not cluster.supports_atomic_slot_migration():
         pytest.skip(f"{SERVER_BINARY} has no CLUSTER MIGRATESLOTS (atomic slot migration, Valkey 9+)")
-    source, target = cluster.masters()[:2]
+    source, target = cluster.primaries()[:2]
     sessions = session_ids(cluster, source)
     slots = [LocalCluster.session_slot(session) for session in sessions]
     traffic = Traffic(cluster_client, sessions)

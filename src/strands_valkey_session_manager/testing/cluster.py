@@ -50,7 +50,7 @@ def _is_free(port: int) -> bool:
 
 
 def _cli_for(binary: str) -> str:
-    """``valkey-cli`` next to ``valkey-server`` (``redis-cli`` next to ``redis-server``)."""
+    """``valkey-cli`` next to ``valkey-server`` (``redis-cli`` next to ``redis-server``), else on PATH."""
     name = Path(binary).name.replace("-server", "-cli")
     sibling = Path(binary).with_name(name)
     found = str(sibling) if sibling.is_file() else shutil.which(name)
@@ -71,6 +71,13 @@ def _topology(client: Any) -> tuple[tuple[int, int, tuple[tuple[int, int], ...]]
         slots = tuple((int(r[0]), int(r[-1])) for r in fields["slots"])
         healthy.append((int(address.rsplit(":", 1)[1]), ports.get(fields["master_id"], 0), slots))
     return tuple(sorted(healthy))
+
+
+def _knows(client: Any, ids: list[str]) -> bool:
+    """Whether a node has completed the handshake with every node in ``ids`` (``CLUSTER NODES``)."""
+    nodes = client.execute_command("CLUSTER NODES").values()
+    known = {fields["node_id"] for fields in nodes if not {"handshake", "noaddr"} & set(fields["flags"].split(","))}
+    return known >= set(ids)
 
 
 def _key_in(slots: tuple[int, int]) -> str:
@@ -108,18 +115,24 @@ class LocalCluster(Running):
         args: list[str] | None = None,
     ) -> None:
         """Describe the cluster; nothing starts until ``start()``."""
-        found = binary or find_server()
-        if found is None:
-            raise FileNotFoundError("no valkey-server on PATH (see LocalValkey)")
-        self.binary = found
-        self.replicas = replicas
+        found = find_server(binary)
+        self.binary, self.binary_source = found.path, found.source
+        self.masters, self.replicas = masters, replicas
         cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         cluster_args += ["--cluster-node-timeout", str(node_timeout_ms), "--repl-diskless-sync-delay", "0"]
         cluster_args += args or []
         self.nodes = [
-            LocalValkey(binary=found, args=cluster_args, port=_free_node_port())
+            LocalValkey(binary=found.path, args=cluster_args, port=_free_node_port())
             for _ in range(masters * (1 + replicas))
         ]
+
+    def __repr__(self) -> str:
+        """``LocalCluster(binary='...' (embedded), 3 masters x 1 replicas, ports [...])``."""
+        ports = [node.port for node in self.nodes]
+        return (
+            f"LocalCluster(binary={self.binary!r} ({self.binary_source}), "
+            f"{self.masters} masters x {self.replicas} replicas, ports {ports})"
+        )
 
     @property
     def url(self) -> str:
@@ -134,53 +147,68 @@ class LocalCluster(Running):
         return ValkeyCluster(startup_nodes=startup, **options)
 
     def start(self, timeout: float = 60.0) -> LocalCluster:
-        """Start every node, create the cluster with ``valkey-cli --cluster create``, wait until it is ready."""
+        """Start every node, join them into one cluster (:meth:`_create`), wait until it is ready."""
         try:
             for node in self.nodes:
                 node.start()
-            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-            self._cluster_cli("create", *addresses, "--cluster-replicas", str(self.replicas), timeout=timeout)
+            self._create(timeout)
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _cluster_cli(self, action: str, *args: str, timeout: float) -> None:
-        """Run ``valkey-cli --cluster <action> <args> --cluster-yes``; ``RuntimeError`` with its output if it fails."""
-        command = [_cli_for(self.binary), "--cluster", action, *args, "--cluster-yes"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}")
+    def _create(self, timeout: float) -> None:
+        """Do what ``valkey-cli --cluster create`` does, with plain cluster commands (so no valkey-cli is needed).
+
+        Distinct config epochs (no collision round to wait for), equal slot ranges for the masters (CLUSTER
+        ADDSLOTSRANGE, Valkey 7.2+ and Redis 7.0+), CLUSTER MEET from the first node, then, once every node
+        knows every other, CLUSTER REPLICATE for the replicas, spread over the masters in turn.
+        """
+        clients: list[Any] = [node.client(socket_timeout=10) for node in self.nodes]
+        try:
+            ids = [str(client.execute_command("CLUSTER MYID")) for client in clients]
+            for epoch, client in enumerate(clients, start=1):
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+            for n, client in enumerate(clients[: self.masters]):
+                first, end = n * SLOTS // self.masters, (n + 1) * SLOTS // self.masters
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, end - 1)
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            wait_for(lambda: all(_knows(client, ids) for client in clients), timeout, "every node to meet every other")
+            for n, client in enumerate(clients[self.masters :]):
+                client.execute_command("CLUSTER REPLICATE", ids[n % self.masters])
+        finally:
+            for client in clients:
+                client.close()
 
     def add_master(self, timeout: float = 60.0) -> LocalValkey:
         """Scale out: start a master (with ``replicas`` replicas of its own) and join it to the cluster, empty.
 
-        ``valkey-cli --cluster add-node``; move slots to it with ``reshard`` or ``migrate_slot``. Returns it
-        once the cluster is complete again; ``stop()`` stops it with the others.
+        ``CLUSTER MEET`` (what ``valkey-cli --cluster add-node`` sends), then ``CLUSTER REPLICATE`` for its
+        replicas; move slots to it with ``reshard`` or ``migrate_slot``. Returns it once the cluster is
+        complete again; ``stop()`` stops it with the others.
         """
-        existing = f"127.0.0.1:{self.nodes[0].port}"
-        master, *replicas = [
+        new = [
             LocalValkey(binary=self.binary, args=self.nodes[0].args, port=_free_node_port())
             for _ in range(1 + self.replicas)
         ]
-        self.nodes += [master, *replicas]
-        master.start()
-        self._cluster_cli("add-node", f"127.0.0.1:{master.port}", existing, timeout=timeout)
-        self.wait_ready(timeout, complete=False)  # every node knows the new master before a replica names it
-        for replica in replicas:
-            replica.start()
-            self._cluster_cli(
-                "add-node",
-                f"127.0.0.1:{replica.port}",
-                existing,
-                "--cluster-slave",
-                "--cluster-master-id",
-                self.node_id(master),
-                timeout=timeout,
-            )
+        self.nodes += new
+        self.masters += 1
+        clients: list[Any] = [node.start().client(socket_timeout=10) for node in new]
+        try:
+            with self.nodes[0].client(socket_timeout=10) as member:
+                for node in new:
+                    member.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            ids = [self.node_id(node) for node in self.nodes if node.running]
+            wait_for(lambda: all(_knows(client, ids) for client in clients), timeout, "the new nodes to meet all")
+            for client in clients[1:]:
+                client.execute_command("CLUSTER REPLICATE", self.node_id(new[0]))
+        finally:
+            for client in clients:
+                client.close()
         self.wait_ready(timeout)
-        return master
+        return new[0]
 
     def wait_ready(self, timeout: float = 30.0, complete: bool = True) -> None:
         """Wait until the running nodes agree on one slot map, all slots served by a running master.
@@ -246,7 +274,7 @@ class LocalCluster(Running):
                     return self.node_at(port)
         raise LookupError(f"no master serves slot {slot}")
 
-    def masters(self) -> list[LocalValkey]:
+    def primaries(self) -> list[LocalValkey]:
         """Return the running masters that serve slots, in port order."""
         node = next(node for node in self.nodes if node.running)
         with node.client(socket_timeout=2) as client:
@@ -371,7 +399,7 @@ class LocalCluster(Running):
     def close_slot(self, slot: int, target: LocalValkey) -> None:
         """Hand an open slot over to ``target``: ``SETSLOT NODE`` on it, on the source, then on the other masters."""
         source, target_id = self.serving(slot), self.node_id(target)
-        for node in [target, source, *(node for node in self.masters() if node not in (source, target))]:
+        for node in [target, source, *(node for node in self.primaries() if node not in (source, target))]:
             with node.client(socket_timeout=10) as client:
                 client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
 
