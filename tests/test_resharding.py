@@ -11,7 +11,6 @@ each; half of them with the session lock on, a third with ``wait_replicas=1``) w
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 import time
@@ -100,6 +99,13 @@ class Journal:
             for window in self.open_slots:
                 window.end = window.end or now
             self.open_slots += [Span(how, slot, now) for slot in slots]
+
+    def moved_by_valkey_cli(self, slot: int | None) -> None:
+        """``LocalCluster.reshard``'s ``on_slot``: valkey-cli starts on ``slot`` (``None``: it has finished).
+
+        valkey-cli reports a slot before it opens it: a slot's window runs from its report to the next one's.
+        """
+        self.moving("valkey-cli", *(() if slot is None else (slot,)))
 
     def during_migrations(self, spans: list[Span], how: str = "") -> list[Span]:
         """The spans that ran while their slot was open (moved ``how``, if given)."""
@@ -282,17 +288,12 @@ def test_no_turn_fails_while_the_sessions_slots_move_to_a_new_shard_and_back_key
             cluster.migrate_slot(slot, target, between=hold_until_met(traffic, slot, [cluster.serving(slot), target]))
             traffic.journal.moving()
 
-    def reshard(origin: LocalValkey, target: LocalValkey, slots: int) -> None:
-        """valkey-cli moves the lowest ``slots`` slots of ``origin`` to ``target``; each slot's window runs from
-        its report (valkey-cli reports a slot before it opens it) to the next one's."""
-        cluster.reshard(origin, target, slots, on_slot=functools.partial(traffic.journal.moving, "valkey-cli"))
-        traffic.journal.moving()
-
     try:
         new = cluster.add_master()  # scaling out: a new, empty shard joins while the agents run
         hold_each_session_slot(new)  # the first slots it gets: clients learn of it from ASK redirections
-        reshard(new, source, len(cluster.slots(new)))  # and back (scaling in)
-        reshard(source, new, MOVED)  # the lowest MOVED slots of the source, every session's among them
+        # valkey-cli moves them back (scaling in), then the lowest MOVED slots of the source, every session's.
+        cluster.reshard(new, source, len(cluster.slots(new)), on_slot=traffic.journal.moved_by_valkey_cli)
+        cluster.reshard(source, new, MOVED, on_slot=traffic.journal.moved_by_valkey_cli)
         hold_each_session_slot(source)
     finally:
         traffic.stop()

@@ -315,7 +315,7 @@ class LocalCluster(Running):
         target: LocalValkey,
         slots: int,
         pipeline: int = 10,
-        on_slot: Callable[[int], None] | None = None,
+        on_slot: Callable[[int | None], None] | None = None,
         timeout: float = 120.0,
     ) -> list[int]:
         """Move ``slots`` slots from ``source`` to ``target`` with ``valkey-cli --cluster reshard``, key by key.
@@ -323,7 +323,8 @@ class LocalCluster(Running):
         valkey-cli takes the source's lowest-numbered slots and, for each: ``CLUSTER SETSLOT IMPORTING`` on the
         target, ``MIGRATING`` on the source, ``MIGRATE`` of its keys ``pipeline`` at a time, then
         ``SETSLOT NODE`` everywhere. ``on_slot(slot)`` is called as it starts on each slot (its output is read
-        as it goes). Returns the slots moved, once every node agrees on the new slot map.
+        as it goes), ``on_slot(None)`` once it has finished. Returns the slots moved, once every node agrees on
+        the new slot map.
         """
         self.wait_ready(timeout)  # valkey-cli refuses a cluster whose nodes disagree or have open slots
         command = [_cli_for(self.binary), "--cluster", "reshard", f"127.0.0.1:{source.port}"]
@@ -345,6 +346,8 @@ class LocalCluster(Running):
                             on_slot(moved[-1])
         finally:
             watchdog.cancel()
+        if on_slot is not None:
+            on_slot(None)
         if process.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(command)} failed ({process.returncode}, killed after {timeout}s if -9): {output.decode()}"
