@@ -1,6 +1,6 @@
 """How a write reaches Valkey: on a cluster, following its slot while it moves; with ``wait_replicas``, then ``WAIT``.
 
-Opt-in synchronous replication: valkey replicates asynchronously, so a write the primary acknowledged can
+Opt-in synchronous replication: Valkey replicates asynchronously, so a write the primary acknowledged can
 be lost if the primary dies before a replica received it. With ``wait_replicas=N`` every write the
 manager sends is followed, on the same connection and in the same pipeline (not a transaction), by
 ``WAIT N timeout_ms``; fewer than N acknowledgements raise :class:`ReplicasNotAcknowledged`. On a
@@ -20,8 +20,8 @@ slot, and follows the slot when it moves (resharding, scaling out, failover):
   some do not exist yet (a new message): nothing ran; the write is sent again after a pause that doubles
   from :data:`FIRST_PAUSE` up to :data:`MAX_PAUSE` seconds, until the slot is handed over.
 
-A write keeps following its slot for at most :data:`MIGRATION_WAIT` seconds from the first redirection
-or ``TRYAGAIN`` (each ``MOVED`` after the first one pauses too); then it raises :class:`SlotMigrating`.
+A write keeps following its slot for at most :data:`MIGRATION_WAIT` seconds from its first ``TRYAGAIN``
+or ``MOVED`` (each ``MOVED`` after the first one pauses too); then it raises :class:`SlotMigrating`.
 valkey-py's own handling (``ValkeyCluster.execute_command``, 6.2) is not used for writes: it retries
 ``TRYAGAIN`` for only about 0.4 s (16 attempts, the last 8 after 50 ms each) before a bare
 ``ClusterError("TTL exhausted.")``, and it fails on an ``ASK`` to a node it has not seen (AttributeError),
@@ -47,9 +47,10 @@ logger = logging.getLogger(__name__)
 #: How long (seconds) a write keeps following its slot while it moves, before it raises SlotMigrating.
 MIGRATION_WAIT = 5.0
 #: The first pause (seconds) before a write refused with TRYAGAIN (or moved again) is sent again; it
-#: doubles with each further refusal, up to MAX_PAUSE.
-FIRST_PAUSE = 0.01
-MAX_PAUSE = 0.2
+#: doubles with each further refusal, up to MAX_PAUSE: a write resumes at most MAX_PAUSE after its slot
+#: settled, at the cost of at most ~10 refused attempts a second (each one cheap request).
+FIRST_PAUSE = 0.005
+MAX_PAUSE = 0.1
 #: A ClusterDownError (the cluster is reconfiguring) is retried, like a dropped connection, after this
 #: pause (seconds), as ValkeyCluster does.
 CLUSTER_DOWN_PAUSE = 0.25
