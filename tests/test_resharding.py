@@ -214,6 +214,9 @@ class Traffic:
                 f"  {how}: {len(windows)} slot migrations, {len(met)} writes while their slot was open, the longest "
                 f"{longest * 1000:.0f} ms"
             )
+        during = {id(write) for write in self.journal.during_migrations(self.journal.writes)}
+        calm = [write.end - write.start for write in self.journal.writes if id(write) not in during]
+        lines.append(f"  no migration: {len(calm)} writes, the longest {max(calm, default=0.0) * 1000:.0f} ms")
         lines += [
             *(f"  {count} x {text}" for text, count in sorted(errors.items(), key=lambda item: -item[1])),
         ]
