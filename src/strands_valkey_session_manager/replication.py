@@ -55,8 +55,9 @@ MAX_PAUSE = 0.1
 #: pause (seconds), as ValkeyCluster does.
 CLUSTER_DOWN_PAUSE = 0.25
 
-#: Commands that are about no key: sent through the cluster client, which sends SCRIPT LOAD to every primary.
-_EVERY_PRIMARY = frozenset({"SCRIPT LOAD"})
+#: Loads (after NOSCRIPT, "function not found") are about no key: the cluster client sends them to every
+#: primary it knows, a node added after an ASK included (see _node_at), so they reach where the call runs.
+_LOADS = ("SCRIPT LOAD", "FUNCTION LOAD")
 
 
 class ReplicasNotAcknowledged(ValkeyTimeoutError):
@@ -97,7 +98,7 @@ def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForRep
     """
     untyped: Any = client  # valkey-py's clients are untyped
     if isinstance(client, ValkeyCluster):
-        if command[0] in _EVERY_PRIMARY:
+        if " ".join(str(word) for word in command[:2]).upper().startswith(_LOADS):
             return untyped.execute_command(*command)
         return _on_cluster(untyped, key, command, wait)
     if wait is None:
@@ -202,7 +203,8 @@ def _node_at(cluster: Any, host: str, port: int) -> ClusterNode:
 
     valkey-py learns nodes from the slot map: a master added to scale out is unknown until it serves a
     slot, yet an ``ASK`` sends writes to it before. Added as ValkeyCluster adds the target of a ``MOVED``,
-    so that a ``SCRIPT LOAD`` (sent to every known primary on ``NOSCRIPT``) reaches it too.
+    so that a load (sent to every known primary on ``NOSCRIPT``) reaches it too. (Should the client reload
+    its slot map between that ``NOSCRIPT`` and the load, the load misses the node and the call fails once.)
     """
     node: ClusterNode | None = cluster.get_node(host=host, port=port)
     if node is None:
