@@ -210,9 +210,10 @@ class Traffic:
             met = self.journal.during_migrations(self.journal.writes, how)
             longest = max((w.end - w.start for w in met), default=0.0)
             windows = [window for window in self.journal.open_slots if window.session == how]
+            open_longest = max((w.end - w.start for w in windows if any(w.overlaps(m) for m in met)), default=0.0)
             lines.append(
                 f"  {how}: {len(windows)} slot migrations, {len(met)} writes while their slot was open, the longest "
-                f"{longest * 1000:.0f} ms"
+                f"{longest * 1000:.0f} ms (the longest of those slots was open {open_longest * 1000:.0f} ms)"
             )
         during = {id(write) for write in self.journal.during_migrations(self.journal.writes)}
         calm = [write.end - write.start for write in self.journal.writes if id(write) not in during]
