@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import SERVER_BINARY
+from helpers import wait_until
 from strands import Agent
 from strands.types.content import Messages
 from strands.types.exceptions import SessionException
@@ -151,37 +152,47 @@ def session_ids(cluster: LocalCluster, source: LocalValkey) -> list[str]:
 
 
 class Traffic:
-    """One agent per session, each running turns in its own thread until ``stop()``."""
+    """One agent per session, each running turns in its own thread until ``stop()``.
+
+    Half of the sessions have the session lock on, a third ``wait_replicas=1``, and a quarter open their
+    agent anew for every turn (restoring it from the session, as a stateless service does). The first has
+    none of these: its slot is the first to move to a new shard, where the client has never been.
+    """
 
     def __init__(self, client: ValkeyCluster, sessions: list[str]) -> None:
         self.client, self.sessions, self.journal = client, sessions, Journal()
         self.prompts: dict[str, list[str]] = {session: [] for session in sessions}
-        self.agents: dict[str, Agent] = {}
+        self.options: dict[str, dict[str, Any]] = {}
         for i, session in enumerate(sessions):
-            # Half with the session lock, a third with wait_replicas=1; the first with neither (its slot is
-            # the first to move to a new shard: the client's own ASK handling meets a node it has never seen).
-            options: dict[str, Any] = {"ttl": TTL}
+            self.options[session] = {"ttl": TTL}
             if i % 2:
-                options["lock_timeout"] = 10
+                self.options[session]["lock_timeout"] = 10
             if i % 3 == 2:
-                options["wait_replicas"] = 1
-            manager = TimedManager(session, client, **options)
-            manager.journal = self.journal
-            self.agents[session] = Agent(
-                agent_id="assistant", model=ScriptedModel(thinking_echo), session_manager=manager, callback_handler=None
-            )
+                self.options[session]["wait_replicas"] = 1
+        self.reopening = set(sessions[3::4])
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self.converse, args=(session,)) for session in sessions]
         for thread in self.threads:
             thread.start()
 
+    def open(self, session: str) -> Agent:
+        """The session's agent, restored from what is stored (or new)."""
+        manager = TimedManager(session, self.client, **self.options[session])
+        manager.journal = self.journal
+        return Agent(
+            agent_id="assistant", model=ScriptedModel(thinking_echo), session_manager=manager, callback_handler=None
+        )
+
     def converse(self, session: str) -> None:
-        agent, slot = self.agents[session], LocalCluster.session_slot(session)
+        slot = LocalCluster.session_slot(session)
+        agent = None
         while not self.stopping.is_set():
             prompt = f"{session} turn {len(self.prompts[session])}"
             self.prompts[session].append(prompt)
             turn = Span(session, slot, time.monotonic())
             try:
+                if agent is None or session in self.reopening:
+                    agent = self.open(session)
                 agent(prompt)
             except Exception as error:  # counted and reported: the assertion is that there are none
                 turn.error = error
@@ -358,6 +369,45 @@ def test_a_write_whose_slot_stays_split_past_the_deadline_says_it_is_migrating_a
     restored = ValkeySessionManager("split", cluster_client).list_messages("split", "assistant")
     assert [m.message for m in restored] == agent.messages
     assert [m["content"][0]["text"] for m in agent.messages if m["role"] == "user"] == ["one", "two", "three"]
+
+
+@pytest.mark.parametrize("step", ["split", "moved"])
+def test_an_agent_opened_while_its_slot_moves_restores_its_whole_conversation(
+    cluster: LocalCluster, cluster_client: ValkeyCluster, step: str
+) -> None:
+    def open_agent() -> Agent:
+        manager = ValkeySessionManager("opened", cluster_client)
+        return Agent(agent_id="assistant", model=ScriptedModel(), session_manager=manager, callback_handler=None)
+
+    first = open_agent()
+    for n in range(4):
+        first(f"turn {n}")
+    slot = LocalCluster.session_slot("opened")
+    source = cluster.serving(slot)
+    target = next(node for node in cluster.primaries() if node is not source)
+    restored: list[Any] = []  # the messages of the agent opened meanwhile, or what opening it raised
+
+    def restore() -> None:
+        try:
+            restored.append(open_agent().messages)
+        except Exception as error:
+            restored.append(error)
+
+    opening = threading.Thread(target=restore)
+
+    def between(at: str) -> None:
+        """At ``step``, open the agent while the slot is held: until it is done, or was turned away 20 times
+        (ASK, TRYAGAIN: longer than valkey-py's own 16 attempts would wait)."""
+        if at == step:
+            before = redirections([source, target])
+            opening.start()
+            wait_until(lambda: redirections([source, target]) >= before + 20 or not opening.is_alive(), timeout=HOLD)
+
+    cluster.migrate_slot(slot, target, between=between)
+    opening.join(timeout=30)
+
+    assert restored == [first.messages]
+    assert len(first.messages) == 8
 
 
 def command_calls(node: LocalValkey, *names: str) -> tuple[int, ...]:

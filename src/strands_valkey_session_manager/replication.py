@@ -7,8 +7,9 @@ manager sends is followed, on the same connection and in the same pipeline (not 
 cluster both go to the primary that owns the session's slot: ``WAIT`` only counts the writes sent on
 its own connection.
 
-On a cluster every write (with or without ``WAIT``) is sent here, to the node that serves the session's
-slot, and follows the slot when it moves (resharding, scaling out, failover):
+On a cluster every write (with or without ``WAIT``) and every read of a restore (:func:`read`) is sent
+here, to the node that serves the session's slot, and follows the slot when it moves (resharding,
+scaling out, failover):
 
 - ``MOVED``: the slot has a new owner (a migration finished, a replica took over): the client's slot
   map is corrected and the write goes there.
@@ -22,7 +23,7 @@ slot, and follows the slot when it moves (resharding, scaling out, failover):
 
 A write keeps following its slot for at most :data:`MIGRATION_WAIT` seconds from its first ``TRYAGAIN``
 or ``MOVED`` (each ``MOVED`` after the first one pauses too); then it raises :class:`SlotMigrating`.
-valkey-py's own handling (``ValkeyCluster.execute_command``, 6.2) is not used for writes: it retries
+valkey-py's own handling (``ValkeyCluster.execute_command``, 6.2) is not used for these: it retries
 ``TRYAGAIN`` for only about 0.4 s (16 attempts, the last 8 after 50 ms each) before a bare
 ``ClusterError("TTL exhausted.")``, and it fails on an ``ASK`` to a node it has not seen (AttributeError),
 after which it releases a connection twice (replies then reach the wrong caller).
@@ -100,28 +101,54 @@ def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForRep
     if isinstance(client, ValkeyCluster):
         if " ".join(str(word) for word in command[:2]).upper().startswith(_LOADS):
             return untyped.execute_command(*command)
-        return _on_cluster(untyped, key, command, wait)
-    if wait is None:
+        (reply,), acknowledged = _on_cluster(untyped, key, [command], wait)
+    elif wait is None:
         return untyped.execute_command(*command)
-    return _checked(*_send(untyped, command, wait, asking=False), wait)
+    else:
+        (reply,), acknowledged = _send(untyped, [command], wait, asking=False)
+    return _checked([reply], acknowledged, wait)[0]
 
 
-def _send(node: Any, command: tuple[Any, ...], wait: WaitForReplicas | None, asking: bool) -> tuple[Any, Any]:
-    """Send [ASKING,] the command [, WAIT] to one node in one round trip; its reply and WAIT's (errors as values)."""
+def read(client: Client, key: str, *commands: tuple[Any, ...]) -> list[Any]:
+    """Run read-only ``commands`` about ``key``'s slot in one round trip (a pipeline, not a transaction).
+
+    On a cluster they follow the slot while it moves, as writes do: a command whose key has moved is sent
+    again to the new node, the others keep the replies they had. Returns their replies, in order.
+
+    Raises:
+        SlotMigrating: If ``key``'s slot was still moving after ``MIGRATION_WAIT`` seconds.
+        ValkeyError: Whatever the server or the connection raised.
+    """
+    untyped: Any = client
+    if isinstance(client, ValkeyCluster):
+        return _checked(*_on_cluster(untyped, key, list(commands), None), None)
+    return _checked(_send(untyped, list(commands), None, asking=False)[0], None, None)
+
+
+def _send(
+    node: Any, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, asking: bool
+) -> tuple[list[Any], Any]:
+    """Send the commands (each after ``ASKING``, if ``asking``) [, WAIT] to one node in one round trip.
+
+    Returns their replies and WAIT's (``None`` without ``wait``), errors as values.
+    """
     pipe = node.pipeline(transaction=False)
-    if asking:
-        pipe.execute_command("ASKING")
-    pipe.execute_command(*command)
+    for command in commands:
+        if asking:
+            pipe.execute_command("ASKING")  # it lets the next command only into an importing slot
+        pipe.execute_command(*command)
     if wait is not None:
         pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
-    replies = pipe.execute(raise_on_error=False)[1 if asking else 0 :]
-    return replies[0], replies[1] if wait is not None else None
+    replies = pipe.execute(raise_on_error=False)
+    acknowledged = replies.pop() if wait is not None else None
+    return replies[1::2] if asking else replies, acknowledged
 
 
-def _checked(reply: Any, acknowledged: Any, wait: WaitForReplicas | None) -> Any:
-    """Return the command's reply, or raise its error, or ``ReplicasNotAcknowledged``."""
-    if isinstance(reply, Exception):
-        raise reply
+def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None) -> list[Any]:
+    """Return the replies, or raise the first error among them, or ``ReplicasNotAcknowledged``."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
     if wait is not None:
         if isinstance(acknowledged, Exception):
             raise acknowledged
@@ -131,19 +158,29 @@ def _checked(reply: Any, acknowledged: Any, wait: WaitForReplicas | None) -> Any
                 f"{wait.timeout_ms} ms; it is on the primary but would be lost if the primary failed before a "
                 "replica received it"
             )
-    return reply
+    return replies
 
 
-def _on_cluster(cluster: Any, key: str, command: tuple[Any, ...], wait: WaitForReplicas | None) -> Any:
-    """Send the command to the node serving ``key``'s slot, following the slot while it moves (module docstring)."""
+def _on_cluster(
+    cluster: Any, key: str, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None
+) -> tuple[list[Any], Any]:
+    """Send the commands to the node serving ``key``'s slot, following the slot while it moves (module docstring).
+
+    A command that met the slot in motion (``MOVED``, ``ASK``, ``TRYAGAIN``) did not run: it is sent again;
+    the replies of the others are kept. Returns the replies, and ``WAIT``'s from the round that ran the last.
+    """
     slot = cluster.keyslot(key)
     retries = int(cluster.cluster_error_retry_attempts)  # after a dropped connection, as ValkeyCluster does
     moving = _Moving(key, slot)
+    replies: list[Any] = [None] * len(commands)
+    pending = list(range(len(commands)))
     asked: ClusterNode | None = None
     while True:
         node = asked or cluster.nodes_manager.get_node_from_slot(slot)
         try:
-            reply, acknowledged = _send(cluster.get_valkey_connection(node), command, wait, asking=asked is not None)
+            answers, acknowledged = _send(
+                cluster.get_valkey_connection(node), [commands[i] for i in pending], wait, asking=asked is not None
+            )
         except (ValkeyConnectionError, ValkeyTimeoutError):
             _refresh_topology(cluster)  # the primary may have failed over: find the slot's owner
             if retries == 0:
@@ -151,21 +188,30 @@ def _on_cluster(cluster: Any, key: str, command: tuple[Any, ...], wait: WaitForR
             retries -= 1
             asked = None
             continue
-        asked = None
-        if isinstance(reply, MovedError):  # first: a MovedError is an AskError
-            moving.wait(reply, first_is_free=True)
-            cluster.nodes_manager.update_moved_exception(reply)  # what ValkeyCluster does: fix that slot's owner
-        elif isinstance(reply, AskError):
-            asked = _node_at(cluster, reply.host, reply.port)
-        elif isinstance(reply, TryAgainError):
-            moving.wait(reply)
-        elif isinstance(reply, ClusterDownError) and retries:
-            logger.debug("key=<%s> | %s, retrying in %.2f s", key, reply, CLUSTER_DOWN_PAUSE)
+        asked, refusals = None, []
+        for i, answer in zip(list(pending), answers, strict=True):
+            if isinstance(answer, MovedError | TryAgainError) or (isinstance(answer, ClusterDownError) and retries):
+                refusals.append(answer)
+            elif isinstance(answer, AskError):  # after MovedError, which is an AskError too
+                asked = _node_at(cluster, answer.host, answer.port)
+            else:
+                replies[i] = answer
+                pending.remove(i)
+        if not pending:
+            return replies, acknowledged
+        if asked is not None:  # the moved keys first, on the node that has them now
+            continue
+        refusal = refusals[0]
+        if isinstance(refusal, ClusterDownError):
+            logger.debug("key=<%s> | %s, retrying in %.2f s", key, refusal, CLUSTER_DOWN_PAUSE)
             time.sleep(CLUSTER_DOWN_PAUSE)
             _refresh_topology(cluster)
             retries -= 1
+        elif isinstance(refusal, MovedError):
+            moving.wait(refusal, first_is_free=True)
+            cluster.nodes_manager.update_moved_exception(refusal)  # what ValkeyCluster does: fix that slot's owner
         else:
-            return _checked(reply, acknowledged, wait)
+            moving.wait(refusal)
 
 
 class _Moving:
