@@ -1,11 +1,13 @@
 """Scaling out: the slots of live sessions move to a new shard and back while agents run turns; no turn fails.
 
-The sessions are chosen in the slots a reshard moves, and their agents run turns without pause (one thread
-each; half of them with the session lock on, a third with ``wait_replicas=1``) while:
-- ``valkey-cli --cluster reshard`` moves those slots key by key (CLUSTER SETSLOT MIGRATING/IMPORTING,
-  MIGRATE, SETSLOT NODE), as an operator scaling out does;
-- the same classic migration, driven from Python, holds each session's slot half-moved, then all-moved but
-  not handed over, until a write of that session has met it (so every session meets ASK and TRYAGAIN);
+The sessions live in the slots a reshard moves, and their agents run turns without pause (one thread
+each; half with the session lock on, a third with ``wait_replicas=1``, a quarter restoring their agent for
+every turn) while a new shard joins and:
+- the classic migration, driven from Python, holds each session's slot half-moved, then all-moved but not
+  handed over, until a write of that session has met it (so every session meets ASK and TRYAGAIN, the
+  first ones on a shard their client has never seen);
+- ``valkey-cli --cluster reshard`` moves those slots back and forth key by key (CLUSTER SETSLOT
+  IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE), as an operator scaling out does;
 - on Valkey 9, ``CLUSTER MIGRATESLOTS`` moves them atomically.
 """
 
@@ -62,9 +64,13 @@ def cluster() -> Iterator[LocalCluster]:
 
 @dataclass
 class Span:
-    """Something that took time: a turn, a write, or a slot being open (migrating); ``error`` if it failed."""
+    """Something that took time: a turn, a write, or a slot being open (migrating); ``error`` if it failed.
 
-    session: str
+    ``label``: the session of a turn or write; how a slot moved (``valkey-cli``, ``held``, ``atomic``); the step
+    of a held slot that no write met.
+    """
+
+    label: str
     slot: int
     start: float
     end: float = 0.0
@@ -111,7 +117,7 @@ class Journal:
     def during_migrations(self, spans: list[Span], how: str = "") -> list[Span]:
         """The spans that ran while their slot was open (moved ``how``, if given)."""
         with self.lock:
-            windows = [window for window in self.open_slots if how in ("", window.session)]
+            windows = [window for window in self.open_slots if how in ("", window.label)]
             return [s for s in spans if any(s.overlaps(window) for window in windows)]
 
 
@@ -217,10 +223,10 @@ class Traffic:
             f"{title}: {len(self.journal.turns)} turns, {len(failed)} failed, {turns} while their slot was open; "
             f"{len(self.journal.unmet)} held slots that no write met in {HOLD} s",
         ]
-        for how in sorted({window.session for window in self.journal.open_slots}):
+        for how in sorted({window.label for window in self.journal.open_slots}):
             met = self.journal.during_migrations(self.journal.writes, how)
             longest = max((w.end - w.start for w in met), default=0.0)
-            windows = [window for window in self.journal.open_slots if window.session == how]
+            windows = [window for window in self.journal.open_slots if window.label == how]
             open_longest = max((w.end - w.start for w in windows if any(w.overlaps(m) for m in met)), default=0.0)
             lines.append(
                 f"  {how}: {len(windows)} slot migrations, {len(met)} writes while their slot was open, the longest "
@@ -229,9 +235,7 @@ class Traffic:
         during = {id(write) for write in self.journal.during_migrations(self.journal.writes)}
         calm = [write.end - write.start for write in self.journal.writes if id(write) not in during]
         lines.append(f"  no migration: {len(calm)} writes, the longest {max(calm, default=0.0) * 1000:.0f} ms")
-        lines += [
-            *(f"  {count} x {text}" for text, count in sorted(errors.items(), key=lambda item: -item[1])),
-        ]
+        lines += [f"  {count} x {text}" for text, count in sorted(errors.items(), key=lambda item: -item[1])]
         print("\n".join(lines))
         return "\n".join(lines)
 
