@@ -69,10 +69,10 @@ class ReplicasNotAcknowledged(ValkeyTimeoutError):
 
 
 class SlotMigrating(ValkeyError):
-    """A write's slot was still moving between nodes after ``MIGRATION_WAIT`` seconds; its last attempt did not run.
+    """A call's slot was still moving between nodes after ``MIGRATION_WAIT`` seconds; its last attempt did not run.
 
-    The server refused the last attempt without running it (``TRYAGAIN``, or a redirection): the write is
-    safe to send again, and the next one will carry it once the slot has settled.
+    The server refused the last attempt without running it (``TRYAGAIN``, or a redirection): the call is
+    safe to repeat, and an agent's next append carries a message whose append failed this way.
     """
 
 
@@ -233,8 +233,8 @@ class _Moving:
             raise SlotMigrating(
                 f"slot {self.slot} of key=<{self.key}> is migrating between cluster nodes (resharding or scaling "
                 f"out) and was still moving after {MIGRATION_WAIT} s ({self.refusals} attempts, last reply: "
-                f"{type(reply).__name__} {reply}); the write was not applied by its last attempt and is safe to "
-                "repeat once the migration has finished"
+                f"{type(reply).__name__} {reply}); its last attempt was refused without running, so nothing was "
+                "written and it is safe to repeat once the migration has finished"
             ) from reply
         if first_is_free and self.refusals == 1:
             return
