@@ -28,8 +28,9 @@ from .server import LocalValkey, Running, find_server, free_port, wait_for
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
-# What valkey-cli (and redis-cli) --cluster reshard prints, and flushes, as it starts moving a slot.
-_MOVING_SLOT = re.compile(rb"Moving slot (\d+) from ")
+# What valkey-cli (and redis-cli) --cluster reshard prints, and flushes, as it starts moving a slot (its plan,
+# printed first, names the source by id, with no " to ").
+_MOVING_SLOT = re.compile(rb"Moving slot (\d+) from \S+ to ")
 
 
 def _free_node_port() -> int:
