@@ -101,19 +101,20 @@ def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForRep
     if isinstance(client, ValkeyCluster):
         if " ".join(str(word) for word in command[:2]).upper().startswith(_LOADS):
             return untyped.execute_command(*command)
-        (reply,), acknowledged = _on_cluster(untyped, key, [command], wait)
+        (reply,), acknowledged = _on_cluster(untyped, key, [command], wait, {})
     elif wait is None:
         return untyped.execute_command(*command)
     else:
-        (reply,), acknowledged = _send(untyped, [command], wait, asking=False)
+        (reply,), acknowledged = _send(untyped, [command], wait, False, {})
     return _checked([reply], acknowledged, wait)[0]
 
 
-def read(client: Client, key: str, *commands: tuple[Any, ...]) -> list[Any]:
+def read(client: Client, key: str, *commands: tuple[Any, ...], **options: Any) -> list[Any]:
     """Run read-only ``commands`` about ``key``'s slot in one round trip (a pipeline, not a transaction).
 
     On a cluster they follow the slot while it moves, as writes do: a command whose key has moved is sent
-    again to the new node, the others keep the replies they had. Returns their replies, in order.
+    again to the new node, the others keep the replies they had. ``options`` go with each command
+    (``NEVER_DECODE``). Returns their replies, in order.
 
     Raises:
         SlotMigrating: If ``key``'s slot was still moving after ``MIGRATION_WAIT`` seconds.
@@ -121,14 +122,14 @@ def read(client: Client, key: str, *commands: tuple[Any, ...]) -> list[Any]:
     """
     untyped: Any = client
     if isinstance(client, ValkeyCluster):
-        return _checked(*_on_cluster(untyped, key, list(commands), None), None)
-    return _checked(_send(untyped, list(commands), None, asking=False)[0], None, None)
+        return _checked(*_on_cluster(untyped, key, list(commands), None, options), None)
+    return _checked(_send(untyped, list(commands), None, False, options)[0], None, None)
 
 
 def _send(
-    node: Any, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, asking: bool
+    node: Any, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, asking: bool, options: dict[str, Any]
 ) -> tuple[list[Any], Any]:
-    """Send the commands (each after ``ASKING``, if ``asking``) [, WAIT] to one node in one round trip.
+    """Send the commands (each after ``ASKING``, if ``asking``; with ``options``) [, WAIT] to one node, one round trip.
 
     Returns their replies and WAIT's (``None`` without ``wait``), errors as values.
     """
@@ -136,7 +137,7 @@ def _send(
     for command in commands:
         if asking:
             pipe.execute_command("ASKING")  # it lets the next command only into an importing slot
-        pipe.execute_command(*command)
+        pipe.execute_command(*command, **options)
     if wait is not None:
         pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
     replies = pipe.execute(raise_on_error=False)
@@ -162,7 +163,7 @@ def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None
 
 
 def _on_cluster(
-    cluster: Any, key: str, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None
+    cluster: Any, key: str, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, options: dict[str, Any]
 ) -> tuple[list[Any], Any]:
     """Send the commands to the node serving ``key``'s slot, following the slot while it moves (module docstring).
 
@@ -178,9 +179,8 @@ def _on_cluster(
     while True:
         node = asked or cluster.nodes_manager.get_node_from_slot(slot)
         try:
-            answers, acknowledged = _send(
-                cluster.get_valkey_connection(node), [commands[i] for i in pending], wait, asking=asked is not None
-            )
+            connection = cluster.get_valkey_connection(node)
+            answers, acknowledged = _send(connection, [commands[i] for i in pending], wait, asked is not None, options)
         except (ValkeyConnectionError, ValkeyTimeoutError):
             _refresh_topology(cluster)  # the primary may have failed over: find the slot's owner
             if retries == 0:

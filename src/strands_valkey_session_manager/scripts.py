@@ -81,6 +81,7 @@ WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
 LOCK = Script("lock")
+KEEP_ALIVE = Script("keep_alive")
 # The admin scripts (cli/store.py): the CLI's session walks reuse each_key() rather than a second walker.
 SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")

@@ -75,16 +75,19 @@ end
 -- together, and only once the remaining life has dropped below 90% of ttl, so a burst of writes
 -- pays for one walk of the session, not one per write. Returns -2 if the session record is gone.
 -- walk (default each_key) calls its argument on every key that shares the deadline of session_key.
-local function deadline(walk)
+-- due and extend (ms; default 0.9 * ttl and ttl) change the rule to "when less than due is left,
+-- move to now + extend": a running invocation's keep-alive (keep_alive.lua, lock.lua's renew) keeps
+-- the deadline more than ttl ahead, and moves it back to now + ttl when the invocation ends.
+local function deadline(walk, due, extend)
   local current = redis.call('PEXPIRETIME', session_key)
   if current == -2 or ttl == 0 then
     return current
   end
   local now = now_ms()
-  if current ~= -1 and current >= now + ttl * 0.9 then
+  if current ~= -1 and current >= now + (due or ttl * 0.9) then
     return current
   end
-  local new_deadline = now + ttl
+  local new_deadline = now + (extend or ttl)
   walk = walk or each_key
   walk(function(key) redis.call('PEXPIREAT', key, new_deadline) end)
   return new_deadline
