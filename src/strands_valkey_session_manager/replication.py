@@ -1,35 +1,78 @@
-"""Opt-in synchronous replication: a write, then ``WAIT numreplicas timeout``, in one round trip.
+"""How a write reaches Valkey: on a cluster, following its slot while it moves; with ``wait_replicas``, then ``WAIT``.
 
-Valkey replicates asynchronously: a write the primary acknowledged can be lost if the primary dies
-before a replica received it. With ``wait_replicas=N`` every write the manager sends is followed,
-on the same connection and in the same pipeline (not a transaction), by ``WAIT N timeout_ms``; fewer
-than N acknowledgements raise :class:`ReplicasNotAcknowledged`. On a cluster both go to the primary
-that owns the session's slot: ``WAIT`` only counts the writes sent on its own connection.
+Opt-in synchronous replication: Valkey replicates asynchronously, so a write the primary acknowledged can
+be lost if the primary dies before a replica received it. With ``wait_replicas=N`` every write the
+manager sends is followed, on the same connection and in the same pipeline (not a transaction), by
+``WAIT N timeout_ms``; fewer than N acknowledgements raise :class:`ReplicasNotAcknowledged`. On a
+cluster both go to the primary that owns the session's slot: ``WAIT`` only counts the writes sent on
+its own connection.
+
+On a cluster every write (with or without ``WAIT``) and every read of a restore (:func:`read`) is sent
+here, to the node that serves the session's slot, and follows the slot when it moves (resharding,
+scaling out, failover):
+
+- ``MOVED``: the slot has a new owner (a migration finished, a replica took over): the client's slot
+  map is corrected and the write goes there.
+- ``ASK``: the slot is migrating and the keys the write names are on the target already: the write goes
+  to the target, after ``ASKING``, on one connection (``ASKING``, the write and ``WAIT`` in one round
+  trip, so ``WAIT`` counts the target's replicas). A target the client has not seen yet (a shard just
+  added) is added to its nodes, as valkey-py does for ``MOVED``.
+- ``TRYAGAIN``: the slot is migrating and the keys the write names are split between the two nodes, or
+  some do not exist yet (a new message): nothing ran; the write is sent again after a pause that doubles
+  from :data:`FIRST_PAUSE` up to :data:`MAX_PAUSE` seconds, until the slot is handed over.
+
+A write keeps following its slot for at most :data:`MIGRATION_WAIT` seconds from its first ``TRYAGAIN``
+or ``MOVED`` (each ``MOVED`` after the first one pauses too); then it raises :class:`SlotMigrating`.
+valkey-py's own handling (``ValkeyCluster.execute_command``, 6.2) is not used for these: it retries
+``TRYAGAIN`` for only about 0.4 s (16 attempts, the last 8 after 50 ms each) before a bare
+``ClusterError("TTL exhausted.")``, and it fails on an ``ASK`` to a node it has not seen (AttributeError),
+after which it releases a connection twice (replies then reach the wrong caller).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from valkey.cluster import ValkeyCluster
+from valkey.cluster import PRIMARY, ClusterNode, ValkeyCluster
+from valkey.exceptions import AskError, ClusterDownError, MovedError, TryAgainError, ValkeyError
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
-from valkey.exceptions import MovedError, ValkeyError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from .options import Client, number
 
 logger = logging.getLogger(__name__)
 
-#: How many MOVED redirects (a failover or resharding moved the slot) a write follows before it gives up.
-MAX_REDIRECTS = 3
+#: How long (seconds) a write keeps following its slot while it moves, before it raises SlotMigrating.
+MIGRATION_WAIT = 5.0
+#: The first pause (seconds) before a write refused with TRYAGAIN (or moved again) is sent again; it
+#: doubles with each further refusal, up to MAX_PAUSE: a write resumes at most MAX_PAUSE after its slot
+#: settled, at the cost of at most ~10 refused attempts a second (each one cheap request).
+FIRST_PAUSE = 0.005
+MAX_PAUSE = 0.1
+#: A ClusterDownError (the cluster is reconfiguring) is retried, like a dropped connection, after this
+#: pause (seconds), as ValkeyCluster does.
+CLUSTER_DOWN_PAUSE = 0.25
+
+#: Loads (after NOSCRIPT, "function not found") are about no key: the cluster client sends them to every
+#: primary it knows, a node added after an ASK included (see _node_at), so they reach where the call runs.
+_LOADS = ("SCRIPT LOAD", "FUNCTION LOAD")
 
 
 class ReplicasNotAcknowledged(ValkeyTimeoutError):
     """Fewer replicas than asked acknowledged a write in time; it is on the primary, maybe not on a replica.
 
     A ``TimeoutError``: like a write whose reply never came, it is unconfirmed, and safe to send again.
+    """
+
+
+class SlotMigrating(ValkeyError):
+    """A call's slot was still moving between nodes after ``MIGRATION_WAIT`` seconds; its last attempt did not run.
+
+    The server refused the last attempt without running it (``TRYAGAIN``, or a redirection): the call is
+    safe to repeat, and an agent's next append carries a message whose append failed this way.
     """
 
 
@@ -51,34 +94,63 @@ def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForRep
 
     Raises:
         ReplicasNotAcknowledged: If fewer than ``wait.replicas`` replicas acknowledged in ``wait.timeout_ms``.
+        SlotMigrating: If, on a cluster, ``key``'s slot was still moving after ``MIGRATION_WAIT`` seconds.
         ValkeyError: Whatever the server or the connection raised (``NoScriptError`` included).
     """
-    if wait is None:
-        untyped: Any = client  # ValkeyCluster.execute_command is untyped
+    untyped: Any = client  # valkey-py's clients are untyped
+    if isinstance(client, ValkeyCluster):
+        if " ".join(str(word) for word in command[:2]).upper().startswith(_LOADS):
+            return untyped.execute_command(*command)
+        (reply,), acknowledged = _on_cluster(untyped, key, [command], wait, {})
+    elif wait is None:
         return untyped.execute_command(*command)
-    # As ValkeyCluster does for any command: after a connection error reload the slot map and try again
-    # (our writes are safe to repeat), and follow MOVED redirects. A standalone client does neither.
-    retries = int(getattr(client, "cluster_error_retry_attempts", 0))
-    redirects = MAX_REDIRECTS if isinstance(client, ValkeyCluster) else 0
-    while True:
-        pipe: Any = _node_for(client, key).pipeline(transaction=False)
-        pipe.execute_command(*command)
+    else:
+        (reply,), acknowledged = _send(untyped, [command], wait, False, {})
+    return _checked([reply], acknowledged, wait)[0]
+
+
+def read(client: Client, key: str, *commands: tuple[Any, ...], **options: Any) -> list[Any]:
+    """Run read-only ``commands`` about ``key``'s slot in one round trip (a pipeline, not a transaction).
+
+    On a cluster they follow the slot while it moves, as writes do: a command whose key has moved is sent
+    again to the new node, the others keep the replies they had. ``options`` go with each command
+    (``NEVER_DECODE``). Returns their replies, in order.
+
+    Raises:
+        SlotMigrating: If ``key``'s slot was still moving after ``MIGRATION_WAIT`` seconds.
+        ValkeyError: Whatever the server or the connection raised.
+    """
+    untyped: Any = client
+    if isinstance(client, ValkeyCluster):
+        return _checked(*_on_cluster(untyped, key, list(commands), None, options), None)
+    return _checked(_send(untyped, list(commands), None, False, options)[0], None, None)
+
+
+def _send(
+    node: Any, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, asking: bool, options: dict[str, Any]
+) -> tuple[list[Any], Any]:
+    """Send the commands (each after ``ASKING``, if ``asking``; with ``options``) [, WAIT] to one node, one round trip.
+
+    Returns their replies and WAIT's (``None`` without ``wait``), errors as values.
+    """
+    pipe = node.pipeline(transaction=False)
+    for command in commands:
+        if asking:
+            pipe.execute_command("ASKING")  # it lets the next command only into an importing slot
+        pipe.execute_command(*command, **options)
+    if wait is not None:
         pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
-        try:
-            reply, acknowledged = pipe.execute(raise_on_error=False)
-        except (ValkeyConnectionError, ValkeyTimeoutError):
-            _refresh_topology(client)  # the primary may have failed over: find the slot's owner
-            if retries == 0:
-                raise
-            retries -= 1
-            continue
-        if isinstance(reply, MovedError) and redirects:
-            logger.debug("key=<%s> | slot moved (%s), following the redirect", key, reply)
-            _refresh_topology(client)
-            redirects -= 1
-            continue
+    replies = pipe.execute(raise_on_error=False)
+    acknowledged = replies.pop() if wait is not None else None
+    return replies[1::2] if asking else replies, acknowledged
+
+
+def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None) -> list[Any]:
+    """Return the replies, or raise the first error among them, or ``ReplicasNotAcknowledged``."""
+    for reply in replies:
         if isinstance(reply, Exception):
             raise reply
+    if wait is not None:
         if isinstance(acknowledged, Exception):
             raise acknowledged
         if int(acknowledged) < wait.replicas:
@@ -87,22 +159,109 @@ def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForRep
                 f"{wait.timeout_ms} ms; it is on the primary but would be lost if the primary failed before a "
                 "replica received it"
             )
-        return reply
+    return replies
 
 
-def _node_for(client: Client, key: str) -> Any:
-    """Return the standalone client of the primary that serves ``key`` (the client itself when not a cluster)."""
-    if not isinstance(client, ValkeyCluster):
-        return client
-    cluster: Any = client  # valkey-py's cluster internals are untyped
-    return cluster.get_valkey_connection(cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key)))
+def _on_cluster(
+    cluster: Any, key: str, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, options: dict[str, Any]
+) -> tuple[list[Any], Any]:
+    """Send the commands to the node serving ``key``'s slot, following the slot while it moves (module docstring).
 
-
-def _refresh_topology(client: Client) -> None:
-    """Reload a cluster client's slot map (what ``ValkeyCluster`` itself does after a failed call)."""
-    if isinstance(client, ValkeyCluster):
-        nodes_manager: Any = client.nodes_manager
+    A command that met the slot in motion (``MOVED``, ``ASK``, ``TRYAGAIN``) did not run: it is sent again;
+    the replies of the others are kept. Returns the replies, and ``WAIT``'s from the round that ran the last.
+    """
+    slot = cluster.keyslot(key)
+    retries = int(cluster.cluster_error_retry_attempts)  # after a dropped connection, as ValkeyCluster does
+    moving = _Moving(key, slot)
+    replies: list[Any] = [None] * len(commands)
+    pending = list(range(len(commands)))
+    asked: ClusterNode | None = None
+    while True:
+        node = asked or cluster.nodes_manager.get_node_from_slot(slot)
         try:
-            nodes_manager.initialize()
-        except ValkeyError as error:  # every node unreachable: the next call will say so
-            logger.debug("could not refresh the cluster's slot map: %s", error)
+            connection = cluster.get_valkey_connection(node)
+            answers, acknowledged = _send(connection, [commands[i] for i in pending], wait, asked is not None, options)
+        except (ValkeyConnectionError, ValkeyTimeoutError):
+            _refresh_topology(cluster)  # the primary may have failed over: find the slot's owner
+            if retries == 0:
+                raise
+            retries -= 1
+            asked = None
+            continue
+        asked, refusals = None, []
+        for i, answer in zip(list(pending), answers, strict=True):
+            if isinstance(answer, MovedError | TryAgainError) or (isinstance(answer, ClusterDownError) and retries):
+                refusals.append(answer)
+            elif isinstance(answer, AskError):  # after MovedError, which is an AskError too
+                asked = _node_at(cluster, answer.host, answer.port)
+            else:
+                replies[i] = answer
+                pending.remove(i)
+        if not pending:
+            return replies, acknowledged
+        if asked is not None:  # the moved keys first, on the node that has them now
+            continue
+        refusal = refusals[0]
+        if isinstance(refusal, ClusterDownError):
+            logger.debug("key=<%s> | %s, retrying in %.2f s", key, refusal, CLUSTER_DOWN_PAUSE)
+            time.sleep(CLUSTER_DOWN_PAUSE)
+            _refresh_topology(cluster)
+            retries -= 1
+        elif isinstance(refusal, MovedError):
+            moving.wait(refusal, first_is_free=True)
+            cluster.nodes_manager.update_moved_exception(refusal)  # what ValkeyCluster does: fix that slot's owner
+        else:
+            moving.wait(refusal)
+
+
+class _Moving:
+    """Paces the attempts of one write while its slot moves; past ``MIGRATION_WAIT`` raises ``SlotMigrating``."""
+
+    def __init__(self, key: str, slot: int) -> None:
+        self.key, self.slot = key, slot
+        self.deadline = 0.0
+        self.pause = FIRST_PAUSE
+        self.refusals = 0
+
+    def wait(self, reply: ValkeyError, first_is_free: bool = False) -> None:
+        """Pause before the next attempt (no pause for a first free refusal); raise once past the deadline."""
+        now = time.monotonic()
+        if not self.deadline:
+            self.deadline = now + MIGRATION_WAIT
+        self.refusals += 1
+        if now >= self.deadline:
+            raise SlotMigrating(
+                f"slot {self.slot} of key=<{self.key}> is migrating between cluster nodes (resharding or scaling "
+                f"out) and was still moving after {MIGRATION_WAIT} s ({self.refusals} attempts, last reply: "
+                f"{type(reply).__name__} {reply}); its last attempt was refused without running, so nothing was "
+                "written and it is safe to repeat once the migration has finished"
+            ) from reply
+        if first_is_free and self.refusals == 1:
+            return
+        pause = min(self.pause, self.deadline - now)
+        logger.debug("key=<%s>, slot=<%d> | %s: slot moving, retrying in %.3f s", self.key, self.slot, reply, pause)
+        time.sleep(pause)
+        self.pause = min(self.pause * 2, MAX_PAUSE)
+
+
+def _node_at(cluster: Any, host: str, port: int) -> ClusterNode:
+    """Return the cluster client's node at ``host:port``, adding it if the client has not seen it yet.
+
+    valkey-py learns nodes from the slot map: a master added to scale out is unknown until it serves a
+    slot, yet an ``ASK`` sends writes to it before. Added as ValkeyCluster adds the target of a ``MOVED``,
+    so that a load (sent to every known primary on ``NOSCRIPT``) reaches it too. (Should the client reload
+    its slot map between that ``NOSCRIPT`` and the load, the load misses the node and the call fails once.)
+    """
+    node: ClusterNode | None = cluster.get_node(host=host, port=port)
+    if node is None:
+        node = ClusterNode(host, port, PRIMARY)  # type: ignore[no-untyped-call]
+        cluster.nodes_manager.nodes_cache[node.name] = node
+    return node
+
+
+def _refresh_topology(cluster: Any) -> None:
+    """Reload a cluster client's slot map (what ``ValkeyCluster`` itself does after a failed call)."""
+    try:
+        cluster.nodes_manager.initialize()
+    except ValkeyError as error:  # every node unreachable: the next call will say so
+        logger.debug("could not refresh the cluster's slot map: %s", error)
