@@ -98,8 +98,28 @@ def test_delete_session_is_one_call_whose_cost_ignores_other_keys(
     quiet = delete_counts()
     populate(client, 100_000)
     assert delete_counts() == quiet
-    assert quiet["evalsha"] == 1
+    assert quiet["evalsha"] == 3  # a manager that never saw the agents learns its members, then their messages
     assert quiet["del"] == 1  # 205 keys in one DEL
+
+
+def test_delete_session_takes_a_constant_number_of_round_trips(
+    server: LocalValkey, client: valkey.Valkey, make_agent
+) -> None:
+    counting = counting_client(server.port)
+    fresh, holding = [], []
+    for n in (20, 200):
+        conversation(client, make_agent, n, session=f"s{n}")
+        CountingConnection.round_trips = 0
+        ValkeySessionManager(session_id=f"s{n}", client=counting).delete_session(f"s{n}")
+        fresh.append(CountingConnection.round_trips)
+        agent = make_agent(ValkeySessionManager(session_id=f"h{n}", client=counting))
+        conversation(counting, make_agent, n, session=f"h{n}")
+        CountingConnection.round_trips = 0
+        agent._session_manager.delete_session(f"h{n}")
+        holding.append(CountingConnection.round_trips)
+    # A new manager (its construction is 1 round trip) learns the session's members, then their messages,
+    # then deletes; a manager that holds the agent (the usual logout) learns its messages at once.
+    assert fresh == [4, 4] and holding == [2, 2], (fresh, holding)
 
 
 def test_no_path_an_agent_takes_uses_scan_or_keys(client: valkey.Valkey, make_agent) -> None:

@@ -203,13 +203,13 @@ class SessionLock:
 
         target.stream_async = stream_async
 
-    def fence(self, key: str) -> tuple[list[str], list[str]]:
-        """Return the extra KEYS and ARGV that fence a write to ``key`` while its member's lock is held."""
+    def fence(self, key: str) -> tuple[str, str] | None:
+        """Return the lock key and token that fence a write to ``key`` while its member's lock is held."""
         for lease in list(self._held.values()):
             record = lease.member.record_key
             if key == record or key.startswith(record + ":"):
-                return [lease.member.lock_key], [lease.token]
-        return [], []
+                return lease.member.lock_key, lease.token
+        return None
 
     # -- one invocation ----------------------------------------------------------------------
 

@@ -1,34 +1,56 @@
 """Server-side Lua scripts: loaded once, called by SHA, with a fallback when the server lost them.
 
-Every write of a session is one of these scripts, which is where a write becomes atomic. The
-scripts live in ``lua/``; ``lua/common.lua`` (prepended to each) holds the one place where TTLs
-are refreshed. Errors the scripts raise start with a code that ``errors.error_code`` reads back.
+The scripts live in ``lua/``: ``base.lua`` is put first in every one (ValkeyStorage's too), and
+``session.lua`` after it in the session scripts, which are called one way (:func:`run`): KEYS are the
+session record, its index, the script's own keys, the lock key of a fenced write, then the keys a walk of
+the session needs; ARGV the ttl, the fence token, how many walk keys, then the script's own arguments.
+Every key a script touches is declared, as Valkey's scripting rules (and a cluster's migrating slots)
+require. Errors the scripts raise start with a code that ``errors.error_code`` reads back.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import valkey
-from valkey.exceptions import NoScriptError
+from valkey.exceptions import AskError, ClusterDownError, ClusterError, NoScriptError, ResponseError, TryAgainError
 
-from . import replication
+from . import errors, replication
 
-_COMMON = resources.files(__package__).joinpath("lua").joinpath("common.lua").read_text(encoding="utf-8")
+logger = logging.getLogger(__name__)
+
+
+def _lua(package: str, name: str) -> str:
+    return resources.files(package).joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+#: The preludes: the base for every script, the session part for the session scripts.
+BASE = (_lua(__package__, "base"),)
+SESSION = (*BASE, _lua(__package__, "session"))
+
+#: How long a call waits for a slot that is being migrated (cluster resharding) before it gives up (s).
+MIGRATION_WAIT = 5.0
+#: How many times a session script may learn undeclared keys of its session and call again: once per level
+#: of the index it did not know (members, then their messages), more only while other writers add keys.
+MAX_WALKS = 6
 
 
 class Script:
-    """One Lua script: its source (shebang first, then common.lua, then its body) and its SHA."""
+    """One Lua script: its source (shebang first, then its prelude, then its body) and its SHA."""
 
-    def __init__(self, name: str, package: str = __package__) -> None:
-        """Load ``lua/<name>.lua`` of ``package`` (this one, or ``storage``) and prepend the shared helpers."""
-        body = resources.files(package).joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    def __init__(self, name: str, package: str = __package__, prelude: tuple[str, ...] = SESSION) -> None:
+        """Load ``lua/<name>.lua`` of ``package`` (this one, or ``storage``) and put ``prelude`` before it."""
+        body = _lua(package, name)
         shebang, _, rest = body.partition("\n") if body.startswith("#!") else ("", "", body)
         self.name = name
-        self.source = f"{shebang}\n{_COMMON}\n{rest}" if shebang else f"{_COMMON}\n{rest}"
+        self.source = "\n".join(part for part in (shebang, *prelude, rest) if part)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
         ALL.append(self)
 
@@ -52,17 +74,33 @@ class Script:
         args: list[Any],
         wait: replication.WaitForReplicas | None = None,
     ) -> Any:
-        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip."""
+        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip.
+
+        On a cluster, a call that meets a slot being migrated (``TRYAGAIN``, or redirects until valkey-py gives
+        up) is sent again, with backoff, for up to ``MIGRATION_WAIT`` seconds, then raises
+        ``errors.SlotMigrating``: the script did not run, so sending it again is safe.
+        """
 
         async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
             return replication.execute(client, keys[0], command, wait if command[0] == "EVALSHA" else None)
 
-        steps = self._run(call, keys, args)
-        try:
-            steps.send(None)
-        except StopIteration as done:
-            return done.value
-        raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
+        deadline, delay = time.monotonic() + MIGRATION_WAIT, 0.02
+        while True:
+            steps = self._run(call, keys, args)
+            try:
+                steps.send(None)
+            except StopIteration as done:
+                return done.value
+            except (TryAgainError, AskError, ClusterError) as error:
+                if isinstance(error, ClusterDownError):  # a failover, not a migration: valkey-py handles it
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise errors.SlotMigrating(f"{error} (waited {MIGRATION_WAIT:g}s)") from error
+                logger.debug("key=<%s> | slot migrating (%s), calling %s again", keys[0], error, self.name)
+                time.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, 0.5)
+                continue
+            raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
 
     async def run_async(self, client: Any, keys: list[str], args: list[Any], **options: Any) -> Any:
         """Run the script on a ``valkey.asyncio`` client; ``options`` go with each command (``target_nodes=``)."""
@@ -73,6 +111,49 @@ class Script:
         return await self._run(call, keys, args)
 
 
+def run(
+    script: Script,
+    client: valkey.Valkey | Any,
+    keys: list[str],
+    args: list[Any],
+    *,
+    ttl_ms: int = 0,
+    fence: tuple[str, str] | None = None,
+    walk: list[str] | None = None,
+    wait: replication.WaitForReplicas | None = None,
+) -> Any:
+    """Run a session script (lua/session.lua says how it is called), declaring what its walk must reach.
+
+    Args:
+        script: The session script.
+        client: A synchronous client.
+        keys: The session record key, its index key, then the script's own keys.
+        args: The script's own arguments.
+        ttl_ms: The session's ttl (0: none of its own).
+        fence: The lock key and token of a write fenced by the session lock.
+        walk: Keys of the session known to be needed by a walk (the rest are learnt).
+        wait: ``WAIT`` for replicas after the script, in the same round trip.
+
+    A script that must walk the whole session (a due TTL refresh, a delete) and reaches keys that were not
+    declared fails with ``UNDECLARED`` and their names, having changed nothing; they are declared and the
+    script called again (at most ``MAX_WALKS`` times). The round trips this takes depend on the levels of
+    the index that were not known, never on the number of keys.
+    """
+    own = [*keys, fence[0]] if fence else keys
+    extra = list(walk or ())
+    for _ in range(MAX_WALKS):
+        try:
+            return script(client, [*own, *extra], [ttl_ms, fence[1] if fence else "", len(extra), *args], wait)
+        except ResponseError as error:
+            code, detail = errors.error_code(error)
+            if code != errors.UNDECLARED:
+                raise
+            learnt = json.loads(detail)
+            logger.debug("key=<%s>, keys=<%d> | declaring the session's keys and calling again", keys[0], len(learnt))
+            extra += learnt
+    raise errors.SessionChanging(f"{keys[0]}: its keys changed during {MAX_WALKS} calls of {script.name}")
+
+
 #: Every script defined, for tests and tools that load them up front (``SCRIPT LOAD``).
 ALL: list[Script] = []
 
@@ -81,7 +162,7 @@ WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
 LOCK = Script("lock")
-# The admin scripts (cli/store.py): the CLI's session walks reuse each_key() rather than a second walker.
+# The admin scripts (cli/store.py): the CLI's session walks reuse walk() rather than a second walker.
 SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")
 IMPORT_SESSION = Script("import_session")

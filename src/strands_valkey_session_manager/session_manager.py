@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,8 +46,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         session:<session_id>:multi_agent:<multi_agent_id>           # Swarm/Graph state (JSON)
         session:<session_id>:lock:agent:<agent_id>                  # lock lease (with lock_timeout)
 
-    Every write is one Lua script (one round trip, atomic). All keys of a session share one
-    deadline, pushed out to now + ttl whenever a write or a restore finds it below 90% of ttl.
+    Every write is one round trip and atomic: a Lua script (lua/), or for ``create_session`` one
+    ``SET ... NX``. All keys of a session share one deadline, pushed out to now + ttl whenever a write or
+    a restore finds it below 90% of ttl.
     With ``lock_timeout`` set, invocations of one agent (or Swarm/Graph) run one at a time (lock.py).
     """
 
@@ -111,22 +112,24 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             sdk.restore_from_session(self)
             self.session = self.read_session(session_id) or self.session
 
-    def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any], write: bool = True) -> Any:
-        """Run a script on one session: KEYS are the session key, its index and ``key``.
+    def _script(
+        self, script: scripts.Script, session_id: str, own: list[str], args: list[Any], write: bool = True, **walk: Any
+    ) -> Any:
+        """Run a session script (lua/session.lua): KEYS are the session key, its index and ``own``.
 
         A ``write`` waits for ``wait_replicas`` replicas, if asked to; a read does not. With the session
-        lock on, a write to a member whose lock this manager holds is fenced (lock.py).
+        lock on, a write to a member whose lock this manager holds is fenced (lock.py). ``walk=[keys]``
+        declares keys a TTL refresh will need (the rest are learnt, scripts.run).
         """
-        keys = [self.keys.session(session_id), self.keys.index(session_id), key]
-        if self._lock is not None and write:
-            lock_keys, tokens = self._lock.fence(key)
-            keys, args = [*keys, *lock_keys], [*args, *tokens]
-        return script(self.client, keys, [self.ttl_ms, *args], self.replica_wait if write else None)
+        keys = [self.keys.session(session_id), self.keys.index(session_id), *own]
+        fence = self._lock.fence(own[0]) if self._lock is not None and write and own else None
+        wait = self.replica_wait if write else None
+        return scripts.run(script, self.client, keys, args, ttl_ms=self.ttl_ms, fence=fence, wait=wait, **walk)
 
     def _run_lock(self, operation: str, keys: list[str], args: list[Any]) -> Any:
         """Run lua/lock.lua for the session lock (lock.py)."""
         with _errors(operation, keys[2]):
-            return scripts.LOCK(self.client, keys, [self.ttl_ms, *args])
+            return scripts.run(scripts.LOCK, self.client, keys, args, ttl_ms=self.ttl_ms)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -154,28 +157,38 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete every key of the session in one atomic script; no other session is touched."""
         key = self.keys.session(session_id)
+        # The message-id ZSETs of the agents this manager holds: their messages are learnt in the first call.
+        known = [self.keys.messages(session_id, agent_id) for agent_id in sdk.agent_ids(self)]
         with _errors("delete session", key):
-            deleted = scripts.DELETE_SESSION(self.client, [key, self.keys.index(session_id)], [0], self.replica_wait)
+            deleted = self._script(scripts.DELETE_SESSION, session_id, [], [], walk=known)
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
 
     # -- agents -----------------------------------------------------------------------------
 
-    def _write_record(self, operation: str, session_id: str, key: str, record: codec.Encodable, **how: str) -> str:
-        """Create or update one JSON record; returns the ``created_at`` it was stored with."""
+    def _write_record(
+        self, operation: str, session_id: str, key: str, record: codec.Encodable, walk: Sequence[str] = (), **how: str
+    ) -> str:
+        """Create or update one JSON record; returns the ``created_at`` it was stored with.
+
+        ``walk``: keys a due TTL refresh will need that the caller knows of (an agent's message ids).
+        """
         data = codec.to_dict(record)
         created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
         mode, suffix = how.get("mode", "create"), how.get("suffix", "")
         with _errors(operation, key, how.get("not_found", "")):
-            stored = self._script(scripts.WRITE_RECORD, session_id, key, [mode, suffix, created_at, body])
+            args = [mode, suffix, created_at, body]
+            stored = self._script(scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
         logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
         return str(json.loads(stored)) if stored else ""
 
-    def _read_record(self, operation: str, session_id: str, key: str) -> bytes | str | None:
-        """Read one record, sliding the session's expiry if it is due."""
+    def _read_record(self, operation: str, session_id: str, key: str, walk: Sequence[str] = ()) -> bytes | str | None:
+        """Read one record, sliding the session's expiry if it is due (``walk`` as for ``_write_record``)."""
         with _errors(operation, key):
-            raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [], write=False)
+            raw: bytes | str | None = self._script(
+                scripts.READ_RECORD, session_id, [key], [], write=False, walk=list(walk)
+            )
         if self._lock is not None:
             self._lock.saw(key, raw)
         return raw
@@ -190,7 +203,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
         key = self.keys.agent(session_id, agent_id)
-        raw = self._read_record("read agent", session_id, key)
+        raw = self._read_record("read agent", session_id, key, [self.keys.messages(session_id, agent_id)])
         return None if raw is None else codec.load_record(SessionAgent, raw, key)
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -198,8 +211,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
+        ids = [self.keys.messages(session_id, agent_id)]
         session_agent.created_at = self._write_record(
-            "update agent", session_id, key, session_agent, mode="update", not_found=not_found
+            "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
         )
 
     # -- messages ---------------------------------------------------------------------------
@@ -207,14 +221,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def _append(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]]) -> None:
         """Write messages of one agent atomically; a different message under a used id is refused."""
         prefix = self.keys.message_prefix(session_id, agent_id)
+        keys = [self.keys.messages(session_id, agent_id), *(f"{prefix}{message_id}" for message_id, _ in batch)]
         pairs = [item for message_id, raw in batch for item in (message_id, raw)]
-        with _errors("append message", f"{prefix}{batch[-1][0]}"):
-            self._script(
-                scripts.APPEND_MESSAGES,
-                session_id,
-                self.keys.messages(session_id, agent_id),
-                [self.keys.agent_suffix(agent_id), prefix, *pairs],
-            )
+        with _errors("append message", keys[-1]):
+            self._script(scripts.APPEND_MESSAGES, session_id, keys, [self.keys.agent_suffix(agent_id), *pairs])
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
 
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:

@@ -24,7 +24,7 @@ from valkey.exceptions import ResponseError
 
 from .. import errors, sdk
 from ..options import ttl_ms
-from ..scripts import Script
+from ..scripts import BASE, Script
 from .client_loop import AsyncClient, ClientLoop, clone_client, is_cluster
 from .keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
 
@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 #: ``with _errors(operation, key):`` turns what Valkey raises into a ``StorageError``.
 _errors = functools.partial(errors.translated, StorageError)
 
-STORAGE = Script("storage", __package__)
-STORAGE_LIST = Script("storage_list", __package__)
+STORAGE = Script("storage", __package__, BASE)
+STORAGE_LIST = Script("storage_list", __package__, BASE)
 
 #: Values fetched per round trip by ``search`` (the SDK's keyword search reads 8 at a time, one request each).
 SEARCH_BATCH = 256
