@@ -15,8 +15,8 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.exceptions import ValkeyError
 
-from .errors import UNAVAILABLE, USAGE, CliError
-from .store import Store
+from .errors import REFUSED, UNAVAILABLE, USAGE, CliError
+from .store import ForeignRecord, Store
 
 DEFAULT_URL = "valkey://localhost:6379"
 TIMEOUT = 5.0
@@ -80,6 +80,8 @@ def store(url: str, key_prefix: str, cluster: bool = False) -> Iterator[Store]:
         raise unreachable(url, error) from error
     except ValkeyError as error:
         raise CliError(f"Valkey at {redact(url)} failed: {type(error).__name__}: {error}", UNAVAILABLE) from error
+    except ForeignRecord as error:
+        raise CliError(str(error), REFUSED) from error
     except SessionException as error:
         raise CliError(str(error), UNAVAILABLE) from error
     finally:

@@ -17,8 +17,9 @@ from typing import Any
 
 from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
+from valkey.exceptions import ResponseError
 
-from .. import scripts
+from .. import errors, scripts
 from ..keys import AGENT, MESSAGE, MULTI_AGENT, SESSION, KeySchema, parse_suffix, validate_id
 from ..options import Client
 
@@ -90,6 +91,10 @@ class SessionExists(Exception):
     """Raised by :meth:`Store.restore` when the session exists and ``force`` was not given."""
 
 
+class ForeignRecord(Exception):
+    """Raised when a session key holds a value this library did not write: nothing was changed or read."""
+
+
 def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
     batch: list[str] = []
     for item in items:
@@ -123,9 +128,20 @@ class Store:
         return cls(client, KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster)))
 
     def _run(self, script: scripts.Script, session_id: str, *own: str, ttl_ms: int = 0, **options: Any) -> Any:
-        """Run an admin script on one session (KEYS: its record, its index, ``own``; its keys learnt by walking)."""
+        """Run an admin script on one session (KEYS: its record, its index, ``own``; its keys learnt by walking).
+
+        Raises:
+            ForeignRecord: If the session key holds a value this library did not write (nothing changed).
+        """
         keys = [self.keys.session(session_id), self.keys.index(session_id), *own]
-        return scripts.run(script, self.client, keys, options.pop("args", []), ttl_ms=ttl_ms, **options)
+        try:
+            return scripts.run(script, self.client, keys, options.pop("args", []), ttl_ms=ttl_ms, **options)
+        except ResponseError as error:
+            code, detail = errors.error_code(error)
+            if code != errors.FOREIGN:
+                raise
+            key, _, holds = detail.partition(" ")
+            raise ForeignRecord(errors.foreign(script.name.replace("_", " "), key, holds)) from error
 
     # -- listing ----------------------------------------------------------------------------
 
