@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +23,13 @@ import valkey
 from valkey.cluster import ClusterNode, ValkeyCluster
 from valkey.crc import key_slot
 
+from ..keys import KeySchema
 from .server import LocalValkey, Running, find_server, free_port, wait_for
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+# What valkey-cli (and redis-cli) --cluster reshard prints, and flushes, as it starts moving a slot.
+_MOVING_SLOT = re.compile(rb"Moving slot (\d+) from ")
 
 
 def _free_node_port() -> int:
@@ -79,6 +85,11 @@ def _replica_ports(client: Any) -> list[int]:
     info = client.info("replication")
     lines = [value for name, value in info.items() if name.startswith("slave") and isinstance(value, dict)]
     return [int(line["port"]) for line in lines if line.get("state") == "online"]
+
+
+def _slot_migrations(client: Any) -> list[dict[str, Any]]:
+    """Return the slot migration jobs a node knows of (``CLUSTER GETSLOTMIGRATIONS``), each as a dict."""
+    return [dict(zip(job[::2], job[1::2], strict=True)) for job in client.execute_command("CLUSTER GETSLOTMIGRATIONS")]
 
 
 class LocalCluster(Running):
@@ -190,13 +201,32 @@ class LocalCluster(Running):
 
     def master_of(self, key: str) -> LocalValkey:
         """Return the node that serves ``key``'s slot now, as the running nodes see it."""
+        return self.serving(key_slot(key.encode()))
+
+    def serving(self, slot: int) -> LocalValkey:
+        """Return the master that serves ``slot`` now, as the running nodes see it."""
         node = next(node for node in self.nodes if node.running)
         with node.client(socket_timeout=2) as client:
-            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
             for port, master, slots in _topology(client):
                 if not master and any(first <= slot <= last for first, last in slots):
                     return self.node_at(port)
-        raise LookupError(f"no master serves the slot of {key!r}")
+        raise LookupError(f"no master serves slot {slot}")
+
+    def masters(self) -> list[LocalValkey]:
+        """Return the running masters that serve slots, in port order."""
+        node = next(node for node in self.nodes if node.running)
+        with node.client(socket_timeout=2) as client:
+            return [self.node_at(port) for port, master, slots in _topology(client) if not master and slots]
+
+    def node_id(self, node: LocalValkey) -> str:
+        """Return the cluster node id of ``node`` (``CLUSTER MYID``)."""
+        with node.client(socket_timeout=2) as client:
+            return str(client.execute_command("CLUSTER MYID"))
+
+    @staticmethod
+    def session_slot(session_id: str, key_prefix: str = "session") -> int:
+        """Return the hash slot of every key of a session (on a cluster its id is the keys' hash tag)."""
+        return int(key_slot(KeySchema(key_prefix, cluster=True).session(session_id).encode()))
 
     def replicas_of(self, master: LocalValkey) -> list[LocalValkey]:
         """Return the replicas in sync with ``master`` (``INFO replication``)."""
@@ -207,6 +237,120 @@ class LocalCluster(Running):
         """``master`` or ``slave``, as the node itself reports (``INFO replication``)."""
         with node.client(socket_timeout=2) as client:
             return str(client.info("replication").get("role", ""))
+
+    # -- moving slots while clients run (resharding, scaling out) -------------------------------
+
+    def reshard(
+        self,
+        source: LocalValkey,
+        target: LocalValkey,
+        slots: int,
+        pipeline: int = 10,
+        on_slot: Callable[[int], None] | None = None,
+        timeout: float = 120.0,
+    ) -> list[int]:
+        """Move ``slots`` slots from ``source`` to ``target`` with ``valkey-cli --cluster reshard``, key by key.
+
+        valkey-cli takes the source's lowest-numbered slots and, for each: ``CLUSTER SETSLOT IMPORTING`` on the
+        target, ``MIGRATING`` on the source, ``MIGRATE`` of its keys ``pipeline`` at a time, then
+        ``SETSLOT NODE`` everywhere. ``on_slot(slot)`` is called as it starts on each slot (its output is read
+        as it goes). Returns the slots moved, once every node agrees on the new slot map.
+        """
+        self.wait_ready(timeout)  # valkey-cli refuses a cluster whose nodes disagree or have open slots
+        command = [_cli_for(self.binary), "--cluster", "reshard", f"127.0.0.1:{source.port}"]
+        command += ["--cluster-from", self.node_id(source), "--cluster-to", self.node_id(target)]
+        command += ["--cluster-slots", str(slots), "--cluster-pipeline", str(pipeline), "--cluster-yes"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        output, scanned, moved = b"", 0, []
+        watchdog = threading.Timer(timeout, process.kill)  # by its own pid, should valkey-cli hang
+        watchdog.start()
+        assert process.stdout is not None
+        try:
+            with process:
+                while chunk := os.read(process.stdout.fileno(), 65536):
+                    output += chunk
+                    for match in _MOVING_SLOT.finditer(output, scanned):
+                        moved.append(int(match[1]))
+                        scanned = match.end()
+                        if on_slot is not None:
+                            on_slot(moved[-1])
+        finally:
+            watchdog.cancel()
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({process.returncode}, killed after {timeout}s if -9): {output.decode()}"
+            )
+        self.wait_ready(timeout)
+        return moved
+
+    def migrate_slot(
+        self,
+        slot: int,
+        target: LocalValkey,
+        batch: int = 10,
+        between: Callable[[str], None] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Move one slot to ``target`` the classic way (what valkey-cli does per slot), from Python.
+
+        ``CLUSTER SETSLOT IMPORTING`` on the target, ``MIGRATING`` on the source, ``MIGRATE`` of its keys
+        ``batch`` at a time, ``SETSLOT NODE`` on the target, the source and the other masters. While the slot
+        is open, ``between(step)`` may hold it (a long migration): ``"split"`` once half of its keys have moved
+        (a slot with fewer than 2 keys skips it), ``"moved"`` once all have, before the slot is handed over.
+        """
+        source = self.serving(slot)
+        if source is target:
+            return
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        timeout_ms = int(timeout * 1000)
+        with source.client(socket_timeout=timeout) as origin, target.client(socket_timeout=timeout) as destination:
+
+            def migrate(count: int) -> int:
+                keys = origin.execute_command("CLUSTER GETKEYSINSLOT", slot, count)
+                if keys:
+                    origin.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, timeout_ms, "KEYS", *keys)
+                return len(keys)
+
+            destination.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            origin.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            half = int(origin.execute_command("CLUSTER COUNTKEYSINSLOT", slot)) // 2
+            if half and migrate(half) and between is not None:
+                between("split")
+            while migrate(batch):
+                pass
+            if between is not None:
+                between("moved")
+        for node in [target, source, *(node for node in self.masters() if node not in (source, target))]:
+            with node.client(socket_timeout=timeout) as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
+    def supports_atomic_slot_migration(self) -> bool:
+        """Whether the servers have ``CLUSTER MIGRATESLOTS`` (Valkey 9's atomic slot migration)."""
+        with self.nodes[0].client(socket_timeout=2) as client:
+            docs = client.execute_command("COMMAND", "DOCS", "CLUSTER|MIGRATESLOTS")
+        return bool(docs)
+
+    def migrate_slots_atomically(
+        self, source: LocalValkey, target: LocalValkey, first: int, last: int, timeout: float = 30.0
+    ) -> None:
+        """Move slots ``first``..``last`` of ``source`` to ``target`` with Valkey 9's ``CLUSTER MIGRATESLOTS``.
+
+        The source streams a snapshot of the slots and then their writes to the target, keeps serving them
+        meanwhile, and hands them over at once. Returns once the job succeeded and every node agrees.
+        """
+        target_id = self.node_id(target)
+        with source.client(socket_timeout=timeout) as client:
+            before = {job["name"] for job in _slot_migrations(client)}
+            client.execute_command("CLUSTER MIGRATESLOTS", "SLOTSRANGE", first, last, "NODE", target_id)
+
+            def done() -> bool:
+                (job,) = [job for job in _slot_migrations(client) if job["name"] not in before]
+                if job["state"] in ("failed", "cancelled"):
+                    raise RuntimeError(f"CLUSTER MIGRATESLOTS {first}-{last} {job['state']}: {job.get('message')}")
+                return bool(job["state"] == "success")
+
+            wait_for(done, timeout, f"slots {first}-{last} to migrate to {target.port}")
+        self.wait_ready(timeout)
 
     def kill(self, node: LocalValkey) -> None:
         """Crash one node (SIGKILL by pid); its directory and cluster config stay for ``start_node()``."""
