@@ -176,7 +176,7 @@ def test_restore_reads_n_messages_with_a_constant_number_of_commands(store: Stor
     short = count(store, lambda: make_agent(ValkeySessionManager("short", store)))
     long = count(store, lambda: make_agent(ValkeySessionManager("long", store)))
 
-    data = ("get", "mget", "set", "evalsha", "exists", "zrange")
+    data = ("get", "mget", "set", "evalsha", "fcall", "exists", "zrange")
     assert {name: long.calls(name) for name in data} == {name: short.calls(name) for name in data}
     assert long.calls("mget") == 1
 
@@ -187,8 +187,8 @@ def test_each_appended_message_is_one_script_call(store: Store, make_agent) -> N
 
     counter = count(store, lambda: agent("hello"))  # appends two messages; the agent's state did not change
 
-    assert counter.calls("evalsha") == 2
-    assert counter.calls("mget", "exists", "zrange", "script|load") == 0
+    assert counter.calls("evalsha", "fcall") == 2  # FCALL standalone, EVALSHA on a cluster (scripts.py says why)
+    assert counter.calls("mget", "exists", "zrange", "script|load", "function|load") == 0
 
 
 def test_no_agent_path_uses_keys_or_scan(store: Store, make_agent) -> None:
@@ -206,6 +206,7 @@ def test_writes_go_on_after_every_node_lost_its_scripts(store: Store, make_agent
     agent("before")
     assert all(store.script_exists(APPEND_MESSAGES.sha))
     store.script_flush()  # what a failover to a replica, or a restart, does to the script cache
+    store.function_flush()  # and, without persistence, to the functions
 
     agent("after")
 

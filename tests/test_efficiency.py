@@ -98,7 +98,7 @@ def test_delete_session_is_one_call_whose_cost_ignores_other_keys(
     quiet = delete_counts()
     populate(client, 100_000)
     assert delete_counts() == quiet
-    assert quiet["evalsha"] == 3  # a manager that never saw the agents learns its members, then their messages
+    assert quiet["fcall"] == 3  # a manager that never saw the agents learns its members, then their messages
     assert quiet["del"] == 1  # 205 keys in one DEL
 
 

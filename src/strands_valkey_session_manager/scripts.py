@@ -15,11 +15,13 @@ import json
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import valkey
+from valkey.cluster import ValkeyCluster
 from valkey.exceptions import AskError, ClusterDownError, ClusterError, NoScriptError, ResponseError, TryAgainError
 
 from . import errors, replication
@@ -43,23 +45,47 @@ MAX_WALKS = 6
 
 
 class Script:
-    """One Lua script: its source (shebang first, then its prelude, then its body) and its SHA."""
+    """One Lua script: its source (shebang first, then its prelude, then its body) and its SHA.
+
+    A script of a :class:`Library` is also a Valkey FUNCTION, called by FCALL where the server and the client
+    allow it (see ``_run``), which skips running the prelude on every call.
+    """
 
     def __init__(self, name: str, package: str = __package__, prelude: tuple[str, ...] = SESSION) -> None:
         """Load ``lua/<name>.lua`` of ``package`` (this one, or ``storage``) and put ``prelude`` before it."""
         body = _lua(package, name)
-        shebang, _, rest = body.partition("\n") if body.startswith("#!") else ("", "", body)
+        shebang, _, self.body = body.partition("\n") if body.startswith("#!") else ("", "", body)
         self.name = name
-        self.source = "\n".join(part for part in (shebang, *prelude, rest) if part)
+        self.flags = shebang.partition("flags=")[2].split(",") if "flags=" in shebang else []
+        self.source = "\n".join(part for part in (shebang, *prelude, self.body) if part)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        self.function = ""  # its FUNCTION name, once a Library registers it
+        self.library: Library | None = None
         ALL.append(self)
 
-    async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any], fcall: bool) -> Any:
         """Run the script through ``call(*command)``, which sends one command on the client at hand.
 
-        EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and retry. This is the one
-        definition for both kinds of client: a synchronous client's ``call`` returns without suspending.
+        With ``fcall``: FCALL, and when the server lost the library (restart without persistence, a new node,
+        FUNCTION FLUSH) load it and retry. Else, or once FCALL or FUNCTION LOAD is refused (an ACL rule
+        without them, a server without functions): EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH)
+        load the script and retry. This is the one definition for both kinds of client: a synchronous client's
+        ``call`` returns without suspending.
         """
+        if fcall and self.library is not None:
+            command = ("FCALL", self.function, len(keys), *keys, *args)
+            try:
+                try:
+                    return await call(*command)
+                except ResponseError as error:
+                    if "function not found" not in str(error).lower():
+                        raise
+                await call("FUNCTION", "LOAD", "REPLACE", self.library.source)
+                return await call(*command)
+            except ResponseError as error:
+                if not _functions_refused(error):
+                    raise
+                raise FunctionsRefused from error
         evalsha = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
             return await call(*evalsha)
@@ -82,15 +108,19 @@ class Script:
         """
 
         async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
-            return replication.execute(client, keys[0], command, wait if command[0] == "EVALSHA" else None)
+            return replication.execute(client, keys[0], command, wait if command[0] in _SCRIPT_CALLS else None)
 
         deadline, delay = time.monotonic() + MIGRATION_WAIT, 0.02
         while True:
-            steps = self._run(call, keys, args)
+            steps = self._run(call, keys, args, _uses_functions(client))
             try:
                 steps.send(None)
             except StopIteration as done:
                 return done.value
+            except FunctionsRefused as refused:
+                logger.debug("calling the scripts by EVALSHA on this client: %s", refused.__cause__)
+                _NO_FUNCTIONS.add(client)
+                continue
             except (TryAgainError, AskError, ClusterError) as error:
                 if isinstance(error, ClusterDownError):  # a failover, not a migration: valkey-py handles it
                     raise
@@ -108,7 +138,55 @@ class Script:
         async def call(*command: Any) -> Any:
             return await client.execute_command(*command, **options)
 
-        return await self._run(call, keys, args)
+        return await self._run(call, keys, args, fcall=False)
+
+
+class Library:
+    """Scripts registered as the FUNCTIONs of one Valkey library, loaded once per server (``FUNCTION LOAD``).
+
+    Its name carries the hash of its source, so two versions of this package on one server each keep their
+    own library. The prelude is defined once per load, not once per call as for EVALSHA.
+    """
+
+    def __init__(self, scripts: list[Script], prelude: tuple[str, ...] = SESSION) -> None:
+        """Build the library's source from the scripts' bodies; each script is then called by its FUNCTION name."""
+        bodies = "".join(f"{script.name}\n{script.flags}\n{script.body}\n" for script in scripts)
+        self.name = "strands_valkey_" + hashlib.sha1(("".join(prelude) + bodies).encode("utf-8")).hexdigest()[:12]
+        registrations = []
+        for script in scripts:
+            script.function, script.library = f"{self.name}_{script.name}", self
+            flags = ", ".join(f"'{flag}'" for flag in script.flags)
+            registrations.append(
+                f"redis.register_function{{function_name = '{script.function}', flags = {{ {flags} }},\n"
+                f"callback = function(KEYS, ARGV)\n{script.body}\nend}}"
+            )
+        self.source = "\n".join((f"#!lua name={self.name}", *prelude, *registrations))
+
+
+class FunctionsRefused(Exception):
+    """FCALL or FUNCTION LOAD was refused (ACL, or a server without functions): use EVALSHA on that client."""
+
+
+#: Clients on which FCALL or FUNCTION LOAD was refused: their scripts are called by EVALSHA.
+_NO_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
+#: The commands that run a script (a write, for wait_replicas), as opposed to loading one.
+_SCRIPT_CALLS = ("EVALSHA", "FCALL")
+
+
+def _uses_functions(client: Any) -> bool:
+    """Whether to call scripts by FCALL on ``client``.
+
+    Not on a cluster: FCALL's keys are "movable" for valkey-py, which asks ``COMMAND GETKEYS`` before every
+    FCALL to route it, a second round trip; EVALSHA is routed by its declared keys.
+    """
+    return not isinstance(client, ValkeyCluster) and client not in _NO_FUNCTIONS
+
+
+def _functions_refused(error: ResponseError) -> bool:
+    """Whether FCALL or FUNCTION LOAD itself was refused (not a command run inside the function)."""
+    text = str(error).lower()
+    about_functions = "'fcall'" in text or "'function" in text or "unknown command" in text
+    return about_functions and "script:" not in text
 
 
 def run(
@@ -154,7 +232,7 @@ def run(
     raise errors.SessionChanging(f"{keys[0]}: its keys changed during {MAX_WALKS} calls of {script.name}")
 
 
-#: Every script defined, for tests and tools that load them up front (``SCRIPT LOAD``).
+#: Every script defined, for tests and tools that load them up front (:func:`load`).
 ALL: list[Script] = []
 
 READ_RECORD = Script("read_record")
@@ -167,3 +245,20 @@ SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")
 IMPORT_SESSION = Script("import_session")
 EXPIRE_SESSION = Script("expire_session")
+
+#: The session scripts, as FUNCTIONs (called by FCALL where the client allows, see ``_uses_functions``).
+SESSION_LIBRARY = Library(
+    [READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, SESSION_KEYS, DUMP_SESSION, IMPORT_SESSION]
+    + [EXPIRE_SESSION]
+)
+
+
+def load(client: Any) -> None:
+    """Load every script (``SCRIPT LOAD``) and the session library (``FUNCTION LOAD``), on every primary.
+
+    Never needed (a call loads what the server lacks), but a server loaded up front runs every later call
+    at its steady cost: tests and benchmarks use it.
+    """
+    for script in ALL:
+        client.script_load(script.source)
+    client.function_load(SESSION_LIBRARY.source, replace=True)

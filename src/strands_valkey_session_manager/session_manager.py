@@ -102,6 +102,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             self._lock = SessionLock(self._run_lock, session_id, lock_timeout, lock_lease, self.ttl_ms)
         # Messages whose append failed on the wire, re-sent (byte for byte) before the next one.
         self._unconfirmed: dict[str, list[tuple[int, bytes]]] = {}
+        # Each agent's created_at as stored (by record key): an update sends it, so the script's SET XX GET
+        # finds it unchanged and need not write the record a second time with the stored one.
+        self._created_at: dict[str, str] = {}
         self._opening = True
         self._joined_existing = False
         super().__init__(session_id=session_id, session_repository=self, **kwargs)
@@ -199,12 +202,17 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.agent(session_id, agent_id)
         suffix = self.keys.agent_suffix(agent_id)
         self._write_record("create agent", session_id, key, session_agent, suffix=suffix)
+        self._created_at[key] = session_agent.created_at
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
         key = self.keys.agent(session_id, agent_id)
         raw = self._read_record("read agent", session_id, key, [self.keys.messages(session_id, agent_id)])
-        return None if raw is None else codec.load_record(SessionAgent, raw, key)
+        if raw is None:
+            return None
+        session_agent = codec.load_record(SessionAgent, raw, key)
+        self._created_at[key] = session_agent.created_at
+        return session_agent
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
         """Update an existing agent, keeping its ``created_at``; one round trip."""
@@ -212,7 +220,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.agent(session_id, agent_id)
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
         ids = [self.keys.messages(session_id, agent_id)]
-        session_agent.created_at = self._write_record(
+        session_agent.created_at = self._created_at.get(key, session_agent.created_at)  # the SDK stamps now
+        session_agent.created_at = self._created_at[key] = self._write_record(
             "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
         )
 
@@ -224,7 +233,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         keys = [self.keys.messages(session_id, agent_id), *(f"{prefix}{message_id}" for message_id, _ in batch)]
         pairs = [item for message_id, raw in batch for item in (message_id, raw)]
         with _errors("append message", keys[-1]):
-            self._script(scripts.APPEND_MESSAGES, session_id, keys, [self.keys.agent_suffix(agent_id), *pairs])
+            previous = str(batch[0][0] - 1) if batch[0][0] > 0 else ""  # how the script knows the agent
+            args = [self.keys.agent_suffix(agent_id), previous, *pairs]
+            self._script(scripts.APPEND_MESSAGES, session_id, keys, args)
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
 
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:

@@ -5,5 +5,7 @@
 -- A session record this library did not write is FOREIGN: nothing is deleted.
 -- Returns the number of keys deleted (0 = the session did not exist).
 
+open(KEYS, ARGV)
+local keys = walk(true)                        -- learnt first: the check below runs once
 check_own()
-return delete_all(walk(true))
+return delete_all(keys)

@@ -5,9 +5,11 @@
 -- Only string keys are records; the index and the message-id ZSETs are derived from them.
 -- A session record this library did not write is FOREIGN.
 
+open(KEYS, ARGV)
+local keys = walk(false)
 check_own()
 local out = { redis.call('PTTL', session_key) }
-for _, key in ipairs(walk(false)) do
+for _, key in ipairs(keys) do
   if redis.call('TYPE', key)['ok'] == 'string' then
     out[#out + 1] = key
     out[#out + 1] = redis.call('GET', key)

@@ -3,12 +3,14 @@
 -- (ARGV[1] = 0) no expiry at all. Returns the number of keys changed (0 = no such session).
 -- A session record this library did not write is FOREIGN: nothing changes.
 
+open(KEYS, ARGV)
 if redis.call('EXISTS', session_key) == 0 then
   return 0
 end
+local keys = walk(false)
 check_own()
 local changed = 0
-for _, key in ipairs(walk(false)) do
+for _, key in ipairs(keys) do
   if redis.call('EXISTS', key) == 1 then
     changed = changed + 1
     expire_in(key, ttl > 0 and ttl or -1)

@@ -9,12 +9,14 @@
 -- Returns the number of records written, or -1 (nothing written) when the session exists and
 -- ARGV[4] is not 'force'. A session record this library did not write is FOREIGN, even with 'force'.
 
+open(KEYS, ARGV)
 if redis.call('EXISTS', session_key, index_key) > 0 then
   if ARGV[4] ~= 'force' then
     return -1
   end
+  local keys = walk(true)
   check_own()
-  delete_all(walk(true))
+  delete_all(keys)
 end
 local left = ttl > 0 and ttl or -1
 local sets = {}

@@ -14,6 +14,7 @@
 -- Replies: acquire and release return the member's fingerprint (see below), or nil if the lock is
 -- someone else's; renew returns 1, or nil if the caller has lost its lease.
 
+open(KEYS, ARGV)
 local lock_key, record_key, ids_key = KEYS[3], KEYS[4], own_last >= 5 and KEYS[5] or nil
 local op, holder = ARGV[4], ARGV[5]
 

@@ -9,13 +9,19 @@
 -- for a TTL refresh or a delete) are learnt from the index by walk(): a walk that reaches undeclared keys
 -- changes nothing and fails with UNDECLARED and their names; scripts.py declares them and calls again.
 
-local session_key, index_key = KEYS[1], KEYS[2]
-local ttl, token = tonumber(ARGV[1]), ARGV[2]
-local own_last = #KEYS - tonumber(ARGV[3])      -- KEYS[3 .. own_last]: the script's own keys (and lock)
-local lock_key = nil
-if token ~= '' then
-  lock_key = KEYS[own_last]
-  own_last = own_last - 1
+-- What open() reads of the call, for the helpers below (a script runs alone, so they are its own).
+local KEYS_, session_key, index_key, ttl, token, own_last, lock_key
+
+-- The first thing every session script does: read the call, laid out as above. own_last is the last of the
+-- script's own keys (KEYS[3 .. own_last]); lock_key is nil unless the write is fenced.
+local function open(keys, args)
+  KEYS_, session_key, index_key = keys, keys[1], keys[2]
+  ttl, token = tonumber(args[1]), args[2]
+  own_last, lock_key = #keys - tonumber(args[3]), nil
+  if token ~= '' then
+    lock_key = keys[own_last]
+    own_last = own_last - 1
+  end
 end
 
 -- Every key of the session, found through its index (no SCAN, no KEYS): the record, the index, each
@@ -24,8 +30,8 @@ end
 -- not (a ZSET that was not declared is not read: its messages are learnt on the next call).
 local function walk(locks)
   local declared = {}
-  for i = 1, #KEYS do
-    declared[KEYS[i]] = true
+  for i = 1, #KEYS_ do
+    declared[KEYS_[i]] = true
   end
   local found, missing = { session_key, index_key }, {}
   local function add(key)

@@ -4,6 +4,7 @@
 -- length, memory in bytes. Length is the string's bytes, or the number of members/fields/elements of a
 -- set, zset, hash, list.
 
+open(KEYS, ARGV)
 local LENGTH = { string = 'STRLEN', set = 'SCARD', zset = 'ZCARD', hash = 'HLEN', list = 'LLEN' }
 local out = {}
 for _, key in ipairs(walk(true)) do

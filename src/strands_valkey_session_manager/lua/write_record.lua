@@ -10,6 +10,7 @@
 -- BADVALUE, and leaves the store as it was. Returns the created_at used.
 -- An update costs PTTL and SET XX GET (and a second SET when the stored created_at differs from the caller's).
 
+open(KEYS, ARGV)
 local record_key = KEYS[3]
 local mode, suffix, created_at, body = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
