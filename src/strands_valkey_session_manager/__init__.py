@@ -5,4 +5,4 @@ from .session_manager import ValkeySessionManager
 from .storage import ValkeyStorage
 
 __all__ = ["SessionBusyError", "ValkeySessionManager", "ValkeyStorage"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

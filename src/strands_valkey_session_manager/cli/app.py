@@ -42,7 +42,7 @@ def app() -> None:
 
 def _ids(ctx: click.Context, param: click.Parameter, values: Any) -> Any:
     """Check session ids as the library does (a usage error, exit 2, if one is not usable)."""
-    for value in values if isinstance(values, (list, tuple)) else [values]:
+    for value in values if isinstance(values, (list, tuple)) else [values] if values is not None else []:
         try:
             validate_id(value, "session_id")
         except ValueError as error:
@@ -134,21 +134,28 @@ def _not_found(session_ids: list[str], key_prefix: str) -> CliError:
     help="scripted (offline), bedrock[:<model id>], anthropic:<id>, openai:<id> or ollama:<id>.",
 )
 @click.option(
-    "--session", default=demo.SESSION_ID, show_default=True, metavar="SESSION", callback=_ids, help="Session id."
+    "--session",
+    metavar="SESSION",
+    callback=_ids,
+    help=f"Session id; refused if it exists. Default: {demo.SESSION_ID}, or a fresh id if that one exists.",
 )
-@click.option("--embedded", is_flag=True, help="Run on a throwaway valkey-server even if one answers at the default.")
+@click.option(
+    "--embedded",
+    is_flag=True,
+    help="Run on a throwaway server (valkey-server on PATH, else the embedded one) even if one answers at the default.",
+)
 @click.option("--pause", is_flag=True, help="Wait for Enter between the steps.")
 @click.option("--keep", is_flag=True, help="Skip the logout step: leave the session to explore.")
 def demo_command(
-    url: str | None, key_prefix: str, model: str, session: str, embedded: bool, pause: bool, keep: bool
+    url: str | None, key_prefix: str, model: str, session: str | None, embedded: bool, pause: bool, keep: bool
 ) -> None:
     """Run the tutorial end to end (start here).
 
     Two agents share a session, a second process resumes it, its raw keys are listed, and it is
-    deleted on logout.
+    deleted on logout. It never deletes a session it did not make.
     Uses the offline scripted model unless --model names a real one. Valkey is --url, else $VALKEY_URL,
-    else localhost:6379; when nothing answers there, a throwaway valkey-server is started on a free
-    loopback port and stopped at the end.
+    else localhost:6379; when nothing answers there, a throwaway server (valkey-server on PATH, else the
+    embedded one) is started on a free loopback port and stopped at the end.
     """
     demo.run(Output(), url, key_prefix, model, session, embedded=embedded, pause=pause, keep=keep)
 

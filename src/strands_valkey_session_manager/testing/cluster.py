@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -49,16 +48,6 @@ def _is_free(port: int) -> bool:
         return True
 
 
-def _cli_for(binary: str) -> str:
-    """``valkey-cli`` next to ``valkey-server`` (``redis-cli`` next to ``redis-server``)."""
-    name = Path(binary).name.replace("-server", "-cli")
-    sibling = Path(binary).with_name(name)
-    found = str(sibling) if sibling.is_file() else shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"no {name} next to {binary} or on PATH (Debian: apt-get install valkey-tools)")
-    return found
-
-
 def _topology(client: Any) -> tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...]:
     """One node's view of the healthy nodes (``CLUSTER NODES``): sorted (port, its master's port or 0, slots)."""
     nodes = client.execute_command("CLUSTER NODES")  # valkey-py parses it: {"ip:port": {"flags": ...}}
@@ -71,6 +60,13 @@ def _topology(client: Any) -> tuple[tuple[int, int, tuple[tuple[int, int], ...]]
         slots = tuple((int(r[0]), int(r[-1])) for r in fields["slots"])
         healthy.append((int(address.rsplit(":", 1)[1]), ports.get(fields["master_id"], 0), slots))
     return tuple(sorted(healthy))
+
+
+def _knows(client: Any, ids: list[str]) -> bool:
+    """Whether a node has completed the handshake with every node in ``ids`` (``CLUSTER NODES``)."""
+    nodes = client.execute_command("CLUSTER NODES").values()
+    known = {fields["node_id"] for fields in nodes if not {"handshake", "noaddr"} & set(fields["flags"].split(","))}
+    return known >= set(ids)
 
 
 def _key_in(slots: tuple[int, int]) -> str:
@@ -108,18 +104,24 @@ class LocalCluster(Running):
         args: list[str] | None = None,
     ) -> None:
         """Describe the cluster; nothing starts until ``start()``."""
-        found = binary or find_server()
-        if found is None:
-            raise FileNotFoundError("no valkey-server on PATH (see LocalValkey)")
-        self.binary = found
-        self.replicas = replicas
+        found = find_server(binary)
+        self.binary, self.binary_source = found.path, found.source
+        self.masters, self.replicas = masters, replicas
         cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         cluster_args += ["--cluster-node-timeout", str(node_timeout_ms), "--repl-diskless-sync-delay", "0"]
         cluster_args += args or []
         self.nodes = [
-            LocalValkey(binary=found, args=cluster_args, port=_free_node_port())
+            LocalValkey(binary=found.path, args=cluster_args, port=_free_node_port())
             for _ in range(masters * (1 + replicas))
         ]
+
+    def __repr__(self) -> str:
+        """``LocalCluster(binary='...' (embedded), 3 masters x 1 replicas, ports [...])``."""
+        ports = [node.port for node in self.nodes]
+        return (
+            f"LocalCluster(binary={self.binary!r} ({self.binary_source}), "
+            f"{self.masters} masters x {self.replicas} replicas, ports {ports})"
+        )
 
     @property
     def url(self) -> str:
@@ -134,21 +136,40 @@ class LocalCluster(Running):
         return ValkeyCluster(startup_nodes=startup, **options)
 
     def start(self, timeout: float = 60.0) -> LocalCluster:
-        """Start every node, create the cluster with ``valkey-cli --cluster create``, wait until it is ready."""
+        """Start every node, join them into one cluster (:meth:`_create`), wait until it is ready."""
         try:
             for node in self.nodes:
                 node.start()
-            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-            command = [_cli_for(self.binary), "--cluster", "create", *addresses]
-            command += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-            if done.returncode != 0:
-                raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}")
+            self._create(timeout)
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _create(self, timeout: float) -> None:
+        """Do what ``valkey-cli --cluster create`` does, with plain cluster commands (so no valkey-cli is needed).
+
+        Distinct config epochs (no collision round to wait for), equal slot ranges for the masters (CLUSTER
+        ADDSLOTSRANGE, Valkey 7.2+ and Redis 7.0+), CLUSTER MEET from the first node, then, once every node
+        knows every other, CLUSTER REPLICATE for the replicas, spread over the masters in turn.
+        """
+        clients: list[Any] = [node.client(socket_timeout=10) for node in self.nodes]
+        try:
+            ids = [str(client.execute_command("CLUSTER MYID")) for client in clients]
+            for epoch, client in enumerate(clients, start=1):
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+            for n, client in enumerate(clients[: self.masters]):
+                first, end = n * SLOTS // self.masters, (n + 1) * SLOTS // self.masters
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, end - 1)
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            wait_for(lambda: all(_knows(client, ids) for client in clients), timeout, "every node to meet every other")
+            for n, client in enumerate(clients[self.masters :]):
+                client.execute_command("CLUSTER REPLICATE", ids[n % self.masters])
+        finally:
+            for client in clients:
+                client.close()
 
     def wait_ready(self, timeout: float = 30.0, complete: bool = True) -> None:
         """Wait until the running nodes agree on one slot map, all slots served by a running master.

