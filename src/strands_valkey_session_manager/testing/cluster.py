@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -46,6 +47,16 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _cli_for(binary: str) -> str:
+    """``valkey-cli`` next to ``valkey-server`` (``redis-cli`` next to ``redis-server``), else on PATH."""
+    name = Path(binary).name.replace("-server", "-cli")
+    sibling = Path(binary).with_name(name)
+    found = str(sibling) if sibling.is_file() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"no {name} next to {binary} or on PATH (Debian: apt-get install valkey-tools)")
+    return found
 
 
 def _topology(client: Any) -> tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...]:
@@ -171,6 +182,34 @@ class LocalCluster(Running):
             for client in clients:
                 client.close()
 
+    def add_master(self, timeout: float = 60.0) -> LocalValkey:
+        """Scale out: start a master (with ``replicas`` replicas of its own) and join it to the cluster, empty.
+
+        ``CLUSTER MEET`` (what ``valkey-cli --cluster add-node`` sends), then ``CLUSTER REPLICATE`` for its
+        replicas; move slots to it with ``reshard`` or ``migrate_slot``. Returns it once the cluster is
+        complete again; ``stop()`` stops it with the others.
+        """
+        new = [
+            LocalValkey(binary=self.binary, args=self.nodes[0].args, port=_free_node_port())
+            for _ in range(1 + self.replicas)
+        ]
+        self.nodes += new
+        self.masters += 1
+        clients: list[Any] = [node.start().client(socket_timeout=10) for node in new]
+        try:
+            with self.nodes[0].client(socket_timeout=10) as member:
+                for node in new:
+                    member.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            ids = [self.node_id(node) for node in self.nodes if node.running]
+            wait_for(lambda: all(_knows(client, ids) for client in clients), timeout, "the new nodes to meet all")
+            for client in clients[1:]:
+                client.execute_command("CLUSTER REPLICATE", self.node_id(new[0]))
+        finally:
+            for client in clients:
+                client.close()
+        self.wait_ready(timeout)
+        return new[0]
+
     def wait_ready(self, timeout: float = 30.0, complete: bool = True) -> None:
         """Wait until the running nodes agree on one slot map, all slots served by a running master.
 
@@ -208,10 +247,12 @@ class LocalCluster(Running):
         Right after a (re)sync a replica can show as online while its master holds the stream back
         until its first acknowledgement; only a write that comes back acknowledged proves it flows.
         """
-        probe = _key_in(slots[0])
         with self.node_at(master_port).client(socket_timeout=2) as client:
             if len(_replica_ports(client)) < self.replicas:
                 return False
+            if not slots:  # a master added empty (add_master) has no slot to write a probe to
+                return True
+            probe = _key_in(slots[0])
             client.set(probe, "1")
             client.delete(probe)
             return int(client.execute_command("WAIT", self.replicas, 100)) >= self.replicas
@@ -233,11 +274,18 @@ class LocalCluster(Running):
                     return self.node_at(port)
         raise LookupError(f"no master serves slot {slot}")
 
-    def masters(self) -> list[LocalValkey]:
+    def primaries(self) -> list[LocalValkey]:
         """Return the running masters that serve slots, in port order."""
         node = next(node for node in self.nodes if node.running)
         with node.client(socket_timeout=2) as client:
             return [self.node_at(port) for port, master, slots in _topology(client) if not master and slots]
+
+    def slots(self, node: LocalValkey) -> list[int]:
+        """Return the slots ``node`` serves now, in order, as the running nodes see it."""
+        probe = next(node for node in self.nodes if node.running)
+        with probe.client(socket_timeout=2) as client:
+            ranges = next((slots for port, _, slots in _topology(client) if port == node.port), ())
+        return [slot for first, last in ranges for slot in range(first, last + 1)]
 
     def node_id(self, node: LocalValkey) -> str:
         """Return the cluster node id of ``node`` (``CLUSTER MYID``)."""
@@ -310,67 +358,82 @@ class LocalCluster(Running):
         target: LocalValkey,
         batch: int = 10,
         between: Callable[[str], None] | None = None,
-        timeout: float = 30.0,
     ) -> None:
-        """Move one slot to ``target`` the classic way (what valkey-cli does per slot), from Python.
+        """Move one slot to ``target`` the classic way, as valkey-cli does for each slot, from Python.
 
-        ``CLUSTER SETSLOT IMPORTING`` on the target, ``MIGRATING`` on the source, ``MIGRATE`` of its keys
-        ``batch`` at a time, ``SETSLOT NODE`` on the target, the source and the other masters. While the slot
-        is open, ``between(step)`` may hold it (a long migration): ``"split"`` once half of its keys have moved
+        ``open_slot``, ``move_keys`` ``batch`` at a time, ``close_slot``. While the slot is open,
+        ``between(step)`` may hold it there (a long migration): ``"split"`` once half of its keys have moved
         (a slot with fewer than 2 keys skips it), ``"moved"`` once all have, before the slot is handed over.
         """
-        source = self.serving(slot)
-        if source is target:
+        if self.serving(slot) is target:
             return
-        source_id, target_id = self.node_id(source), self.node_id(target)
-        timeout_ms = int(timeout * 1000)
-        with source.client(socket_timeout=timeout) as origin, target.client(socket_timeout=timeout) as destination:
+        source = self.open_slot(slot, target)
+        with source.client(socket_timeout=10) as client:
+            half = int(client.execute_command("CLUSTER COUNTKEYSINSLOT", slot)) // 2
+        if half and self.move_keys(slot, target, half) and between is not None:
+            between("split")
+        while self.move_keys(slot, target, batch):
+            pass
+        if between is not None:
+            between("moved")
+        self.close_slot(slot, target)
 
-            def migrate(count: int) -> int:
-                keys = origin.execute_command("CLUSTER GETKEYSINSLOT", slot, count)
-                if keys:
-                    origin.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, timeout_ms, "KEYS", *keys)
-                return len(keys)
+    def open_slot(self, slot: int, target: LocalValkey) -> LocalValkey:
+        """Start moving ``slot`` to ``target``: ``SETSLOT IMPORTING`` there, ``MIGRATING`` on its master (returned)."""
+        source = self.serving(slot)
+        with target.client(socket_timeout=10) as client:
+            client.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", self.node_id(source))
+        with source.client(socket_timeout=10) as client:
+            client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", self.node_id(target))
+        return source
 
-            destination.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
-            origin.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
-            half = int(origin.execute_command("CLUSTER COUNTKEYSINSLOT", slot)) // 2
-            if half and migrate(half) and between is not None:
-                between("split")
-            while migrate(batch):
-                pass
-            if between is not None:
-                between("moved")
-        for node in [target, source, *(node for node in self.masters() if node not in (source, target))]:
-            with node.client(socket_timeout=timeout) as client:
+    def move_keys(self, slot: int, target: LocalValkey, keys: int | list[str], timeout: float = 30.0) -> int:
+        """``MIGRATE`` keys of an open slot from its master to ``target``: these ``keys``, or that many; how many."""
+        with self.serving(slot).client(socket_timeout=timeout) as client:
+            if isinstance(keys, int):
+                keys = list(client.execute_command("CLUSTER GETKEYSINSLOT", slot, keys))
+            if keys:
+                client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, int(timeout * 1000), "KEYS", *keys)
+        return len(keys)
+
+    def close_slot(self, slot: int, target: LocalValkey) -> None:
+        """Hand an open slot over to ``target``: ``SETSLOT NODE`` on it, on the source, then on the other masters."""
+        source, target_id = self.serving(slot), self.node_id(target)
+        for node in [target, source, *(node for node in self.primaries() if node not in (source, target))]:
+            with node.client(socket_timeout=10) as client:
                 client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
 
     def supports_atomic_slot_migration(self) -> bool:
         """Whether the servers have ``CLUSTER MIGRATESLOTS`` (Valkey 9's atomic slot migration)."""
         with self.nodes[0].client(socket_timeout=2) as client:
-            docs = client.execute_command("COMMAND", "DOCS", "CLUSTER|MIGRATESLOTS")
-        return bool(docs)
+            return any(line.startswith("MIGRATESLOTS ") for line in client.execute_command("CLUSTER HELP"))
 
-    def migrate_slots_atomically(
-        self, source: LocalValkey, target: LocalValkey, first: int, last: int, timeout: float = 30.0
-    ) -> None:
-        """Move slots ``first``..``last`` of ``source`` to ``target`` with Valkey 9's ``CLUSTER MIGRATESLOTS``.
+    def migrate_slots_atomically(self, slots: list[int], target: LocalValkey, timeout: float = 30.0) -> None:
+        """Move ``slots`` (all served by one master) to ``target`` with Valkey 9's ``CLUSTER MIGRATESLOTS``.
 
-        The source streams a snapshot of the slots and then their writes to the target, keeps serving them
+        Their master streams a snapshot of the slots and then their writes to the target, serving them
         meanwhile, and hands them over at once. Returns once the job succeeded and every node agrees.
         """
-        target_id = self.node_id(target)
-        with source.client(socket_timeout=timeout) as client:
+        ordered = sorted(slots)
+        ranges: list[list[int]] = []
+        for slot in ordered:
+            if ranges and ranges[-1][1] == slot - 1:
+                ranges[-1][1] = slot
+            else:
+                ranges.append([slot, slot])
+        command = ["CLUSTER MIGRATESLOTS", "SLOTSRANGE", *(end for pair in ranges for end in pair)]
+        command += ["NODE", self.node_id(target)]
+        with self.serving(ordered[0]).client(socket_timeout=timeout) as client:
             before = {job["name"] for job in _slot_migrations(client)}
-            client.execute_command("CLUSTER MIGRATESLOTS", "SLOTSRANGE", first, last, "NODE", target_id)
+            client.execute_command(*command)
 
             def done() -> bool:
                 (job,) = [job for job in _slot_migrations(client) if job["name"] not in before]
                 if job["state"] in ("failed", "cancelled"):
-                    raise RuntimeError(f"CLUSTER MIGRATESLOTS {first}-{last} {job['state']}: {job.get('message')}")
+                    raise RuntimeError(f"{' '.join(map(str, command))}: {job['state']}: {job.get('message')}")
                 return bool(job["state"] == "success")
 
-            wait_for(done, timeout, f"slots {first}-{last} to migrate to {target.port}")
+            wait_for(done, timeout, f"slots {ranges} to migrate to {target.port}")
         self.wait_ready(timeout)
 
     def kill(self, node: LocalValkey) -> None:
