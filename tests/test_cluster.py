@@ -188,7 +188,7 @@ def test_each_appended_message_is_one_script_call(store: Store, make_agent) -> N
 
     counter = count(store, lambda: agent("hello"))  # appends two messages; the agent's state did not change
 
-    assert counter.calls("evalsha", "fcall") == 2  # FCALL standalone, EVALSHA on a cluster (scripts.py says why)
+    assert counter.calls("fcall") == 2
     assert counter.calls("mget", "exists", "zrange", "script|load", "function|load") == 0
 
 
@@ -225,7 +225,7 @@ def move_away_and_back(cluster, session_id: str, hold: Callable[[str], None]) ->
     """Migrate the session's slot to another master, ``hold(step)`` while it is open, then migrate it back."""
     slot = cluster.session_slot(session_id)
     home = cluster.serving(slot)
-    target = next(master for master in cluster.masters() if master is not home)
+    target = next(master for master in cluster.primaries() if master is not home)
     try:
         cluster.migrate_slot(slot, target, batch=2, between=hold)
     finally:
@@ -261,7 +261,7 @@ def test_a_write_whose_slot_is_half_moved_waits_for_the_move_and_succeeds(cluste
 def test_a_slot_that_stays_half_moved_fails_the_write_saying_it_is_safe_to_repeat(
     cluster, cluster_client, make_agent, monkeypatch
 ) -> None:
-    monkeypatch.setattr("strands_valkey_session_manager.scripts.MIGRATION_WAIT", 0.3)
+    monkeypatch.setattr("strands_valkey_session_manager.replication.MIGRATION_WAIT", 0.3)
     manager = ValkeySessionManager("user-42", cluster_client)
     agent = make_agent(manager)
     agent("before")

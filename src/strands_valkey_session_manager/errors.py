@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
 
-from .replication import ReplicasNotAcknowledged
+from .replication import ReplicasNotAcknowledged, SlotMigrating
 
 #: Codes the scripts raise (see ``fail`` in lua/base.lua).
 NOSESSION = "NOSESSION"
@@ -30,10 +30,6 @@ CODES = (NOSESSION, NOTFOUND, CONFLICT, BADVALUE, FENCED, FOREIGN, UNDECLARED)
 REDISJSON_TYPE = "ReJSON-RL"
 #: What lua/session.lua says a string at a session record key holds when this library did not write it.
 NOT_A_RECORD = "not a session record"
-
-
-class SlotMigrating(ValkeyError):
-    """A script's slot was being migrated (cluster resharding) for longer than the call waits; it did not run."""
 
 
 class SessionChanging(ValkeyError):

@@ -54,8 +54,9 @@ MAX_PAUSE = 0.2
 #: pause (seconds), as ValkeyCluster does.
 CLUSTER_DOWN_PAUSE = 0.25
 
-#: Commands that are about no key: sent through the cluster client, which sends SCRIPT LOAD to every primary.
-_EVERY_PRIMARY = frozenset({"SCRIPT LOAD"})
+#: Commands that are about no key: sent through the cluster client, which sends SCRIPT LOAD and FUNCTION LOAD
+#: to every primary.
+_EVERY_PRIMARY = frozenset({"SCRIPT LOAD", "FUNCTION"})
 
 
 class ReplicasNotAcknowledged(ValkeyTimeoutError):

@@ -13,16 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
-import time
 import weakref
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import valkey
-from valkey.cluster import ValkeyCluster
-from valkey.exceptions import AskError, ClusterDownError, ClusterError, NoScriptError, ResponseError, TryAgainError
+from valkey.exceptions import NoScriptError, ResponseError
 
 from . import errors, replication
 
@@ -37,8 +34,6 @@ def _lua(package: str, name: str) -> str:
 BASE = (_lua(__package__, "base"),)
 SESSION = (*BASE, _lua(__package__, "session"))
 
-#: How long a call waits for a slot that is being migrated (cluster resharding) before it gives up (s).
-MIGRATION_WAIT = 5.0
 #: How many times a session script may learn undeclared keys of its session and call again: once per level
 #: of the index it did not know (members, then their messages), more only while other writers add keys.
 MAX_WALKS = 6
@@ -102,17 +97,14 @@ class Script:
     ) -> Any:
         """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip.
 
-        On a cluster, a call that meets a slot being migrated (``TRYAGAIN``, or redirects until valkey-py gives
-        up) is sent again, with backoff, for up to ``MIGRATION_WAIT`` seconds, then raises
-        ``errors.SlotMigrating``: the script did not run, so sending it again is safe.
+        On a cluster the call follows the session's slot while it moves (replication.execute).
         """
 
         async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
             return replication.execute(client, keys[0], command, wait if command[0] in _SCRIPT_CALLS else None)
 
-        deadline, delay = time.monotonic() + MIGRATION_WAIT, 0.02
         while True:
-            steps = self._run(call, keys, args, _uses_functions(client))
+            steps = self._run(call, keys, args, client not in _NO_FUNCTIONS)
             try:
                 steps.send(None)
             except StopIteration as done:
@@ -120,15 +112,6 @@ class Script:
             except FunctionsRefused as refused:
                 logger.debug("calling the scripts by EVALSHA on this client: %s", refused.__cause__)
                 _NO_FUNCTIONS.add(client)
-                continue
-            except (TryAgainError, AskError, ClusterError) as error:
-                if isinstance(error, ClusterDownError):  # a failover, not a migration: valkey-py handles it
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise errors.SlotMigrating(f"{error} (waited {MIGRATION_WAIT:g}s)") from error
-                logger.debug("key=<%s> | slot migrating (%s), calling %s again", keys[0], error, self.name)
-                time.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, 0.5)
                 continue
             raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
 
@@ -171,15 +154,6 @@ class FunctionsRefused(Exception):
 _NO_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 #: The commands that run a script (a write, for wait_replicas), as opposed to loading one.
 _SCRIPT_CALLS = ("EVALSHA", "FCALL")
-
-
-def _uses_functions(client: Any) -> bool:
-    """Whether to call scripts by FCALL on ``client``.
-
-    Not on a cluster: FCALL's keys are "movable" for valkey-py, which asks ``COMMAND GETKEYS`` before every
-    FCALL to route it, a second round trip; EVALSHA is routed by its declared keys.
-    """
-    return not isinstance(client, ValkeyCluster) and client not in _NO_FUNCTIONS
 
 
 def _functions_refused(error: ResponseError) -> bool:
@@ -246,7 +220,7 @@ DUMP_SESSION = Script("dump_session")
 IMPORT_SESSION = Script("import_session")
 EXPIRE_SESSION = Script("expire_session")
 
-#: The session scripts, as FUNCTIONs (called by FCALL where the client allows, see ``_uses_functions``).
+#: The session scripts, as FUNCTIONs (called by FCALL unless refused on that client, see ``Script._run``).
 SESSION_LIBRARY = Library(
     [READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, SESSION_KEYS, DUMP_SESSION, IMPORT_SESSION]
     + [EXPIRE_SESSION]
