@@ -105,17 +105,19 @@ end
 -- and only once the remaining life has dropped below 90% of ttl, so a burst of writes pays for one walk
 -- of the session (and scripts.py's round trip to declare its keys), not one per write. A key written
 -- later gets this life (set_for, expire_in), so every key of the session shares one deadline.
-local function life()
+-- due and extend (ms; default 0.9 * ttl and ttl) change the rule to "when less than due is left, move
+-- every key to now + extend" (a running invocation's keep-alive keeps the deadline further ahead).
+local function life(due, extend)
   local left = redis.call('PTTL', session_key)
-  if left == -2 or ttl == 0 or (left ~= -1 and left >= ttl * 0.9) then
+  if left == -2 or ttl == 0 or (left ~= -1 and left >= (due or ttl * 0.9)) then
     return left == 0 and 1 or left             -- 0: under 1 ms left, still a deadline (never 'none')
   end
   local keys = walk(false)                      -- due: the lock keys keep their own lease
   check_own()                                   -- never refresh what this library did not write
   for _, key in ipairs(keys) do
-    redis.call('PEXPIRE', key, ttl)            -- one instant inside a script: one deadline for all
+    redis.call('PEXPIRE', key, extend or ttl)  -- one instant inside a script: one deadline for all
   end
-  return ttl
+  return extend or ttl
 end
 
 -- Fencing, with the session lock on (lock.lua): a write made while holding the lock declares the lock key
