@@ -6,7 +6,7 @@ key ``session:<id>:lock:agent:<agent_id>`` (``...:lock:multi_agent:<id>``), in `
 
 - Acquire sets the key to a random token if it is free. A caller that finds it taken tries again
   after a jittered, exponentially growing sleep (``backoff``) until ``lock_timeout`` has passed, then
-  raises ``SessionBusyError``. A busy attempt is 2 server commands (``EVALSHA``, ``EXISTS``); a
+  raises ``SessionBusyError``. A busy attempt is 2 server commands (``FCALL``, ``EXISTS``); a
   waiter makes at most ``max_attempts(t)`` attempts in ``t`` seconds, i.e. at most 4 a second (8
   commands) once the sleeps reach their 0.5 s ceiling, 2.7 a second on average.
 - The lease expires after ``lock_lease`` seconds unless renewed: a thread renews it every

@@ -1,4 +1,4 @@
-"""Server-side Lua scripts: loaded once, called by SHA, with a fallback when the server lost them.
+"""Server-side Lua scripts: loaded once, called as FUNCTIONs (or by SHA), reloaded when the server lost them.
 
 The scripts live in ``lua/``: ``base.lua`` is put first in every one (ValkeyStorage's too), and
 ``session.lua`` after it in the session scripts, which are called one way (:func:`run`): KEYS are the
@@ -197,13 +197,18 @@ def run(
         try:
             return script(client, [*own, *extra], [ttl_ms, fence[1] if fence else "", len(extra), *args], wait)
         except ResponseError as error:
-            code, detail = errors.error_code(error)
-            if code != errors.UNDECLARED:
-                raise
-            learnt = json.loads(detail)
-            logger.debug("key=<%s>, keys=<%d> | declaring the session's keys and calling again", keys[0], len(learnt))
-            extra += learnt
+            extra += undeclared(error, keys[0])
     raise errors.SessionChanging(f"{keys[0]}: its keys changed during {MAX_WALKS} calls of {script.name}")
+
+
+def undeclared(error: ResponseError, key: str) -> list[str]:
+    """Return the keys a script reached without their being declared (an ``UNDECLARED`` reply); else raise ``error``."""
+    code, detail = errors.error_code(error)
+    if code != errors.UNDECLARED:
+        raise error
+    learnt: list[str] = json.loads(detail)
+    logger.debug("key=<%s>, keys=<%d> | declaring the keys the script must reach, calling again", key, len(learnt))
+    return learnt
 
 
 #: Every script defined, for tests and tools that load them up front (:func:`load`).

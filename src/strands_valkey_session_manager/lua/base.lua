@@ -21,6 +21,24 @@ local function call_on(key, ...)
   return reply
 end
 
+-- Return `keys` if the script declared each of them (`declared` is its KEYS); else fail UNDECLARED with the
+-- names of those it did not, having changed nothing: the caller declares them and calls again (scripts.py).
+local function require_declared(declared, keys)
+  local known, missing = {}, {}
+  for i = 1, #declared do
+    known[declared[i]] = true
+  end
+  for _, key in ipairs(keys) do
+    if not known[key] then
+      missing[#missing + 1] = key
+    end
+  end
+  if #missing > 0 then
+    fail('UNDECLARED', cjson.encode(missing))
+  end
+  return keys
+end
+
 -- Server time in ms: every deadline comes from the server's clock, never a client's.
 local function now_ms()
   local t = redis.call('TIME')

@@ -9,7 +9,8 @@
 -- for a TTL refresh or a delete) are learnt from the index by walk(): a walk that reaches undeclared keys
 -- changes nothing and fails with UNDECLARED and their names; scripts.py declares them and calls again.
 
--- What open() reads of the call, for the helpers below (a script runs alone, so they are its own).
+-- What open() reads of the call, for the helpers below. In the FUNCTION library (scripts.py) they outlive
+-- a call; that is safe because every call sets them first and calls never interleave.
 local KEYS_, session_key, index_key, ttl, token, own_last, lock_key
 
 -- The first thing every session script does: read the call, laid out as above. own_last is the last of the
@@ -33,34 +34,24 @@ local function walk(locks)
   for i = 1, #KEYS_ do
     declared[KEYS_[i]] = true
   end
-  local found, missing = { session_key, index_key }, {}
-  local function add(key)
-    if declared[key] then
-      found[#found + 1] = key
-    else
-      missing[#missing + 1] = key
-    end
-  end
+  local found = { session_key, index_key }
   for _, suffix in ipairs(call_on(index_key, 'SMEMBERS', index_key)) do
     local key = session_key .. ':' .. suffix
-    add(key)
+    found[#found + 1] = key
     if locks then
-      add(session_key .. ':lock:' .. suffix)
+      found[#found + 1] = session_key .. ':lock:' .. suffix
     end
     if string.sub(suffix, 1, 6) == 'agent:' then
       local ids_key = key .. ':messages'
-      add(ids_key)
+      found[#found + 1] = ids_key
       if declared[ids_key] then
         for _, id in ipairs(call_on(ids_key, 'ZRANGE', ids_key, 0, -1)) do
-          add(key .. ':message:' .. id)
+          found[#found + 1] = key .. ':message:' .. id
         end
       end
     end
   end
-  if #missing > 0 then
-    fail('UNDECLARED', cjson.encode(missing))
-  end
-  return found
+  return require_declared(KEYS_, found)
 end
 
 -- Delete keys, in chunks (Lua's unpack() is bounded). Returns how many existed.

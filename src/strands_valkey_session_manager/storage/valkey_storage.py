@@ -22,7 +22,7 @@ from strands.storage.storage import Storage, StorageSearchResult
 from strands.types.exceptions import StorageError
 from valkey.exceptions import ResponseError
 
-from .. import errors, sdk
+from .. import errors, scripts, sdk
 from ..options import ttl_ms
 from ..scripts import BASE, Script
 from .client_loop import AsyncClient, ClientLoop, clone_client, is_cluster
@@ -107,7 +107,18 @@ class ValkeyStorage:
         if operation == "write":
             args.append(value)
         with _errors(operation, full):
-            return await self._io.run(lambda client: STORAGE.run_async(client, keys, args))
+            return await self._io.run(lambda client: self._declaring(client, keys, args))
+
+    @staticmethod
+    async def _declaring(client: AsyncClient, keys: builtins.list[str], args: builtins.list[Any]) -> Any:
+        """Run the storage script; when its group's TTL refresh is due, declare the group's keys and run it again."""
+        extra: builtins.list[str] = []
+        for _ in range(scripts.MAX_WALKS):
+            try:
+                return await STORAGE.run_async(client, [*keys, *extra], args)
+            except ResponseError as error:
+                extra += scripts.undeclared(error, keys[0])
+        raise errors.SessionChanging(f"{keys[0]}: its keys changed during {scripts.MAX_WALKS} calls")
 
     async def write(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any value; atomic with the key's index entry.

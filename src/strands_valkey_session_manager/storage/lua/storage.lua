@@ -11,6 +11,7 @@
 --   ARGV[4]  the group (escaped): its member in KEYS[3] and KEYS[4]
 --   ARGV[5], ARGV[6]  head and cut: the value key of a member m of KEYS[1] is head .. m:sub(cut + 1)
 --   ARGV[7]  the value (write)
+--   KEYS[5], ...  when the group's TTL refresh is due: its value keys, learnt from an UNDECLARED reply
 -- A group's keys, its index and its registry score share one deadline: a value is never listed after it
 -- expired, and an index never outlives its values.
 
@@ -19,12 +20,14 @@ local ttl = tonumber(ARGV[1])
 local operation, member, group, head, cut = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 
 -- Call fn on every key of the group: its index and the value of every key it lists (no SCAN, no KEYS).
--- NOTE: the value keys reached here are not declared (left as they were: see the session scripts' walk).
-local function each_group_key(fn)
-  fn(group_key)
+-- Every key of the group: its index and the value of every key it lists (no SCAN, no KEYS), each declared
+-- (the caller learns them from an UNDECLARED reply first, valkey_storage.py).
+local function group_keys()
+  local keys = { group_key }
   for _, key in ipairs(call_on(group_key, 'ZRANGE', group_key, 0, -1)) do
-    fn(head .. string.sub(key, cut + 1))
+    keys[#keys + 1] = head .. string.sub(key, cut + 1)
   end
+  return require_declared(KEYS, keys)
 end
 
 -- The group's deadline (ms since the epoch; -1 = none, -2 = no group). When less than 90% of ttl is left,
@@ -38,7 +41,9 @@ local function deadline()
   if current ~= -1 and current >= now + ttl * 0.9 then
     return current
   end
-  each_group_key(function(key) redis.call('PEXPIREAT', key, now + ttl) end)
+  for _, key in ipairs(group_keys()) do
+    redis.call('PEXPIREAT', key, now + ttl)
+  end
   return now + ttl
 end
 
