@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from helpers import CommandCounter
 
+from strands_valkey_session_manager import ValkeySessionManager
+
 
 def _ttls(client, session_id: str) -> list[int]:
     return [client.ttl(key) for key in [*client.keys(f"session:{session_id}"), *client.keys(f"session:{session_id}:*")]]
@@ -78,3 +80,13 @@ def test_expire_and_persist_of_an_unknown_session_exit_1_and_create_nothing(cli,
     assert cli("expire", "nobody", "60").exit_code == 1
     assert cli("persist", "nobody").exit_code == 1
     assert client.keys("*") == []
+
+
+def test_a_session_of_one_key_is_counted_in_the_singular(cli, client) -> None:
+    ValkeySessionManager("lonely", client)  # no agents: the session record is its one key
+
+    expired = cli("expire", "lonely", "60")
+    deleted = cli("delete", "lonely", "--yes")
+
+    assert "session lonely: its 1 key now expire in 60s" in expired.stdout
+    assert "deleted session lonely (1 key)" in deleted.stdout

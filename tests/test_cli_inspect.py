@@ -7,6 +7,8 @@ import json
 from cli_support import PNG
 from helpers import CommandCounter
 
+from strands_valkey_session_manager import ValkeySessionManager
+
 
 def test_show_prints_roles_text_tool_calls_results_image_sizes_and_state(cli, seed) -> None:
     seed("user-42", agents=("researcher",), swarm=True)
@@ -16,13 +18,25 @@ def test_show_prints_roles_text_tool_calls_results_image_sizes_and_state(cli, se
     assert result.exit_code == 0, result.stderr
     text = result.stdout
     assert "agent researcher" in text
-    assert "user  Research Valkey." in text
+    assert "user       Research Valkey." in text  # roles padded to the longest, "assistant"
     assert '→ lookup({"topic": "valkey"})' in text
     assert "← success" in text and "facts about valkey" in text
     assert "assistant  Valkey is fast." in text
     assert f"[image png, {len(PNG)} bytes]" in text
     assert 'state {"stage": "draft"}' in text
     assert "multi-agent default_swarm" in text and '"status": "completed"' in text
+
+
+def test_show_aligns_ids_and_roles_so_every_text_starts_in_one_column(cli, client, make_agent) -> None:
+    agent = make_agent(ValkeySessionManager("user-42", client), "solo", replies=[f"reply {n}" for n in range(6)])
+    for number in range(6):
+        agent(f"prompt {number}")  # messages #0 to #11: ids of one and two digits, both roles
+
+    lines = [line for line in cli("show", "user-42").stdout.splitlines() if line.lstrip().startswith("#")]
+
+    starts = {line.index("prompt ") if "prompt " in line else line.index("reply ") for line in lines}
+    assert len(lines) == 12 and len(starts) == 1
+    assert lines[0].startswith(" #0 ") and lines[11].startswith("#11 ")
 
 
 def test_show_json_is_the_session_as_an_export_entry(cli, seed) -> None:
@@ -74,3 +88,11 @@ def test_keys_follows_the_session_index_without_scan_or_keys(cli, seed, client) 
 
 def test_keys_of_an_unknown_session_exits_1(cli) -> None:
     assert cli("keys", "nobody").exit_code == 1
+
+
+def test_keys_counts_one_key_in_the_singular(cli, client) -> None:
+    ValkeySessionManager("lonely", client)  # a session without agents: its record is its one key
+
+    result = cli("keys", "lonely")
+
+    assert "1 key, found through the session index" in result.stderr

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 from helpers import CommandCounter
+from strands import Agent
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.cli.store import Store
 from strands_valkey_session_manager.keys import KeySchema
+from strands_valkey_session_manager.testing.model import ScriptedModel
 
 
 def test_sessions_lists_agents_messages_ttl_and_last_update(cli, seed) -> None:
@@ -25,6 +27,23 @@ def test_sessions_lists_agents_messages_ttl_and_last_update(cli, seed) -> None:
     assert 3590 <= listed["user-1"]["ttl"] <= 3600
     assert listed["user-2"]["ttl"] is None
     assert listed["user-1"]["updated_at"] > listed["user-1"]["created_at"]
+
+
+def test_sessions_updated_is_the_last_append_which_touches_no_session_or_agent_record(cli, seed, client) -> None:
+    seed("user-1", agents=("solo",))
+    agent = Agent(
+        agent_id="solo",
+        model=ScriptedModel(["later"]),
+        session_manager=ValkeySessionManager("user-1", client),
+        callback_handler=None,
+    )
+    agent("a later turn")
+    newest = json.loads(client.get("session:user-1:agent:solo:message:7"))
+    records = [json.loads(client.get(key))["updated_at"] for key in ("session:user-1", "session:user-1:agent:solo")]
+
+    listed = json.loads(cli("sessions", "--json").stdout)[0]
+
+    assert listed["updated_at"] == newest["updated_at"] > max(records)
 
 
 def test_sessions_match_keeps_only_ids_matching_the_glob(cli, client) -> None:
@@ -82,6 +101,8 @@ def test_sessions_scans_once_and_reads_counts_in_batches_not_per_session(cli, cl
     assert counter.calls("scan") == 1  # 150 keys < COUNT 1000: one SCAN call for the whole keyspace
     assert counter.calls("keys") == 0
     assert counter.calls("zcard") == 60 and counter.calls("smembers") == 30
+    # Last activity: the tail of each agent's record and of its newest message, never a whole message.
+    assert counter.calls("zrange") == 60 and counter.calls("getrange") == 120
 
 
 def test_sessions_of_the_cluster_key_layout_are_found_by_their_hash_tag(client) -> None:

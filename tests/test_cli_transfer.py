@@ -52,6 +52,18 @@ def test_export_delete_import_gives_back_the_identical_session(cli, seed, raw_cl
     assert_same_session(before, snapshot(raw_client, "user-42"))
 
 
+def test_export_and_import_count_records_and_messages_alike(cli, seed, tmp_path) -> None:
+    seed("user-42")  # the session record, 2 agent records, 6 messages each
+    path = tmp_path / "out.json"
+
+    exported = cli("export", "user-42", "-o", str(path))
+    cli("delete", "user-42", "--yes")
+    imported = cli("import", str(path))
+
+    assert "exported 1 session (3 records, 12 messages) to" in exported.stderr
+    assert "imported 1 session (3 records, 12 messages)," in imported.stderr
+
+
 def test_values_this_library_did_not_write_come_back_byte_for_byte(cli, seed, raw_client, tmp_path) -> None:
     seed("user-42", agents=("solo",))
     raw_client.set("session:user-42:agent:solo:message:1", b'{"spaced" : true}', keepttl=True)

@@ -27,6 +27,7 @@ from valkey.backoff import ExponentialBackoff
 from valkey.retry import Retry
 
 from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
 SESSION = "user-42"
@@ -197,6 +198,19 @@ def test_connection_killed_in_flight_is_retried_by_the_recommended_retry_policy(
     assert error is None
     assert len(agent.messages) == 2
     assert_stored_as_held(client, agent)
+
+
+def test_from_url_retries_a_connection_killed_in_flight_by_default(start_server) -> None:
+    local = start_server()
+    manager = ValkeySessionManager.from_url(local.url, SESSION)
+    agent = Agent(agent_id="assistant", model=ScriptedModel(), session_manager=manager, callback_handler=None)
+
+    error = run_turn_while_its_append_is_killed(local, manager.client, agent)
+
+    assert error is None
+    assert len(agent.messages) == 2
+    assert_stored_as_held(local.client(), agent)
+    manager.close()
 
 
 # -- the application process killed -------------------------------------------------------------

@@ -64,3 +64,16 @@ def test_the_cli_reaches_a_tls_only_server_with_a_valkeys_url(tls_server: LocalV
 
     assert result.exit_code == 0, result.stderr
     assert [entry["session_id"] for entry in json.loads(result.stdout)] == ["cli-user"]
+
+
+@pytest.mark.parametrize("scheme", ["valkeys", "rediss"])
+def test_from_url_connects_over_tls(tls_server: LocalValkey, make_agent, scheme: str) -> None:
+    url = tls_server.url.replace("valkeys", scheme)
+    manager = ValkeySessionManager.from_url(url, f"tls-{scheme}", ssl_ca_certs=str(tls_server.tls_files.ca))
+
+    make_agent(manager)("hello")
+
+    check = tls_server.client()
+    assert check.exists(f"session:tls-{scheme}:agent:assistant:message:1") == 1
+    manager.close()
+    check.close()

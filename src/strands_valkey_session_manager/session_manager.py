@@ -14,9 +14,8 @@ from strands.session.session_repository import SessionRepository
 from strands.types.content import Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
-from valkey.cluster import ValkeyCluster
 
-from . import codec, errors, replication, scripts, sdk
+from . import codec, connection, errors, replication, scripts, sdk
 from .keys import KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
@@ -71,7 +70,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             session_id: Id of the session; no ``:``, braces, glob characters, whitespace or
                 control characters.
             client: A synchronous ``valkey.Valkey`` or ``valkey.cluster.ValkeyCluster``, with
-                ``decode_responses`` True or False. Its timeouts bound every call made here.
+                ``decode_responses`` True or False. Its timeouts bound every call made here. It stays
+                the caller's: ``close()`` leaves it open. (``from_url`` builds one for you.)
             ttl: Seconds (or a ``timedelta``) a session lives after its last write or restore;
                 ``None`` sets no expiry.
             key_prefix: First part of every key (``session`` gives ``session:<session_id>``).
@@ -88,13 +88,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             **kwargs: Passed on to ``RepositorySessionManager``.
 
         Raises:
+            TypeError: If ``client`` is not a synchronous Valkey client (a URL, a pool, an asyncio client).
             ValueError: If ``session_id``, ``ttl``, ``key_prefix`` or a lock setting is not usable; nothing
                 is written.
             SessionException: If Valkey cannot be reached or holds a foreign value for the session.
         """
         validate_id(session_id, "session_id")
+        cluster = connection.check_client(client, "ValkeySessionManager", asyncio=False)  # before anything is sent
         self.client = client
-        self.keys = KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster))
+        self.keys = KeySchema(key_prefix, cluster=cluster)
         self.ttl_ms = ttl_ms(ttl)
         self.replica_wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._lock = None
@@ -114,6 +116,47 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             # and restore agents from it rather than treating it as empty.
             sdk.restore_from_session(self)
             self.session = self.read_session(session_id) or self.session
+
+    #: Whether ``close()`` closes ``client``: only a client ``from_url`` built.
+    _owns_client = False
+
+    @classmethod
+    def from_url(cls, url: str, session_id: str, *, cluster: bool = False, **options: Any) -> ValkeySessionManager:
+        """Open ``session_id`` on the Valkey at ``url`` through a client built for this manager (``close()`` it).
+
+        Args:
+            url: ``valkey://[user:password@]host:port[/db]``, ``valkeys://`` for TLS (``?ssl_ca_certs=...``
+                in the query, or as an option), ``redis://``, ``rediss://``, ``unix://``.
+            session_id: As for the constructor.
+            cluster: Build a ``ValkeyCluster`` (it finds the other nodes from the URL's one).
+            **options: The constructor's options (``ttl``, ``key_prefix``, ``wait_replicas``, ``lock_timeout``, ...)
+                and the client's settings by name (``socket_timeout``, ``ssl_ca_certs``, ``max_connections``, ...),
+                which replace the defaults: ``socket_timeout=5``, ``socket_connect_timeout=2``, replies as bytes,
+                and (standalone) 3 retries with exponential backoff on ``ConnectionError`` and ``TimeoutError``.
+
+        Raises:
+            TypeError: If an option is neither the manager's nor the client's (the closest name is suggested),
+                or ``url`` is not a string.
+            ValueError: If ``url`` is not a Valkey URL, or as for the constructor; nothing is sent.
+            SessionException: If Valkey cannot be reached, or as for the constructor.
+        """
+        validate_id(session_id, "session_id")
+        mine, client = connection.open_url(cls, url, False, cluster, options, SessionException)
+        try:
+            manager = cls(session_id, client, **mine)
+        except BaseException:
+            client.close()
+            raise
+        manager._owns_client = True
+        return manager
+
+    def close(self) -> None:
+        """Disconnect the client if ``from_url`` built it; a client you passed in is yours and stays open.
+
+        Without ``close()``, the connections of a built client go when the manager is garbage collected.
+        """
+        if self._owns_client:
+            self.client.close()  # type: ignore[no-untyped-call]
 
     def _script(
         self, script: scripts.Script, session_id: str, own: list[str], args: list[Any], write: bool = True, **walk: Any

@@ -16,11 +16,12 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from .. import __version__
 from ..keys import validate_id
 from . import connect, demo, models, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
-from .output import Output, plural, seconds, ttl_seconds
-from .store import SCAN_COUNT, SessionExists, SessionSummary, Store
+from .output import Output, named, plural, seconds, shorten, ttl_seconds
+from .store import SCAN_COUNT, SessionDump, SessionExists, SessionSummary, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,11 +30,12 @@ F = TypeVar("F", bound=Callable[..., Any])
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Start with: strands-valkey demo. Docs: docs/cli.md.",
 )
+@click.version_option(__version__, "--version", prog_name="strands-valkey", message="%(prog)s %(version)s")
 def app() -> None:
     """Run the Valkey session tutorial as a demo, and inspect and manage Strands Agents sessions in Valkey.
 
-    Every command but the demo takes --url (default: $VALKEY_URL, else valkey://localhost:6379),
-    --key-prefix (default: session) and --cluster. Read commands take --json.
+    Every command but the demo takes -u/--url (default: $VALKEY_URL, else $REDIS_URL, else
+    valkey://localhost:6379), --key-prefix (default: session) and --cluster. Read commands take --json.
 
     Exit codes: 0 ok, 1 not found, 2 usage error, 3 Valkey unreachable or failing, 4 refused (would
     overwrite, not confirmed, or a key this library did not write), 130 interrupted.
@@ -45,14 +47,15 @@ def _ids(ctx: click.Context, param: click.Parameter, values: Any) -> Any:
     for value in values if isinstance(values, (list, tuple)) else [values] if values is not None else []:
         try:
             validate_id(value, "session_id")
-        except ValueError as error:
-            raise click.BadParameter(str(error), ctx, param) from error
+        except ValueError as error:  # "session_id=<'...'> | why": name the id shortened, a 10 kB id stays readable
+            reason = str(error).partition(" | ")[2]
+            raise click.BadParameter(f"session id {shorten(value)!r} {reason}", ctx, param) from error
     return values
 
 
 URL_HELP = (
     "valkey://, valkeys:// (TLS), redis://, rediss:// or unix:// URL. "
-    f"Default: $VALKEY_URL, else {connect.DEFAULT_URL}."
+    f"Default: $VALKEY_URL, else $REDIS_URL, else {connect.DEFAULT_URL}."
 )
 
 
@@ -61,7 +64,7 @@ def _connection(fn: F) -> F:
     fn = click.option(
         "--key-prefix", default="session", show_default=True, metavar="PREFIX", help="First part of every key."
     )(fn)
-    return click.option("--url", metavar="URL", help=URL_HELP)(fn)
+    return click.option("-u", "--url", metavar="URL", help=URL_HELP)(fn)
 
 
 def _store_options(fn: F) -> F:
@@ -109,10 +112,18 @@ def _open(url: str | None, key_prefix: str, cluster: bool = False) -> AbstractCo
 
 
 def _not_found(session_ids: list[str], key_prefix: str) -> CliError:
-    names = ", ".join(session_ids)
-    return CliError(
-        f"no session {names} (under key prefix {key_prefix!r}). List sessions with: strands-valkey sessions", NOT_FOUND
-    )
+    listing = "List sessions with: strands-valkey sessions"
+    return CliError(f"no session {named(session_ids)} (under key prefix {key_prefix!r}). {listing}", NOT_FOUND)
+
+
+def _counts(dumps: list[SessionDump]) -> str:
+    """``2 sessions (3 records, 5000 messages)``: what export wrote and import read, counted alike.
+
+    Records are the session, agent and Swarm/Graph records; messages are counted apart.
+    """
+    records = sum(1 + len(d.multi_agents) + sum(a.record is not None for a in d.agents.values()) for d in dumps)
+    messages = sum(len(agent.messages) for dump in dumps for agent in dump.agents.values())
+    return f"{plural(len(dumps), 'session')} ({plural(records, 'record')}, {plural(messages, 'message')})"
 
 
 # -- the demo ---------------------------------------------------------------------------------
@@ -153,7 +164,7 @@ def demo_command(
 
     Two agents share a session, a second process resumes it, its raw keys are listed, and it is
     deleted on logout. It never deletes a session it did not make.
-    Uses the offline scripted model unless --model names a real one. Valkey is --url, else $VALKEY_URL,
+    Uses the offline scripted model unless --model names a real one. Valkey is --url, else $VALKEY_URL ($REDIS_URL),
     else localhost:6379; when nothing answers there, a throwaway server (valkey-server on PATH, else the
     embedded one) is started on a free loopback port and stopped at the end.
     """
@@ -277,7 +288,7 @@ def keys(session: str, url: str | None, key_prefix: str, cluster: bool, as_json:
         return
     rows = [[i.key, i.type, seconds(i.ttl_ms), i.length, i.memory] for i in infos]
     out.table(["KEY", "TYPE", "TTL", "LENGTH", "MEMORY"], rows, right=["TTL", "LENGTH", "MEMORY"])
-    out.note(f"{len(infos)} keys, found through the session index {index} (no KEYS, no SCAN)")
+    out.note(f"{plural(len(infos), 'key')}, found through the session index {index} (no KEYS, no SCAN)")
 
 
 # -- export and import ------------------------------------------------------------------------
@@ -321,7 +332,8 @@ def export(
     wanted = list(dict.fromkeys(session))
     if not wanted and match is None:
         raise CliError("name at least one SESSION, or --match GLOB", USAGE)
-    entries, missing, skipped = [], [], []
+    dumps: list[SessionDump] = []
+    missing: list[str] = []
     with _open(url, key_prefix, cluster) as store:
         if match is not None:
             with out.progress(f"finding sessions matching {match!r}"):
@@ -332,19 +344,15 @@ def export(
                 if dump is None:
                     missing.append(session_id)
                 else:
-                    entries.append(transfer.session_entry(dump))
-                    skipped += dump.skipped
+                    dumps.append(dump)
                 tick()
     if missing:
         raise _not_found(missing, key_prefix)
-    for key in skipped:
+    for key in (key for dump in dumps for key in dump.skipped):
         out.note(f"[yellow]not exported: {escape(key)} is no record this library writes[/yellow]")
-    _write(output, transfer.to_bytes(transfer.document(entries)))
-    records = sum(1 + len(e["agents"]) + len(e["multi_agents"]) for e in entries)
-    messages = sum(len(agent["messages"]) for e in entries for agent in e["agents"].values())
+    _write(output, transfer.to_bytes(transfer.document(transfer.session_entry(dump) for dump in dumps)))
     where = "stdout" if output == "-" else output
-    counts = f"{plural(len(entries), 'session')} ({plural(records, 'record')}, {plural(messages, 'message')})"
-    out.note(f"exported {counts} to {escape(where)}")
+    out.note(f"exported {_counts(dumps)} to {escape(where)}")
 
 
 @command(
@@ -382,19 +390,23 @@ def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: b
                 pipe.exists(store.keys.session(dump.session_id), store.keys.index(dump.session_id))
             existing = [dump.session_id for dump, count in zip(dumps, pipe.execute(), strict=True) if count]
             if existing:
+                exists = "exists" if len(existing) == 1 else "exist"
                 raise CliError(
-                    f"session {', '.join(existing)} exists; nothing imported. Pass --force to replace it.", REFUSED
+                    f"session {named(existing)} {exists}; nothing imported. Pass --force to replace it.", REFUSED
                 )
-        records = 0
         with out.progress("importing", total=len(dumps)) as tick:
-            for dump in dumps:
+            for position, dump in enumerate(dumps):
                 try:
-                    records += store.restore(dump, force=force)
+                    store.restore(dump, force=force)
                 except SessionExists as error:  # created since the check above
-                    raise CliError(f"{error}; stopped there. Pass --force to replace it.", REFUSED) from error
+                    done = f"{_counts(dumps[:position])} imported before it" if position else "nothing imported"
+                    raise CliError(
+                        f"session {shorten(dump.session_id)} was created meanwhile: {done}, stopped there. "
+                        "Pass --force to replace it.",
+                        REFUSED,
+                    ) from error
                 tick()
-    counts = f"{plural(len(dumps), 'session')} ({plural(records, 'record')})"
-    out.note(f"imported {counts}, each with the TTL it had left at export")
+    out.note(f"imported {_counts(dumps)}, each with the TTL it had left at export")
 
 
 # -- changing ---------------------------------------------------------------------------------
@@ -412,7 +424,7 @@ def delete(session: tuple[str, ...], yes: bool, url: str | None, key_prefix: str
     out = Output()
     if not yes:
         try:
-            confirmed = click.confirm(f"Delete session {', '.join(session)} and all its keys?", err=True)
+            confirmed = click.confirm(f"Delete session {named(session)} and all its keys?", err=True)
         except click.exceptions.Abort:
             confirmed = False
         if not confirmed:
@@ -422,7 +434,7 @@ def delete(session: tuple[str, ...], yes: bool, url: str | None, key_prefix: str
         for session_id in session:
             deleted = store.delete(session_id)
             if deleted:
-                out.say(f"deleted session {escape(session_id)} ({deleted} keys)")
+                out.say(f"deleted session {escape(session_id)} ({plural(deleted, 'key')})")
             else:
                 missing.append(session_id)
     if missing:
@@ -435,7 +447,8 @@ def _expire(session: str, ttl_ms: int | None, url: str | None, key_prefix: str, 
     if not changed:
         raise _not_found([session], key_prefix)
     what = "never expire" if ttl_ms is None else f"expire in {seconds(ttl_ms)}"
-    Output().say(f"session {escape(session)}: its {changed} keys now {what}")
+    keys = "its 1 key now" if changed == 1 else f"its {changed} keys now"
+    Output().say(f"session {escape(session)}: {keys} {what}")
 
 
 @command("strands-valkey expire user-42 600")

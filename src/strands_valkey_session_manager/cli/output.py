@@ -27,6 +27,29 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+#: Ids longer than this are shortened in messages: head, an ellipsis, tail (together this long).
+ID_LIMIT = 60
+#: Ids named in one message at most; the rest are counted.
+IDS_NAMED = 5
+
+
+def shorten(text: str, limit: int = ID_LIMIT) -> str:
+    """Keep a long id readable in a message: its first two thirds and last third around ``…``, ``limit`` long.
+
+    ``user-0123…cdef``: both ends stay, since ids tend to differ at the start (a tenant) or the end (a counter).
+    """
+    if len(text) <= limit:
+        return text
+    tail = (limit - 1) // 3
+    return f"{text[: limit - 1 - tail]}…{text[-tail:]}"
+
+
+def named(ids: Sequence[str]) -> str:
+    """Name ids in a message: ``a, b, c``, each shortened; past ``IDS_NAMED``, ``a, b, c, d, e and 7 more``."""
+    shown = ", ".join(shorten(session_id) for session_id in ids[:IDS_NAMED])
+    return shown if len(ids) <= IDS_NAMED else f"{shown} and {len(ids) - IDS_NAMED} more"
+
+
 def seconds(ttl_ms: int | None) -> str:
     """Format a remaining life for people: ``3598s``, or ``none`` for no expiry (rounded as TTL rounds)."""
     return "none" if ttl_ms is None else f"{(ttl_ms + 500) // 1000}s"

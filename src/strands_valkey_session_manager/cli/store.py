@@ -25,6 +25,9 @@ from ..options import Client
 
 #: COUNT hint for SCAN, and the number of sessions summarised per pipelined batch.
 SCAN_COUNT = 1000
+#: Bytes read from the end of a record to find its ``updated_at`` (its last field: ~60 bytes with the key).
+TAIL = 128
+_UPDATED_AT = '"updated_at":"'
 
 
 def as_bytes(value: bytes | str) -> bytes:
@@ -53,6 +56,31 @@ class SessionSummary:
     ttl_ms: int | None
     created_at: str | None
     updated_at: str | None
+
+
+@dataclass
+class _Summary:
+    """A session summary while its batch is being read."""
+
+    session_id: str
+    agents: list[str]
+    multi_agents: int
+    ttl_ms: int | None
+    created_at: str | None
+    updated: list[Any]  # the updated_at of each record read: a string, or None (or anything, if foreign)
+    messages: int = 0
+
+    def done(self) -> SessionSummary:
+        stamps = [stamp for stamp in self.updated if isinstance(stamp, str)]
+        return SessionSummary(
+            self.session_id,
+            len(self.agents),
+            self.multi_agents,
+            self.messages,
+            self.ttl_ms,
+            self.created_at,
+            max(stamps) if stamps else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,16 @@ def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
+
+
+def _updated_at(tail: Any) -> str | None:
+    """Return the ``updated_at`` in the tail of a record (its last field), or ``None`` if the tail holds none."""
+    if not isinstance(tail, (bytes, str)):
+        return None
+    text = as_text(tail)
+    start = text.rfind(_UPDATED_AT)
+    end = text.find('"', start + len(_UPDATED_AT)) if start >= 0 else -1
+    return text[start + len(_UPDATED_AT) : end] if end >= 0 else None
 
 
 def _json_field(raw: bytes | str | None, name: str) -> Any:
@@ -188,49 +226,65 @@ class Store:
             progress(matched, found)
 
     def _summarise(self, session_ids: list[str]) -> list[SessionSummary]:
+        """Summarise a batch of sessions in three pipelined round trips, whatever the batch's size.
+
+        1. each session's record, PTTL and index (its agents);
+        2. each agent's message count (ZCARD), newest message id (ZRANGE -1 -1) and the tail of its record;
+        3. the tail of each agent's newest message.
+
+        ``updated_at`` is the newest of the session's, its agents' and their newest messages' ``updated_at``: an
+        append touches no record but its message's, whose ``updated_at`` is its ``created_at`` (or when it was
+        redacted). A tail (``GETRANGE -TAIL -1``) is enough, since ``updated_at`` is the last field of each record
+        (the SDK's field order, kept by codec), and keeps a listing from reading whole messages (images...).
+        """
         pipe = self.client.pipeline(transaction=False)
         for session_id in session_ids:
             pipe.get(self.keys.session(session_id))
             pipe.pttl(self.keys.session(session_id))
             pipe.smembers(self.keys.index(session_id))
-        replies = pipe.execute(raise_on_error=False)
-        sessions: list[tuple[str, Any, int, list[str], list[str]]] = []
-        for position, session_id in enumerate(session_ids):
-            record, pttl, members = replies[3 * position : 3 * position + 3]
+        replies = iter(pipe.execute(raise_on_error=False))
+        summaries: list[_Summary] = []
+        for session_id in session_ids:
+            record, pttl, members = next(replies), next(replies), next(replies)
             if _json_field(record, "session_id") != session_id:
                 continue  # expired since the SCAN, or a foreign value under the prefix
             names = [as_text(member) for member in members] if isinstance(members, (set, list)) else []
             parsed = [found for found in map(parse_suffix, names) if found is not None]
-            agents = [member_id for kind, member_id, _, _ in parsed if kind == AGENT]
-            multi = [member_id for kind, member_id, _, _ in parsed if kind == MULTI_AGENT]
-            sessions.append((session_id, record, pttl if isinstance(pttl, int) else -1, agents, multi))
-        pipe = self.client.pipeline(transaction=False)
-        for session_id, _, _, agents, _ in sessions:
-            for agent_id in agents:
-                pipe.zcard(self.keys.messages(session_id, agent_id))
-                pipe.get(self.keys.agent(session_id, agent_id))
-        replies = iter(pipe.execute(raise_on_error=False))
-        result = []
-        for session_id, record, pttl, agents, multi in sessions:
-            messages, updated = 0, [_json_field(record, "updated_at")]
-            for _ in agents:
-                count, agent_record = next(replies), next(replies)
-                messages += count if isinstance(count, int) else 0
-                updated.append(_json_field(agent_record, "updated_at"))
-            stamps = [stamp for stamp in updated if isinstance(stamp, str)]
             created = _json_field(record, "created_at")
-            result.append(
-                SessionSummary(
-                    session_id=session_id,
-                    agents=len(agents),
-                    multi_agents=len(multi),
-                    messages=messages,
-                    ttl_ms=ttl_or_none(pttl),
+            summaries.append(
+                _Summary(
+                    session_id,
+                    agents=[member_id for kind, member_id, _, _ in parsed if kind == AGENT],
+                    multi_agents=len([kind for kind, _, _, _ in parsed if kind == MULTI_AGENT]),
+                    ttl_ms=ttl_or_none(pttl if isinstance(pttl, int) else -1),
                     created_at=created if isinstance(created, str) else None,
-                    updated_at=max(stamps) if stamps else None,
+                    updated=[_json_field(record, "updated_at")],
                 )
             )
-        return result
+        self._read_agents(summaries)
+        return [summary.done() for summary in summaries]
+
+    def _read_agents(self, summaries: list[_Summary]) -> None:
+        """Count each agent's messages and collect its and its newest message's ``updated_at``: two round trips."""
+        pipe = self.client.pipeline(transaction=False)
+        for summary in summaries:
+            for agent_id in summary.agents:
+                pipe.zcard(self.keys.messages(summary.session_id, agent_id))
+                pipe.zrange(self.keys.messages(summary.session_id, agent_id), -1, -1)
+                pipe.getrange(self.keys.agent(summary.session_id, agent_id), -TAIL, -1)
+        replies = iter(pipe.execute(raise_on_error=False))
+        pipe = self.client.pipeline(transaction=False)
+        asked: list[_Summary] = []  # whose newest message's tail each reply of the next round trip is
+        for summary in summaries:
+            for agent_id in summary.agents:
+                count, newest, tail = next(replies), next(replies), next(replies)
+                summary.messages += count if isinstance(count, int) else 0
+                summary.updated.append(_updated_at(tail))
+                if isinstance(newest, list) and newest and as_text(newest[0]).isdecimal():
+                    pipe.getrange(self.keys.message(summary.session_id, agent_id, int(newest[0])), -TAIL, -1)
+                    asked.append(summary)
+        for summary, tail in zip(asked, pipe.execute(raise_on_error=False), strict=True):
+            summary.updated.append(_updated_at(tail))
 
     # -- one session ------------------------------------------------------------------------
 

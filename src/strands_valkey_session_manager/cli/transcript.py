@@ -103,8 +103,7 @@ def render(out: Output, dump: SessionDump) -> None:
                 out.say(f"[red]agent record unreadable: {escape(str(error))}[/red]")
         else:
             out.say("[yellow](no agent record: only messages are stored)[/yellow]")
-        for message_id, raw in agent.messages.items():
-            _render_message(out, message_id, raw, agent_id)
+        _render_messages(out, agent.messages, agent_id)
     for multi_id, raw in dump.multi_agents.items():
         out.heading(f"multi-agent {multi_id}")
         try:
@@ -116,16 +115,34 @@ def render(out: Output, dump: SessionDump) -> None:
         out.say(f"[dim]other keys of the session, not shown: {escape(', '.join(dump.skipped))}[/dim]")
 
 
-def _render_message(out: Output, message_id: int, raw: bytes, agent_id: str) -> None:
-    try:
-        record = codec.load_record(SessionMessage, raw, f"agent {agent_id}, message {message_id}")
-    except SessionException as error:
-        out.say(f"[red]#{message_id} unreadable: {escape(str(error))}[/red]")
-        return
-    message = record.redact_message if record.redact_message is not None else record.message
-    redacted = " [yellow](redacted)[/yellow]" if record.redact_message is not None else ""
-    lines = message_lines(dict(message)) or ["[dim](no content)[/dim]"]
-    head = f"[dim]#{message_id} {stamp(record.created_at)}[/dim] {_role(str(message.get('role')))}{redacted}"
-    out.labelled(head, lines[0], indent=0)
-    for line in lines[1:]:
-        out.labelled(" " * 4, line, indent=0)
+def _render_messages(out: Output, messages: dict[int, bytes], agent_id: str) -> None:
+    """Print an agent's messages, ids right-aligned and roles padded so that every text starts in one column."""
+    records: list[tuple[int, SessionMessage | SessionException]] = []
+    for message_id, raw in messages.items():
+        where = f"agent {agent_id}, message {message_id}"
+        try:
+            records.append((message_id, codec.load_record(SessionMessage, raw, where)))
+        except SessionException as error:
+            records.append((message_id, error))
+    shown = [_shown(record) for _, record in records if isinstance(record, SessionMessage)]
+    role_width = max((len(str(message.get("role"))) for message in shown), default=0)
+    id_width = max((len(str(message_id)) for message_id in messages), default=0)
+    for message_id, record in records:
+        number = f"#{message_id}".rjust(id_width + 1)
+        if isinstance(record, SessionException):
+            out.say(f"[red]{number} unreadable: {escape(str(record))}[/red]")
+            continue
+        message = _shown(record)
+        lines = message_lines(dict(message)) or ["[dim](no content)[/dim]"]
+        if record.redact_message is not None:
+            lines[0] = f"[yellow](redacted)[/yellow] {lines[0]}"
+        role = str(message.get("role"))
+        head = f"[dim]{number} {stamp(record.created_at)}[/dim] {_role(role)}{' ' * (role_width - len(role))}"
+        out.labelled(head, lines[0], indent=0)
+        for line in lines[1:]:
+            out.labelled(" " * 4, line, indent=0)
+
+
+def _shown(record: SessionMessage) -> Any:
+    """Return the message to show: its redacted form if it was redacted."""
+    return record.redact_message if record.redact_message is not None else record.message

@@ -35,18 +35,6 @@ T = TypeVar("T")
 CLOSE_TIMEOUT = 5.0
 
 
-def is_cluster(client: object) -> bool:
-    """Whether ``client`` is an asyncio cluster client; ``TypeError`` if it is no asyncio Valkey client at all."""
-    if isinstance(client, valkey.asyncio.ValkeyCluster):
-        return True
-    if isinstance(client, valkey.asyncio.Valkey):
-        return False
-    raise TypeError(
-        f"client=<{type(client).__module__}.{type(client).__name__}> | ValkeyStorage needs an asyncio client: "
-        "valkey.asyncio.Valkey (e.g. valkey.asyncio.Valkey.from_url(url)) or valkey.asyncio.ValkeyCluster"
-    )
-
-
 def clone_client(client: AsyncClient) -> AsyncClient:
     """Return a new client with ``client``'s connection settings and its own connections, replying bytes.
 

@@ -22,10 +22,10 @@ from strands.storage.storage import Storage, StorageSearchResult
 from strands.types.exceptions import StorageError
 from valkey.exceptions import ResponseError
 
-from .. import errors, scripts, sdk
+from .. import connection, errors, scripts, sdk
 from ..options import ttl_ms
 from ..scripts import BASE, Script
-from .client_loop import AsyncClient, ClientLoop, clone_client, is_cluster
+from .client_loop import AsyncClient, ClientLoop, clone_client
 from .keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
 
 logger = logging.getLogger(__name__)
@@ -78,16 +78,39 @@ class ValkeyStorage:
             key_prefix: First part of every Valkey key (``strands`` gives ``strands:<key>``).
 
         Raises:
-            TypeError: If ``client`` is not an asyncio Valkey client, or its settings cannot be copied.
+            TypeError: If ``client`` is not an asyncio Valkey client (a URL, a pool, a synchronous client), or
+                its settings cannot be copied.
             ValueError: If ``ttl`` or ``key_prefix`` is not usable.
         """
-        self.keys = StorageKeySchema(key_prefix, cluster=is_cluster(client))
+        self.keys = StorageKeySchema(key_prefix, cluster=connection.check_client(client, "ValkeyStorage", asyncio=True))
         clone_client(client)  # refuse now, not on first use, a client whose settings cannot be copied
         self.ttl_ms = ttl_ms(ttl)
         self._io = ClientLoop(lambda: clone_client(client))
         self._prefix = ""
         self._root: ValkeyStorage | None = None  # a namespace keeps its root (whose finalizer closes _io) alive
         weakref.finalize(self, self._io.close)
+
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> ValkeyStorage:
+        """Store in the Valkey at ``url``, through a client built from it (``close()`` disconnects it).
+
+        Args:
+            url: ``valkey://[user:password@]host:port[/db]``, ``valkeys://`` for TLS (``?ssl_ca_certs=...``
+                in the query, or as an option), ``redis://``, ``rediss://``, ``unix://``.
+            cluster: Use a ``valkey.asyncio.ValkeyCluster`` (it finds the other nodes from the URL's one).
+            **options: The constructor's options (``ttl``, ``key_prefix``) and the client's settings by name
+                (``socket_timeout``, ``ssl_ca_certs``, ``max_connections``, ...), which replace the defaults:
+                ``socket_timeout=5``, ``socket_connect_timeout=2`` and (standalone) 3 retries with exponential
+                backoff on ``ConnectionError`` and ``TimeoutError``.
+
+        Raises:
+            TypeError: If an option is neither the storage's nor the client's (the closest name is suggested),
+                or ``url`` is not a string.
+            ValueError: If ``url`` is not a Valkey URL, or as for the constructor. Nothing connects before the
+                first call.
+        """
+        mine, client = connection.open_url(cls, url, True, cluster, options, StorageError)
+        return cls(client, **mine)
 
     def __repr__(self) -> str:
         """Where this storage keeps its keys."""

@@ -1,0 +1,220 @@
+"""Clients built from a URL (``from_url``), and the check that a value passed as a client is a usable one.
+
+``ValkeySessionManager.from_url`` and ``ValkeyStorage.from_url`` build their client here, with the settings
+docs/reliability.md asks for: bounded timeouts, and (standalone) a retry policy for connection errors and
+timeouts, safe because every write of this library is idempotent. A cluster client is left its own retries:
+it refreshes its slot map and retries a command on the same errors (``cluster_error_retry_attempts``);
+a connection-level retry under it would multiply the attempts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import valkey
+import valkey.asyncio
+import valkey.asyncio.retry
+import valkey.retry
+from strands.types.exceptions import SessionException
+from valkey.backoff import ExponentialBackoff
+from valkey.cluster import KWARGS_DISABLED_KEYS, VALKEY_ALLOWED_KEYS, ValkeyCluster
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+from valkey.exceptions import ValkeyClusterException, ValkeyError
+
+from .options import Client
+
+#: Seconds a reply may take (``socket_timeout``) and a connection (TCP and TLS handshake) may take to open.
+SOCKET_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+#: Retries of a command that failed on the wire (standalone clients), with exponential backoff up to 1 s.
+RETRIES = 3
+
+#: What to pass as a client, for the TypeError of a value that is none.
+SYNC_CLIENTS = "valkey.Valkey(...) / valkey.Valkey.from_url(url), or valkey.cluster.ValkeyCluster(...)"
+ASYNC_CLIENTS = "valkey.asyncio.Valkey(...) / valkey.asyncio.Valkey.from_url(url), or valkey.asyncio.ValkeyCluster(...)"
+
+#: Constructor arguments that say where the server is: the URL says that.
+_LOCATION = frozenset({"self", "kwargs", "url", "host", "port", "startup_nodes", "connection_pool", "unix_socket_path"})
+
+
+def redact(url: str) -> str:
+    """Return ``url`` with its password, if any, replaced by ``***`` (for messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
+
+
+#: The client class ``from_url`` builds, by (asyncio, cluster), with the name users know it by.
+_CLASSES: dict[tuple[bool, bool], tuple[Any, str]] = {
+    (False, False): (valkey.Valkey, "valkey.Valkey"),
+    (False, True): (ValkeyCluster, "valkey.cluster.ValkeyCluster"),
+    (True, False): (valkey.asyncio.Valkey, "valkey.asyncio.Valkey"),
+    (True, True): (valkey.asyncio.ValkeyCluster, "valkey.asyncio.ValkeyCluster"),
+}
+
+
+def client_class(asyncio: bool, cluster: bool) -> Any:
+    """Return the client class ``from_url`` builds."""
+    return _CLASSES[asyncio, cluster][0]
+
+
+def client_option_names(kind: Any) -> frozenset[str]:
+    """Return the settings a client class takes by name (a sync cluster's include those it hands its nodes)."""
+    names = set(inspect.signature(kind.__init__).parameters)
+    if kind is ValkeyCluster:  # takes **kwargs, silently dropping any name outside this list
+        names |= set(VALKEY_ALLOWED_KEYS) - set(KWARGS_DISABLED_KEYS)
+    return frozenset(names - _LOCATION)
+
+
+def keyword_options(function: Any) -> list[str]:
+    """Return the keyword-only parameters of ``function``: a constructor's options (``ttl``, ``key_prefix``...)."""
+    return [p.name for p in inspect.signature(function).parameters.values() if p.kind is p.KEYWORD_ONLY]
+
+
+def split_options(
+    caller: str, owner: str, owner_names: Collection[str], asyncio: bool, cluster: bool, options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``caller``'s options into the owner's (``ttl``, ...) and the client's (``socket_timeout``, ...).
+
+    Raises:
+        TypeError: For a name that is neither, with the closest known name if there is one.
+    """
+    kind, kind_name = _CLASSES[asyncio, cluster]
+    client_names = client_option_names(kind)
+    mine = {name: value for name, value in options.items() if name in owner_names}
+    theirs = {name: value for name, value in options.items() if name not in owner_names}
+    for name in theirs:
+        if name in client_names:
+            continue
+        if name in client_option_names(client_class(asyncio, not cluster)):
+            switch = "leave out cluster=True" if cluster else "pass cluster=True"
+            hint = f" It is a setting of {_CLASSES[asyncio, not cluster][1]}: {switch}."
+        else:
+            close = difflib.get_close_matches(name, [*owner_names, *client_names], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+        takes = f"the options of {owner} ({', '.join(owner_names)}) and " if owner_names else ""
+        raise TypeError(f"{caller} got an unknown option {name!r}.{hint} It takes {takes}the settings of {kind_name}.")
+    return mine, theirs
+
+
+def defaults(asyncio: bool, cluster: bool) -> dict[str, Any]:
+    """Return the client settings ``from_url`` starts from: replies as bytes, timeouts, (standalone) retries."""
+    settings: dict[str, Any] = {
+        # The library decodes what it reads itself (once, in codec); bytes also let a value that is not
+        # UTF-8 be reported naming its key.
+        "decode_responses": False,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+    }
+    if not cluster:
+        retry = valkey.asyncio.retry.Retry if asyncio else valkey.retry.Retry
+        settings["retry"] = retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES)
+        settings["retry_on_error"] = [ValkeyConnectionError, ValkeyTimeoutError]
+    return settings
+
+
+def open_url(
+    owner: Any, url: object, asyncio: bool, cluster: bool, options: dict[str, Any], failure: type[Exception]
+) -> tuple[dict[str, Any], Any]:
+    """Split ``owner.from_url``'s options, and build the client: return the owner's options and the client.
+
+    ``owner`` is the class whose keyword-only constructor options it takes (``None``: client settings only).
+    The client gets :func:`defaults` overridden by the settings in ``options``. A sync cluster client connects
+    here, to read the slot map; other clients connect on first use.
+
+    Raises:
+        TypeError: If an option is unknown, ``url`` is no string, or a setting does not apply to this URL
+            (``ssl_*`` without TLS).
+        ValueError: If ``url`` is not a Valkey URL.
+        failure: (``SessionException``, ``StorageError``) If a cluster client cannot reach the cluster.
+    """
+    caller = f"{owner.__name__}.from_url()" if owner is not None else "client_from_url()"
+    names = keyword_options(owner.__init__) if owner is not None else []
+    mine, settings = split_options(caller, getattr(owner, "__name__", ""), names, asyncio, cluster, options)
+    if not isinstance(url, str):
+        raise TypeError(
+            f"url=<{type(url).__module__}.{type(url).__qualname__}> | {caller} takes a URL string (valkey://host:6379, "
+            "valkeys:// for TLS, redis://, rediss://); a client you already have goes to the constructor instead"
+        )
+    kind = client_class(asyncio, cluster)
+    try:
+        client = kind.from_url(url, **{**defaults(asyncio, cluster), **settings})
+    except ValueError as error:
+        raise ValueError(f"url=<{redact(url)}> | {error}") from error
+    except (ValkeyError, ValkeyClusterException) as error:
+        hint = "Check that Valkey is reachable and the url, credentials and timeouts."
+        if "cluster mode is not enabled" in str(error).lower():
+            hint = "The server is not a cluster: leave out cluster=True."
+        raise failure(f"url=<{redact(url)}> | connecting to the cluster failed: {error}. {hint}") from error
+    if not cluster:
+        _check_connection_settings(client.connection_pool, url)
+    return mine, client
+
+
+def client_from_url(url: str, *, cluster: bool = False, **settings: Any) -> Client:
+    """Build a synchronous client for ``url`` with the defaults ``ValkeySessionManager.from_url`` uses.
+
+    For a client shared by many managers (a web app: one manager per request, one connection pool). Settings
+    by name (``socket_timeout``, ``ssl_ca_certs``, ``max_connections``, ...) replace the defaults.
+
+    Raises:
+        TypeError: If a setting is unknown, or does not apply to this URL; ``url`` is not a string.
+        ValueError: If ``url`` is not a Valkey URL.
+        SessionException: If ``cluster`` and the cluster cannot be reached.
+    """
+    client: Client = open_url(None, url, False, cluster, settings, SessionException)[1]
+    return client
+
+
+def _check_connection_settings(pool: Any, url: str) -> None:
+    """Build (not open) one connection now, so a setting this URL's connection does not take fails here."""
+    try:
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as error:
+        scheme = urlsplit(url).scheme
+        raise TypeError(
+            f"url=<{redact(url)}> | a setting does not apply to a {scheme}:// connection ({error}). TLS settings "
+            "(ssl_*) need a valkeys:// or rediss:// URL, which alone turns TLS on (no ssl=True)."
+        ) from error
+
+
+def check_client(client: object, owner: str, asyncio: bool) -> bool:
+    """Return whether ``client`` is a cluster client; ``TypeError`` saying what was passed and what to pass.
+
+    ``owner`` (``ValkeySessionManager``, ``ValkeyStorage``) needs a synchronous client, or an asyncio one
+    if ``asyncio``.
+    """
+    standalone, cluster = client_class(asyncio, False), client_class(asyncio, True)
+    if isinstance(client, (standalone, cluster)):
+        return isinstance(client, cluster)
+    wanted = ASYNC_CLIENTS if asyncio else SYNC_CLIENTS
+    raise TypeError(
+        f"client=<{type(client).__module__}.{type(client).__qualname__}> | {owner} got {_describe(client, asyncio)}; "
+        f"pass {'an asyncio' if asyncio else 'a synchronous'} client: {wanted}. Or let {owner}.from_url(url, ...) "
+        "build one."
+    )
+
+
+def _describe(client: object, asyncio: bool) -> str:
+    """Say what a value that is not a usable client is, for the TypeError."""
+    if isinstance(client, str):
+        url = ": a URL goes to from_url()" if "://" in client else ""
+        return f"a string ({redact(client)!r}), not a client{url}"
+    if isinstance(client, (valkey.ConnectionPool, valkey.asyncio.ConnectionPool)):
+        module = "valkey.asyncio" if asyncio else "valkey"
+        return f"a connection pool, not a client: wrap it, {module}.Valkey(connection_pool=pool)"
+    if not asyncio and isinstance(client, (valkey.asyncio.Valkey, valkey.asyncio.ValkeyCluster)):
+        return (
+            "an asyncio client, but the SDK calls a session manager synchronously (in an async app too: see "
+            "'Inside async apps' in the README)"
+        )
+    if asyncio and isinstance(client, (valkey.Valkey, ValkeyCluster)):
+        return "a synchronous client, but the SDK awaits its Storage on event loops"
+    return "something that is not a Valkey client"
