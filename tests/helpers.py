@@ -113,3 +113,26 @@ def two_node_graph(session_manager: Any, model_a: Any, model_b: Any) -> Any:
     builder.set_max_node_executions(10)
     builder.set_session_manager(session_manager)
     return builder.build()
+
+
+class RecordingConnection(valkey.Connection):
+    """A real connection that records every command it sends (its arguments) in its class's ``sent``."""
+
+    sent: list[tuple[Any, ...]] = []
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        self.sent.append(args)
+        super().send_command(*args, **kwargs)
+
+    def pack_commands(self, commands: Any) -> list[bytes]:
+        commands = list(commands)
+        self.sent.extend(tuple(command) for command in commands)
+        return super().pack_commands(commands)
+
+
+def recording_client(port: int) -> tuple[valkey.Valkey, list[tuple[Any, ...]]]:
+    """A client on ``port`` and the list of every command its connections send from now on."""
+    sent: list[tuple[Any, ...]] = []
+    connection_class = type("Recording", (RecordingConnection,), {"sent": sent})
+    pool = valkey.ConnectionPool(port=port, connection_class=connection_class, decode_responses=True)
+    return valkey.Valkey(connection_pool=pool), sent

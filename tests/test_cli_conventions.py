@@ -207,3 +207,10 @@ def test_many_missing_ids_are_named_up_to_five_and_counted(cli) -> None:
 
     assert result.exit_code == 1
     assert "no session s0, s1, s2, s3, s4 and 3 more (under key prefix" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["sessions", "keys"])
+def test_a_key_prefix_with_a_glob_escape_is_a_usage_error(cli, command: str) -> None:
+    result = cli(command, *(["user-42"] if command == "keys" else []), "--key-prefix", "ten\\ant")
+    assert result.exit_code == 2
+    assert "--key-prefix" in result.stderr and "must not contain '\\\\'" in result.stderr

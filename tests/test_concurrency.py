@@ -158,3 +158,59 @@ def test_an_append_that_never_arrived_is_resent_so_ids_have_no_gap(
 
     assert stored_texts(client, "s", "assistant")[2:] == ["lost", "next"]
     assert client.zrange("session:s:agent:assistant:messages", 0, -1) == ["0", "1", "2", "3"]
+
+
+# -- without the session lock: what overlapping invocations of one agent leave (docs/locking.md) ---------
+
+
+def test_without_the_lock_an_invocation_that_starts_after_anothers_prompt_continues_after_that_prompt(
+    client: valkey.Valkey, make_agent
+) -> None:
+    make_agent(ValkeySessionManager(session_id="s", client=client))("earlier")
+    first_in_model, first_may_answer = threading.Event(), threading.Event()
+
+    def first_reply(messages: Any) -> str:  # the first invocation's model: slow, its prompt already stored
+        first_in_model.set()
+        first_may_answer.wait(30)
+        return "answer A"
+
+    first = make_agent(ValkeySessionManager(session_id="s", client=client), replies=first_reply)
+    outcome: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first("prompt A")
+        except Exception as error:  # the SDK raises the refused write from its event loop
+            outcome.append(error)
+
+    worker = threading.Thread(target=run_first)
+    worker.start()
+    assert first_in_model.wait(30)
+    second = make_agent(ValkeySessionManager(session_id="s", client=client), replies=["answer B"])  # restores prompt A
+    second("prompt B")
+    first_may_answer.set()
+    worker.join(30)
+
+    # The first invocation fails on its answer: its id now holds the second one's prompt.
+    assert len(outcome) == 1 and isinstance(outcome[0].__cause__, SessionException)
+    assert "already holds a different message" in str(outcome[0])
+    # What is stored, and what the next invocation continues: two user messages in a row.
+    expected_history = ["earlier", "(scripted reply) You said: earlier", "prompt A", "prompt B", "answer B"]
+    assert stored_texts(client, "s", "assistant") == expected_history
+    roles = [m["role"] for m in make_agent(ValkeySessionManager(session_id="s", client=client)).messages]
+    assert roles == ["user", "assistant", "user", "user", "assistant"]
+
+
+def test_the_seeds_agents_without_agent_id_run_one_after_the_other_share_one_conversation(
+    client: valkey.Valkey, make_agent
+) -> None:
+    researcher = make_agent(ValkeySessionManager(session_id="workflow-001", client=client), agent_id="default")
+    researcher("Research the key benefits of Valkey for AI workloads.")
+    writer = make_agent(ValkeySessionManager(session_id="workflow-001", client=client), agent_id="default")
+
+    writer("Write a short blog intro about Valkey for AI.")  # no error: it restored the researcher's turn
+
+    texts = stored_texts(client, "workflow-001", "default")
+    assert texts[0] == "Research the key benefits of Valkey for AI workloads." and len(texts) == 4
+    assert [m["content"][0]["text"] for m in writer.messages] == texts
+    assert set(client.smembers("session:workflow-001:index")) == {"agent:default"}

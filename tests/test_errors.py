@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 
 import pytest
 import valkey
+from strands import Agent
 from strands.types.exceptions import SessionException
 
 from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.testing.server import LocalValkey
 
 
 def conversation(client: valkey.Valkey, make_agent, turns: int = 2) -> None:
@@ -117,3 +120,77 @@ def test_session_exception_names_the_operation(client: valkey.Valkey) -> None:
 
     with pytest.raises(SessionException, match=r"key=<session:s:index> \| create agent failed"):
         manager.create_agent("s", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
+
+
+def test_an_exhausted_connection_pool_is_named_with_what_to_do(server: LocalValkey, client: valkey.Valkey) -> None:
+    pool = valkey.ConnectionPool(port=server.port, max_connections=1, decode_responses=True)
+    manager = ValkeySessionManager(session_id="s", client=valkey.Valkey(connection_pool=pool))
+    held = pool.get_connection("PING")  # a slow call on another thread holds the pool's only connection
+    failures: list[str] = []
+
+    def worker() -> None:
+        try:
+            manager.read_agent("s", "assistant")
+        except SessionException as error:
+            failures.append(str(error))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pool.release(held)
+
+    assert len(failures) == 16
+    for failure in failures:
+        assert "connection pool is exhausted" in failure and "the server was not asked" in failure
+        assert "BlockingConnectionPool" in failure and "max_connections" in failure
+        assert "Check that Valkey is reachable" not in failure
+
+
+def test_sixteen_threads_share_one_connection_through_a_blocking_pool(
+    server: LocalValkey, client: valkey.Valkey, make_agent
+) -> None:
+    pool = valkey.BlockingConnectionPool(port=server.port, max_connections=1, timeout=30, decode_responses=True)
+    shared = valkey.Valkey(connection_pool=pool)
+    agents = [make_agent(ValkeySessionManager(session_id="s", client=shared), f"agent-{n}") for n in range(16)]
+    threads = [threading.Thread(target=agent, args=("hello",)) for agent in agents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    reader = ValkeySessionManager(session_id="s", client=client)
+    assert all(len(reader.list_messages("s", f"agent-{n}")) == 2 for n in range(16))
+
+
+#: Each read path, the key it reads, and how to put a value that is not UTF-8 there.
+NOT_UTF8_READS = {
+    "read_session": ("session:s", lambda m: m.read_session("s")),
+    "read_agent": ("session:s:agent:assistant", lambda m: m.read_agent("s", "assistant")),
+    "restore": ("session:s:agent:assistant", lambda m: Agent(agent_id="assistant", session_manager=m)),
+    "read_message": ("session:s:agent:assistant:message:1", lambda m: m.read_message("s", "assistant", 1)),
+    "list_messages": ("session:s:agent:assistant:message:1", lambda m: m.list_messages("s", "assistant")),
+    "list_messages-ids": ("session:s:agent:assistant:messages", lambda m: m.list_messages("s", "assistant")),
+    "read_multi_agent": ("session:s:multi_agent:swarm", lambda m: m.read_multi_agent("s", "swarm")),
+}
+
+
+@pytest.mark.parametrize("decode", [True, False], ids=["decode_responses", "bytes"])
+@pytest.mark.parametrize("path", NOT_UTF8_READS)
+def test_a_value_that_is_not_utf8_is_a_session_exception_naming_its_key(
+    server: LocalValkey, raw_client: valkey.Valkey, make_agent, path: str, decode: bool
+) -> None:
+    reader = server.client(decode_responses=decode)
+    conversation(reader, make_agent)
+    manager = ValkeySessionManager(session_id="s", client=reader)
+    key, read = NOT_UTF8_READS[path]
+    if key.endswith(":messages"):
+        raw_client.zadd(key, {b"\xff\xfe": 5})
+    else:
+        raw_client.set(key, b"\xff\xfe not UTF-8", keepttl=True)
+
+    with pytest.raises(SessionException, match=f"key=<{key}>"):
+        read(manager)
+
+    assert reader.ping()  # the client goes on working

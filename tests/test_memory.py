@@ -11,14 +11,18 @@ from strands_valkey_session_manager import ValkeySessionManager
 
 @pytest.fixture
 def full(client: valkey.Valkey):
-    """Fill the server to maxmemory under noeviction; restore the limits afterwards."""
+    """Put the server over its maxmemory under noeviction, for good; restore the limits afterwards.
+
+    Filling it up to a limit just above its usage was not enough: the server's own usage moves (buffers
+    freed after the filler's last write), so a later write could fit, and which one was refused varied.
+    A limit far below what is used refuses every write, whatever moves.
+    """
 
     def fill() -> None:
-        client.config_set("maxmemory", client.info("memory")["used_memory"] + 100_000)
         client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
         with pytest.raises(valkey.exceptions.OutOfMemoryError):
-            for n in range(10_000):
-                client.set(f"filler:{n}", "x" * 1000)
+            client.set("filler", "x")
 
     yield fill
     client.config_set("maxmemory", 0)
@@ -42,5 +46,6 @@ def test_a_full_server_refuses_writes_with_a_session_exception_naming_memory(
     agent("hello")
     full()
 
-    with pytest.raises(SessionException, match="maxmemory"):
+    with pytest.raises(SessionException, match="maxmemory"):  # the prompt's append: nothing of the turn is written
         agent("one more")
+    assert len(ValkeySessionManager("user-42", client, ttl=None).list_messages("user-42", "assistant")) == 2

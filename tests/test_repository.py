@@ -80,10 +80,20 @@ def test_reading_an_unknown_record_returns_none(repo: Any, read: Callable[[Any],
         lambda r: r.update_agent("s", SessionAgent(agent_id="nope", state={}, conversation_manager_state={})),
         lambda r: r.update_message("s", "a", message(99)),
         lambda r: r.update_multi_agent("s", FakeMultiAgent("nope", {})),
+        lambda r: r.update_multi_agent("s", FakeMultiAgent("nope", "not a dict")),  # type: ignore[arg-type]
+        lambda r: r.update_multi_agent("s", FakeMultiAgent("nope", {"not JSON": object()})),
         lambda r: r.delete_session("nope"),
         lambda r: r.list_messages("s", "nope"),
     ],
-    ids=["update_agent", "update_message", "update_multi_agent", "delete_session", "list_messages"],
+    ids=[
+        "update_agent",
+        "update_message",
+        "update_multi_agent",
+        "update_multi_agent-not-a-dict",
+        "update_multi_agent-not-json",
+        "delete_session",
+        "list_messages",
+    ],
 )
 def test_operations_on_unknown_records_raise_session_exception(repo: Any, update: Callable[[Any], Any]) -> None:
     seeded(repo)
@@ -152,6 +162,14 @@ def test_multi_agent_state_round_trips_and_updates(repo: Any) -> None:
     assert repo.read_multi_agent("s", "swarm") == {"status": "running", "n": [1, 2]}
     repo.update_multi_agent("s", FakeMultiAgent("swarm", {"status": "done"}))
     assert repo.read_multi_agent("s", "swarm") == {"status": "done"}
+
+
+def test_a_multi_agent_state_that_cannot_be_stored_raises_type_error_and_changes_nothing(repo: Any) -> None:
+    seeded(repo)
+    repo.create_multi_agent("s", FakeMultiAgent("swarm", {"status": "running"}))
+    with pytest.raises(TypeError):
+        repo.update_multi_agent("s", FakeMultiAgent("swarm", {"not JSON": object()}))
+    assert repo.read_multi_agent("s", "swarm") == {"status": "running"}
 
 
 def test_bytes_in_a_message_round_trip(repo: Any) -> None:

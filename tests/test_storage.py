@@ -46,6 +46,16 @@ def test_read_returns_the_bytes_written_byte_for_byte(make_storage) -> None:
     assert run(storage.read("empty")) == b""
 
 
+def test_bytes_that_are_not_utf8_round_trip_through_a_decoding_client(server, client: valkey.Valkey) -> None:
+    storage = ValkeyStorage(valkey.asyncio.Valkey(port=server.port, decode_responses=True))
+    try:
+        run(storage.write(SNAPSHOT, b"\xff\xfe not UTF-8"))
+        assert run(storage.read(SNAPSHOT)) == b"\xff\xfe not UTF-8"  # its own client reads bytes
+        assert run(storage.list("")) == [SNAPSHOT]
+    finally:
+        storage.close()
+
+
 def test_read_of_a_missing_key_returns_none(make_storage) -> None:
     storage = make_storage()
     run(storage.write("session/a/x", b"1"))

@@ -160,7 +160,10 @@ def test_a_storage_without_ttl_writing_into_an_expiring_group_keeps_its_deadline
     assert min(deadlines.values()) > 0
 
 
-@pytest.mark.parametrize("ttl", [0, -5, "60", True])
-def test_an_unusable_ttl_is_refused(make_storage, ttl: Any) -> None:
-    with pytest.raises(ValueError, match="ttl"):
+@pytest.mark.parametrize("ttl", [0, -5, float("inf"), float("nan"), 10**30, timedelta.max, "60", True], ids=repr)
+def test_an_unusable_ttl_is_refused_naming_the_range_before_anything_is_written(
+    make_storage, client: valkey.Valkey, ttl: Any
+) -> None:
+    with pytest.raises(ValueError, match=r"^ttl=<.*> \| must be a positive number of seconds up to 315360000"):
         make_storage(ttl=ttl)
+    assert client.dbsize() == 0

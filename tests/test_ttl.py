@@ -41,11 +41,22 @@ def test_ttl_accepts_a_timedelta(client: valkey.Valkey, make_agent) -> None:
     assert all(290 <= client.ttl(key) <= 300 for key in deadlines(client))
 
 
-@pytest.mark.parametrize("bad", [0, -1, "60", True, timedelta(0)])
-def test_a_bad_ttl_is_rejected_before_anything_is_written(client: valkey.Valkey, bad: object) -> None:
-    with pytest.raises(ValueError, match="ttl"):
+#: ttls refused: not positive, not finite, beyond the documented maximum (10 years), not a number, a bool.
+BAD_TTLS = [0, -1, float("inf"), float("nan"), 10**30, timedelta.max, timedelta(0), "60", True]
+
+
+@pytest.mark.parametrize("bad", BAD_TTLS, ids=repr)
+def test_a_bad_ttl_is_rejected_naming_the_range_before_anything_is_written(client: valkey.Valkey, bad: object) -> None:
+    with pytest.raises(
+        ValueError, match=r"^ttl=<.*> \| must be a positive number of seconds up to 315360000 \(10 years\)"
+    ):
         ValkeySessionManager(session_id="s", client=client, ttl=bad)  # type: ignore[arg-type]
     assert client.dbsize() == 0
+
+
+def test_the_longest_ttl_is_ten_years(client: valkey.Valkey) -> None:
+    ValkeySessionManager(session_id="s", client=client, ttl=timedelta(days=3650))
+    assert 0.99 * 315_360_000 < client.ttl("session:s") <= 315_360_000
 
 
 def test_all_keys_of_a_session_share_one_deadline(client: valkey.Valkey, make_agent) -> None:

@@ -51,6 +51,11 @@ def refused(error: BaseException | None) -> bool:
     return isinstance(error, ResponseError) and bool(error_code(error)[0])
 
 
+def session_gone(error: BaseException | None) -> bool:
+    """Whether a script refused the call because the session no longer exists (deleted, or expired)."""
+    return isinstance(error, ResponseError) and error_code(error)[0] == NOSESSION
+
+
 def explain(error: Exception, operation: str, key: str, not_found: str = "") -> str:
     """Say what ``error`` means for ``operation`` on ``key``, and what to do."""
     if isinstance(error, OutOfMemoryError):
@@ -106,6 +111,12 @@ def explain(error: Exception, operation: str, key: str, not_found: str = "") -> 
             f"key=<{key}> | {operation} not confirmed: {error}. Check the replicas (INFO replication), or "
             "raise wait_timeout_ms; the write is safe to repeat (an agent re-sends a message with its next one)."
         )
+    if isinstance(error, UnicodeDecodeError):
+        return (
+            f"key=<{key}> | {operation} failed: it holds a value that is not UTF-8 text, which a client with "
+            f"decode_responses=True cannot read ({error}). This library writes UTF-8 JSON only: another writer put "
+            "it there. Delete or repair that key."
+        )
     if isinstance(error, ValkeyConnectionError) and "Too many connections" in str(error):
         return (
             f"key=<{key}> | {operation} failed: the client's connection pool is exhausted ({error}); the server "
@@ -139,6 +150,9 @@ def foreign(operation: str, key: str, holds: str) -> str:
 def translated(exception: type[Exception], operation: str, key: str, not_found: str = "") -> Iterator[None]:
     """Turn anything Valkey raises inside the block into ``exception`` naming the operation and key.
 
+    That includes a reply a ``decode_responses=True`` client could not decode (``UnicodeDecodeError``): a
+    value that is not UTF-8, which this library never writes.
+
     Args:
         exception: What this part raises (``SessionException``, ``StorageError``).
         operation: What was being done, for the message ("append message").
@@ -147,5 +161,5 @@ def translated(exception: type[Exception], operation: str, key: str, not_found: 
     """
     try:
         yield
-    except ValkeyError as error:
+    except (ValkeyError, UnicodeDecodeError) as error:
         raise exception(explain(error, operation, key, not_found)) from error

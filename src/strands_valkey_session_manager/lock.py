@@ -9,38 +9,44 @@ key ``session:<id>:lock:agent:<agent_id>`` (``...:lock:multi_agent:<id>``), in `
   raises ``SessionBusyError``. A busy attempt is 2 server commands (``FCALL``, ``EXISTS``); a
   waiter makes at most ``max_attempts(t)`` attempts in ``t`` seconds, i.e. at most 4 a second (8
   commands) once the sleeps reach their 0.5 s ceiling, 2.7 a second on average.
-- The lease expires after ``lock_lease`` seconds unless renewed: a thread renews it every
-  ``lock_lease / 3`` seconds while the invocation runs (``ttl / 3`` if the session's ttl is shorter: a
-  lease never ends after its session). Renew and release compare the token first.
+- The lease expires after ``lock_lease`` seconds unless renewed: the manager's heartbeat
+  (invocation.py, one thread per manager) renews it every ``lock_lease / 3`` seconds while the
+  invocation runs (``ttl / 3`` if the session's ttl is shorter: a lease never ends after its session;
+  sooner if the session's keep-alive beats sooner), and the renewal keeps the session alive too.
+  Renew and release compare the token first; when the session itself is gone they say so.
 - Fencing: while the lease is held, the manager's writes to that member carry the lock key and the
   token, and the write scripts refuse them (``FENCED``) once the token no longer holds the lock.
 - Handover: acquire returns the member's fingerprint (the SHA1 of its record, its newest message id).
   If it is not what this process last saw (a release, or its own read of the record), the member is
   read again from the session before the invocation runs, so it continues the previous holder's turn.
 
-The lock is taken by wrapping the agent's (or orchestrator's) ``stream_async``, which ``__call__`` and
-``invoke_async`` go through: the SDK converts the prompt to messages (and may append a toolResult
-closing a dangling toolUse) before ``BeforeInvocationEvent``, too late for a hook; and a ``finally``
-around the stream releases the lock however the invocation ends, even if the caller drops the stream.
+The lock is taken around the agent's (or orchestrator's) ``stream_async`` (invocation.py says why).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strands.types.exceptions import SessionException
 
+from . import errors
+from .keys import KeySchema
 from .options import MAX_TTL, number
+
+if TYPE_CHECKING:
+    from strands.multiagent.base import MultiAgentBase
+    from strands.types.agent import LocalAgent
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +57,8 @@ MAX_DELAY = 0.5
 #: A member's fingerprint: the SHA1 of its record ('' = none) and its newest message id ('' = none).
 Fingerprint = tuple[str, str]
 
-#: Runs lua/lock.lua: (operation for error messages, KEYS, ARGV after the ttl) -> its reply.
-Runner = Callable[[str, list[str], list[Any]], Any]
+#: Runs lua/lock.lua on a member: (operation for error messages, member, ARGV after the ttl) -> its reply.
+Runner = Callable[[str, "Member", list[Any]], Any]
 
 
 class SessionBusyError(SessionException):
@@ -98,84 +104,79 @@ def sha1(raw: bytes | str | None) -> str:
     return hashlib.sha1(raw.encode("utf-8") if isinstance(raw, str) else raw).hexdigest()
 
 
+def no_messages() -> str:
+    """Return the newest message id of a member without messages (a Swarm/Graph): none."""
+    return ""
+
+
 @dataclass
 class Member:
-    """A member of the session that invocations lock: an agent, or a Swarm/Graph."""
+    """A member of the session that invocations lock: an agent, or a Swarm/Graph, and its keys."""
 
     id: str
-    keys: list[str]  # lua/lock.lua's KEYS: session, index, lock key, record key[, message-id ZSET]
+    session_key: str
+    index_key: str
+    lock_key: str  # the lease: session:<id>:lock:agent:<agent_id> (or ...:lock:multi_agent:<id>)
+    record_key: str  # its record; its other keys (messages) start with this and ``:``
+    ids_key: str | None  # an agent's message-id ZSET (None for a Swarm/Graph)
     reload: Callable[[], None]  # read it again from the session: state, messages
-    newest: Callable[[], str] = lambda: ""  # the newest message id this process knows of it ('' = none)
+    newest: Callable[[], str] = no_messages  # the newest message id this process knows of it ('' = none)
     seen: Fingerprint | None = None  # its fingerprint when this process last read or released it
 
     @property
-    def lock_key(self) -> str:
-        """The key of its lock."""
-        return self.keys[2]
-
-    @property
-    def record_key(self) -> str:
-        """The key of its record; its other keys (messages) start with this and ``:``."""
-        return self.keys[3]
+    def keys(self) -> list[str]:
+        """lua/lock.lua's KEYS: session, index, lock key, record key[, message-id ZSET]."""
+        keys = [self.session_key, self.index_key, self.lock_key, self.record_key]
+        return keys if self.ids_key is None else [*keys, self.ids_key]
 
 
 class Lease:
-    """A held lock: its token, and a thread renewing it every ``interval`` s until ``stop_renewing``."""
+    """A held lock: its member and token, shared by invocations of the same object, renewed by the heartbeat."""
 
-    def __init__(self, member: Member, token: str, renew: Callable[[Lease], bool], interval: float) -> None:
-        """Start renewing at once (``interval``: a third of the lease)."""
+    def __init__(self, member: Member, token: str) -> None:
+        """Hold a lease just acquired."""
         self.member = member
         self.token = token
         self.depth = 1  # invocations of the same object sharing it (the SDK decides if they may run)
-        self._stopped = threading.Event()
-        thread = threading.Thread(target=self._renew, args=(renew, interval), name="session-lock-renewal")
-        thread.daemon = True
-        thread.start()
+        self.renewed = time.monotonic()  # when it was last taken or renewed
+        self.lost = False  # it ran out unrenewed: the holder's writes are refused (FENCED)
 
-    def _renew(self, renew: Callable[[Lease], bool], interval: float) -> None:
-        expires = time.monotonic() + 3 * interval
-        while not self._stopped.wait(interval):
-            try:
-                if renew(self):
-                    expires = time.monotonic() + 3 * interval
-                    continue
-            except SessionException as error:  # the lease may outlive a blip: the next renewal may work
-                if time.monotonic() < expires:
-                    logger.warning("%s | could not renew the session lock, will retry", error)
-                    continue
-            if not self._stopped.is_set():
-                logger.warning(
-                    "key=<%s> | lost the session lock: its lease ran out before it was renewed; this "
-                    "invocation's writes are refused from now on",
-                    self.member.lock_key,
-                )
-            return
 
-    def stop_renewing(self) -> None:
-        """Stop the renewals; the lease then runs out by itself unless released."""
-        self._stopped.set()
+#: Every SessionLock of this process, reset in a forked child (a child holds none of its parent's leases).
+_LOCKS: weakref.WeakSet[SessionLock] = weakref.WeakSet()
 
 
 class SessionLock:
     """The locks one session manager takes: waiting, renewing, fencing, releasing, handing over."""
 
-    def __init__(self, run: Runner, session_id: str, timeout: float, lease: float, ttl_ms: int) -> None:
+    def __init__(
+        self, run: Runner, keys: KeySchema, session_id: str, timeout: float, lease: float, ttl_ms: int
+    ) -> None:
         """Check the settings; nothing is sent to Valkey until an invocation starts.
 
-        A lease never ends after its session (ttl_ms: the session's ttl, 0 = none), so with a ttl shorter
-        than the lease it is renewed every ttl / 3 instead of every lease / 3.
+        ``run`` sends lua/lock.lua (the manager's client, its error translation), ``keys`` names the
+        members' keys. A lease never ends after its session (ttl_ms: the session's ttl, 0 = none), so with
+        a ttl shorter than the lease it is renewed every ttl / 3 instead of every lease / 3.
         """
         number("lock_timeout", timeout, least=0.0, most=MAX_TTL.total_seconds())
         number("lock_lease", lease, least=0.001, most=MAX_TTL.total_seconds())
         self._run = run
+        self._keys = keys
         self.session_id = session_id
         self.timeout = float(timeout)
         self._lease_ms = max(1, round(lease * 1000))
-        self._renew_every = min(self._lease_ms, ttl_ms or self._lease_ms) / 3000
+        #: Seconds between two renewals of a held lease (the heartbeat may beat sooner).
+        self.renew_every = min(self._lease_ms, ttl_ms or self._lease_ms) / 3000
         self._held: dict[str, Lease] = {}  # by lock key
         self._mutex = threading.Lock()
         self._read: dict[str, str] = {}  # record key -> SHA1 of the value this process last read
         self._rng = random.Random()
+        _LOCKS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: its parent's leases are not its own (their tokens stay the parent's)."""
+        self._held = {}
+        self._mutex = threading.Lock()
 
     # -- what the manager tells it -----------------------------------------------------------
 
@@ -183,25 +184,30 @@ class SessionLock:
         """Note a record's value as just read from Valkey."""
         self._read[record_key] = sha1(raw)
 
-    def guard(self, target: Any, member: Member) -> None:
-        """Make every invocation of ``target`` (an Agent, a Swarm, a Graph) hold ``member``'s lock."""
+    def agent(self, agent: LocalAgent, reload: Callable[[], None], newest: Callable[[], str]) -> Member:
+        """Return the member an agent's invocations lock; ``reload`` restores it, ``newest`` is its newest id."""
+        agent_id = agent.agent_id
+        ids_key = self._keys.messages(self.session_id, agent_id)
+        return self._member(agent_id, self._keys.agent_suffix(agent_id), ids_key, reload, newest)
+
+    def multi_agent(self, source: MultiAgentBase, reload: Callable[[], None]) -> Member:
+        """Return the member a Swarm's or Graph's runs lock; ``reload`` restores its state."""
+        return self._member(source.id, self._keys.multi_agent_suffix(source.id), None, reload)
+
+    def _member(
+        self,
+        member_id: str,
+        suffix: str,
+        ids_key: str | None,
+        reload: Callable[[], None],
+        newest: Callable[[], str] = no_messages,
+    ) -> Member:
+        keys, session_id = self._keys, self.session_id
+        session_key, index_key = keys.session(session_id), keys.index(session_id)
+        lock_key, record_key = keys.lock(session_id, suffix), keys.member(session_id, suffix)
+        member = Member(member_id, session_key, index_key, lock_key, record_key, ids_key, reload, newest)
         self._remember(member)
-        invoke = target.stream_async
-
-        @functools.wraps(invoke)
-        async def stream_async(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            lease = await self._enter(member)
-            events = invoke(*args, **kwargs)
-            try:
-                async for event in events:
-                    yield event
-            finally:
-                try:
-                    await events.aclose()  # the SDK's own cleanup (its last sync) still under the lock
-                finally:
-                    self._exit(lease)
-
-        target.stream_async = stream_async
+        return member
 
     def fence(self, key: str) -> tuple[str, str] | None:
         """Return the lock key and token that fence a write to ``key`` while its member's lock is held."""
@@ -213,7 +219,8 @@ class SessionLock:
 
     # -- one invocation ----------------------------------------------------------------------
 
-    async def _enter(self, member: Member) -> Lease:
+    async def enter(self, member: Member) -> Lease:
+        """Take ``member``'s lock (waiting up to ``lock_timeout``), reading it again if another holder wrote it."""
         with self._mutex:
             lease = self._held.get(member.lock_key)
             if lease is not None:  # the same object is being invoked already: the SDK decides
@@ -221,7 +228,7 @@ class SessionLock:
                 return lease
         token = uuid.uuid4().hex
         found = await self._acquire(member, token)
-        lease = Lease(member, token, self._renew, self._renew_every)
+        lease = Lease(member, token)
         with self._mutex:
             self._held[member.lock_key] = lease
         try:
@@ -235,7 +242,7 @@ class SessionLock:
                 member.reload()
                 self._remember(member)
         except BaseException:
-            self._exit(lease)
+            self.exit(lease)
             member.seen = None  # the reload did not finish: read it again next time
             raise
         return lease
@@ -244,7 +251,7 @@ class SessionLock:
         started = time.monotonic()
         delays = backoff(self._rng)
         while True:
-            reply = self._run("acquire session lock", member.keys, ["acquire", token, self._lease_ms])
+            reply = self._run("acquire session lock", member, ["acquire", token, self._lease_ms])
             if reply is not None:
                 return fingerprint(reply)
             waited = time.monotonic() - started
@@ -253,10 +260,44 @@ class SessionLock:
             logger.debug("session_id=<%s>, agent_id=<%s> | session busy, waiting", self.session_id, member.id)
             await asyncio.sleep(min(next(delays), self.timeout - waited))
 
-    def _renew(self, lease: Lease) -> bool:
-        return self._run("renew session lock", lease.member.keys, ["renew", lease.token, self._lease_ms]) is not None
+    def renew_held(self, keep_alive: list[int]) -> bool:
+        """Renew every lease held (the heartbeat's beat); each renewal refreshes the session if it is due.
 
-    def _exit(self, lease: Lease) -> None:
+        ``keep_alive``: ``[due_ms, extend_ms]`` to keep the session alive as lua/keep_alive.lua does (see
+        ``deadline()`` in lua/common.lua), or ``[]`` for the idle rule. Returns whether any lease was
+        renewed. A lease that could not be renewed (the server unreachable) is tried again next beat
+        while it may still hold; one found gone is lost, and said so once.
+
+        Raises:
+            SessionException: If the session itself is gone (``errors.session_gone``): nothing to keep.
+        """
+        renewed = False
+        with self._mutex:
+            leases = [lease for lease in self._held.values() if not lease.lost]
+        for lease in leases:
+            try:
+                args = ["renew", lease.token, self._lease_ms, *keep_alive]
+                reply = self._run("renew session lock", lease.member, args)
+            except SessionException as error:
+                if errors.session_gone(error.__cause__):
+                    raise
+                if time.monotonic() < lease.renewed + self._lease_ms / 1000:  # it may outlive a blip
+                    logger.warning("%s | could not renew the session lock, will retry", error)
+                    continue
+                reply = None
+            if reply is not None:
+                lease.renewed, renewed = time.monotonic(), True
+            elif lease.depth:  # not released meanwhile
+                lease.lost = True
+                logger.warning(
+                    "key=<%s> | lost the session lock: its lease ran out before it was renewed; this "
+                    "invocation's writes are refused from now on",
+                    lease.member.lock_key,
+                )
+        return renewed
+
+    def exit(self, lease: Lease) -> None:
+        """Release a lease taken by ``enter`` (once the last invocation sharing it is done); never raises."""
         member = lease.member
         with self._mutex:
             lease.depth -= 1
@@ -264,12 +305,14 @@ class SessionLock:
                 return
             if self._held.get(member.lock_key) is lease:
                 del self._held[member.lock_key]
-        lease.stop_renewing()
         member.seen = None
         try:
-            reply = self._run("release session lock", member.keys, ["release", lease.token])
+            reply = self._run("release session lock", member, ["release", lease.token])
         except SessionException as error:
-            logger.warning("%s | the lock expires by itself within lock_lease seconds", error)
+            if errors.session_gone(error.__cause__):
+                logger.warning("%s | nothing to release", error)
+            else:
+                logger.warning("%s | the lock expires by itself within lock_lease seconds", error)
             return
         if reply is None:
             logger.warning("key=<%s> | the session lock was lost before its release", member.lock_key)
@@ -280,6 +323,15 @@ class SessionLock:
         """Take the member's fingerprint from what this process just read of it (none if it did not)."""
         read = self._read.pop(member.record_key, None)
         member.seen = None if read is None else (read, member.newest())
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_LOCKS):
+        lock._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def fingerprint(reply: list[Any]) -> Fingerprint:

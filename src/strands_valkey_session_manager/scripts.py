@@ -219,6 +219,7 @@ WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
 LOCK = Script("lock")
+KEEP_ALIVE = Script("keep_alive")
 # The admin scripts (cli/store.py): the CLI's session walks reuse walk() rather than a second walker.
 SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")
@@ -227,8 +228,8 @@ EXPIRE_SESSION = Script("expire_session")
 
 #: The session scripts, as FUNCTIONs (called by FCALL unless refused on that client, see ``Script._run``).
 SESSION_LIBRARY = Library(
-    [READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, SESSION_KEYS, DUMP_SESSION, IMPORT_SESSION]
-    + [EXPIRE_SESSION]
+    [READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, KEEP_ALIVE, SESSION_KEYS, DUMP_SESSION]
+    + [IMPORT_SESSION, EXPIRE_SESSION]
 )
 
 

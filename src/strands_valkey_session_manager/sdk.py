@@ -14,7 +14,7 @@ from strands.storage import storage as _storage
 from strands.types.session import SessionMessage
 
 if TYPE_CHECKING:
-    from strands.types.agent import LocalAgent
+    pass
 
 # ValkeyStorage (storage/valkey_storage.py), 1.62's strands/storage/storage.py:
 # - NAMESPACED: the sentinel a namespaced view carries as `_namespaced` (the SDK's
@@ -25,12 +25,10 @@ NAMESPACED: object = _storage._NAMESPACED
 normalize_key: Callable[[str], str] = _storage._normalize_key
 normalize_prefix: Callable[[str], str] = _storage._normalize_prefix
 
-#: 1.62's ``RepositorySessionManager._prune_held_records(agent)``: drops the held records whose message left
-#: ``agent.messages``. The manager calls it amortised instead of on every sync. ``None`` if a later SDK drops
-#: it: held records are then never pruned by us (they are the SDK's own business again).
-prune_held_records: Callable[[RepositorySessionManager, LocalAgent], None] | None = getattr(
-    RepositorySessionManager, "_prune_held_records", None
-)
+# 1.62's ``RepositorySessionManager._prune_held_records(agent)`` is overridden by the manager: the SDK's sync
+# calls it (on every sync) to drop the held records whose message left ``agent.messages``; ours notes the sync
+# and prunes when it matters (held_records.py, which restates the SDK's rule). If a later SDK drops or renames
+# it, our override is never called and the records are pruned at redaction only.
 
 
 # The manager's own state that 1.62's RepositorySessionManager keeps per agent, and which the manager must
@@ -57,9 +55,14 @@ def track_appended(manager: RepositorySessionManager, agent_id: str, message: Se
 
 
 def held_records(manager: RepositorySessionManager, agent_id: str) -> list[SessionMessage]:
-    """Return the records the SDK holds for the agent (read-only use)."""
-    held: list[SessionMessage] = manager._held_records.get(agent_id, [])
+    """Return the list of records the SDK holds for the agent (it appends to it; replace it to prune)."""
+    held: list[SessionMessage] = manager._held_records.setdefault(agent_id, [])
     return held
+
+
+def replace_held_records(manager: RepositorySessionManager, agent_id: str, records: list[SessionMessage]) -> None:
+    """Replace the records the SDK holds for the agent, as its own pruning does."""
+    manager._held_records[agent_id] = records
 
 
 def forget_agent(manager: RepositorySessionManager, agent_id: str) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -14,8 +15,11 @@ from strands.session.session_repository import SessionRepository
 from strands.types.content import Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
+from valkey.client import NEVER_DECODE
 
 from . import codec, connection, errors, replication, scripts, sdk
+from .held_records import HeldRecords
+from .invocation import Heartbeat
 from .keys import KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
@@ -101,9 +105,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self.replica_wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._lock = None
         if lock_timeout is not None:
-            self._lock = SessionLock(self._run_lock, session_id, lock_timeout, lock_lease, self.ttl_ms)
-        # Messages whose append failed on the wire, re-sent (byte for byte) before the next one.
-        self._unconfirmed: dict[str, list[tuple[int, bytes]]] = {}
+            self._lock = SessionLock(self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms)
+        self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock)
+        self._held = HeldRecords(self)
+        # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
+        self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
         # Each agent's created_at as stored (by record key): an update sends it, so the script's SET XX GET
         # finds it unchanged and need not write the record a second time with the stored one.
         self._created_at: dict[str, str] = {}
@@ -170,12 +176,21 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         keys = [self.keys.session(session_id), self.keys.index(session_id), *own]
         fence = self._lock.fence(own[0]) if self._lock is not None and write and own else None
         wait = self.replica_wait if write else None
-        return scripts.run(script, self.client, keys, args, ttl_ms=self.ttl_ms, fence=fence, wait=wait, **walk)
+        sent = time.monotonic()
+        reply = scripts.run(script, self.client, keys, args, ttl_ms=self.ttl_ms, fence=fence, wait=wait, **walk)
+        self._heartbeat.refreshed = sent  # every session script refreshes the session when due
+        return reply
 
-    def _run_lock(self, operation: str, keys: list[str], args: list[Any]) -> Any:
-        """Run lua/lock.lua for the session lock (lock.py)."""
-        with _errors(operation, keys[2]):
-            return scripts.run(scripts.LOCK, self.client, keys, args, ttl_ms=self.ttl_ms)
+    def _run_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
+        """Run lua/lock.lua on a member of the session for the session lock (lock.py)."""
+        with _errors(operation, member.lock_key):
+            return scripts.run(scripts.LOCK, self.client, member.keys, args, ttl_ms=self.ttl_ms)
+
+    def _keep_alive(self, due_ms: int, extend_ms: int) -> None:
+        """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py)."""
+        keys = [self.keys.session(self.session_id), self.keys.index(self.session_id)]
+        with _errors("keep the session alive", keys[0]):
+            scripts.run(scripts.KEEP_ALIVE, self.client, keys, [due_ms, extend_ms], ttl_ms=self.ttl_ms)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -282,9 +297,28 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
 
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
-        """Create a message; identical content under its id is a retry and succeeds."""
-        message_id = validate_message_id(session_message.message_id)
-        self._append(session_id, agent_id, [(message_id, codec.encode(session_message))])
+        """Create a message in one round trip; identical content under its id is a retry and succeeds.
+
+        Every message write comes through here. If an earlier one of the agent failed (timeout, dropped
+        connection, failover, out of memory: anything but a refusal by the script), that message is
+        re-sent first, byte for byte, in the same atomic write: message ids stay gap-free, nothing the
+        agent holds goes missing from the store, and a write that did land after all is recognised as
+        done, not as a conflict.
+        """
+        record = (validate_message_id(session_message.message_id), codec.encode(session_message))
+        batch = [*self._unconfirmed.pop((session_id, agent_id), []), record]
+        try:
+            self._append(session_id, agent_id, batch)
+        except SessionException as error:
+            if not errors.refused(error.__cause__):  # failed on the wire, not refused by the script: re-send
+                self._unconfirmed[session_id, agent_id] = batch
+                logger.debug(
+                    "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",
+                    session_id,
+                    agent_id,
+                    [message_id for message_id, _ in batch],
+                )
+            raise
 
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
@@ -335,8 +369,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         prefix = self.keys.message_prefix(session_id, agent_id)
         keys = [f"{prefix}{number}" for number in numbers]
-        with _errors("list messages", ids_key):
-            values = cast("list[bytes | str | None]", self.client.mget(keys))
+        client: Any = self.client  # execute_command is untyped
+        with _errors("list messages", ids_key):  # bytes whatever the client decodes: the codec names a bad key
+            values: list[bytes | None] = client.execute_command("MGET", *keys, **{NEVER_DECODE: True})
         missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
         if missing:
             logger.warning(
@@ -365,66 +400,61 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         return None if raw is None else codec.loads(raw, key)
 
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
-        """Update an existing Swarm's or Graph's state."""
+        """Update an existing Swarm's or Graph's state; ``SessionException`` if it was never created.
+
+        As FileSessionManager, which checks that the state exists before it writes: a state that cannot be
+        stored (not a dict, not JSON) is "does not exist" for an unknown id, and its own error otherwise.
+        """
         key = self.keys.multi_agent(session_id, multi_agent.id)
         not_found = f"MultiAgent state {multi_agent.id} in session {session_id} does not exist"
         state = multi_agent.serialize_state()
-        self._write_record("update multi-agent", session_id, key, state, mode="update", not_found=not_found)
+        try:
+            if not isinstance(state, dict):
+                raise TypeError(
+                    f"multi_agent_id=<{multi_agent.id}> | serialize_state() returned {type(state).__name__}, not a dict"
+                )
+            self._write_record("update multi-agent", session_id, key, state, mode="update", not_found=not_found)
+        except (TypeError, ValueError):  # refused before anything was sent
+            with _errors("update multi-agent", key):
+                exists = self.client.exists(key)
+            if not exists:
+                raise SessionException(not_found) from None
+            raise
 
     # -- the session manager side -----------------------------------------------------------
 
     def append_message(self, message: Message, agent: LocalAgent, **kwargs: Any) -> None:
-        """Append a message to the agent's session in one round trip.
+        """Append a message to the agent's session (``create_message``: one round trip, failed writes re-sent).
 
-        If an earlier append failed (timeout, dropped connection, failover, out of memory: anything
-        but a refusal by the script), that message is re-sent first, byte for byte, in the same
-        atomic write: message ids stay gap-free, nothing the agent holds goes missing from the
-        store, and a write that did land after all is recognised as done, not as a conflict.
+        The SDK's own version, but the message is tracked before the write rather than after it: the SDK
+        appended it to ``agent.messages`` already, so it is the agent's latest whatever happens next.
         """
-        agent_id = agent.agent_id
-        latest = sdk.latest_message(self, agent_id)
+        latest = sdk.latest_message(self, agent.agent_id)
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
-        record = (session_message.message_id, codec.encode(session_message))
-        batch = [*self._unconfirmed.pop(agent_id, []), record]
-        # The SDK appended the message to agent.messages already: track it whatever happens next.
-        sdk.track_appended(self, agent_id, session_message)
-        try:
-            self._append(self.session_id, agent_id, batch)
-        except SessionException as error:
-            if not errors.refused(error.__cause__):  # failed on the wire, not refused by the script: re-send
-                self._unconfirmed[agent_id] = batch
-                logger.debug(
-                    "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | append unconfirmed, will re-send",
-                    self.session_id,
-                    agent_id,
-                    [message_id for message_id, _ in batch],
-                )
-            raise
+        sdk.track_appended(self, agent.agent_id, session_message)
+        self.create_message(self.session_id, agent.agent_id, session_message)
 
-    # -- the session lock (lock_timeout) ----------------------------------------------------
+    # -- invocations: kept alive, and locked with lock_timeout (invocation.py, lock.py) -------
 
     def initialize(self, agent: LocalAgent, **kwargs: Any) -> None:
-        """Restore or create the agent; with the lock on, make its invocations take the lock."""
+        """Restore or create the agent; its invocations keep the session alive (and take the lock, if on)."""
         super().initialize(agent, **kwargs)
-        if self._lock is not None:
-            agent_id = agent.agent_id
-            keys = [self.keys.agent(self.session_id, agent_id), self.keys.messages(self.session_id, agent_id)]
-            member = self._member(agent_id, self.keys.agent_suffix(agent_id), keys, lambda: self._reload_agent(agent))
-            member.newest = functools.partial(self._newest_message_id, agent_id)
-            self._lock.guard(agent, member)
+        if self._heartbeat.needed:
+            member = None
+            if self._lock is not None:
+                newest = functools.partial(self._newest_message_id, agent.agent_id)
+                member = self._lock.agent(agent, functools.partial(self._reload_agent, agent), newest)
+            self._heartbeat.guard(agent, member)
 
     def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
-        """Restore or create a Swarm's or Graph's state; with the lock on, make its runs take the lock."""
+        """Restore or create a Swarm's or Graph's state; its runs keep the session alive (and lock it, if on)."""
         super().initialize_multi_agent(source, **kwargs)
-        if self._lock is not None:
-            keys = [self.keys.multi_agent(self.session_id, source.id)]
-            reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
-            self._lock.guard(source, self._member(source.id, self.keys.multi_agent_suffix(source.id), keys, reload))
-
-    def _member(self, member_id: str, suffix: str, keys: list[str], reload: Callable[[], None]) -> Member:
-        """Describe a member of this session for the lock: its lock key, record key[, message ids]."""
-        session, index = self.keys.session(self.session_id), self.keys.index(self.session_id)
-        return Member(member_id, [session, index, self.keys.lock(self.session_id, suffix), *keys], reload)
+        if self._heartbeat.needed:
+            member = None
+            if self._lock is not None:
+                reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
+                member = self._lock.multi_agent(source, reload)
+            self._heartbeat.guard(source, member)
 
     def _newest_message_id(self, agent_id: str) -> str:
         latest = sdk.latest_message(self, agent_id)
@@ -434,7 +464,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Restore the agent again from what is stored (another invocation wrote to it since we read it)."""
         agent_id = agent.agent_id
         sdk.forget_agent(self, agent_id)
-        unconfirmed = self._unconfirmed.pop(agent_id, None)
+        unconfirmed = self._unconfirmed.pop((self.session_id, agent_id), None)
         if unconfirmed:
             logger.warning(
                 "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | another invocation wrote to the agent since "
@@ -445,24 +475,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             )
         RepositorySessionManager.initialize(self, agent)
 
-    # -- the SDK's held-record bookkeeping, amortised ---------------------------------------
+    # -- the SDK's held-record bookkeeping, amortised (held_records.py) ----------------------
 
     def _prune_held_records(self, agent: LocalAgent) -> None:
-        """Prune the SDK's held records when they outgrow the agent's messages, not on every sync.
-
-        The SDK's version walks every message of the agent on each sync (three times a turn), so a
-        turn cost O(conversation length). The held records are read only by
-        ``redact_latest_message``, which prunes first; in between, pruning once they outnumber the
-        agent's messages two to one keeps them bounded at amortised O(1) a sync.
-        """
-        if (
-            sdk.prune_held_records is not None
-            and len(sdk.held_records(self, agent.agent_id)) > 2 * len(agent.messages) + 16
-        ):
-            sdk.prune_held_records(self, agent)
+        """Where the SDK's sync prunes its held records (a walk of every message): note the sync instead."""
+        self._held.synced(agent)
 
     def redact_latest_message(self, redact_message: Message, agent: LocalAgent, **kwargs: Any) -> None:
-        """Redact the latest message (and its aliases from a retried prompt), as the SDK does."""
-        if sdk.prune_held_records is not None:
-            sdk.prune_held_records(self, agent)
+        """Redact the latest message (and its aliases from a retried prompt), exactly as the SDK does."""
+        self._held.before_redaction(agent.agent_id)
         super().redact_latest_message(redact_message, agent, **kwargs)

@@ -7,12 +7,16 @@
 --   ARGV[4]  'acquire', 'renew' or 'release'
 --   ARGV[5]  the caller's token
 --   ARGV[6]  the lease in ms (acquire, renew)
+--   ARGV[7], ARGV[8]  renew, optional: the keep-alive's due and extend (ms, see life() in session.lua),
+--            so that one beat of invocation.py's heartbeat renews and keeps alive; absent, a renewal
+--            refreshes the session by the idle rule (if it is due)
 -- Every operation only ever touches the caller's own lease: acquire sets a free lock, renew extends
 -- and release deletes it only while it still holds the caller's token (compare-and-set, atomically).
 -- The lock key is not in the session index, so the TTL refresh never extends a lease; a lease never
 -- ends after the session does, and delete_session removes it (walk(true) in session.lua).
 -- Replies: acquire and release return the member's fingerprint (see below), or nil if the lock is
--- someone else's; renew returns 1, or nil if the caller has lost its lease.
+-- someone else's; renew returns 1, or nil if the caller has lost its lease. Renew and release fail
+-- NOSESSION when the lease is gone because the session is (deleted, or expired): the real cause.
 
 open(KEYS, ARGV)
 local lock_key, record_key, ids_key = KEYS[3], KEYS[4], own_last >= 5 and KEYS[5] or nil
@@ -48,10 +52,13 @@ if op == 'acquire' then
 end
 
 if call_on(lock_key, 'GET', lock_key) ~= holder then
+  if redis.call('EXISTS', session_key) == 0 then
+    fail('NOSESSION', session_key)
+  end
   return nil                                    -- expired, deleted, or taken by another holder
 end
 if op == 'renew' then
-  redis.call('PEXPIRE', lock_key, lease(redis.call('PTTL', session_key)))
+  redis.call('PEXPIRE', lock_key, lease(life(tonumber(ARGV[7]), tonumber(ARGV[8]))))
   return 1
 end
 redis.call('DEL', lock_key)

@@ -10,6 +10,15 @@ the client it was given (host, port, credentials, TLS, timeouts, retry; replies 
 runs there; the calling loop awaits it. Connections are reused across agent calls (no reconnect, no cluster
 rediscovery per call), and the given client itself is never touched, so its owner may keep using it on their
 own loop.
+
+A forked child (gunicorn or celery prefork, multiprocessing with fork) inherits the loop, its client and their
+file descriptors, but not the thread: it starts a loop and client of its own on first use. What it inherited
+must never act on the parent's connections, even when the child's garbage collector or exit finalises it:
+the loop's epoll instance is one kernel object shared by parent and child (a child unregistering a socket
+silences it in the parent, whose next call then stalls until its socket timeout), and closing a TLS
+connection sends a close_notify on the parent's socket. So right after a fork (``os.register_at_fork``) the
+child points every descriptor registered in the inherited loop's selector (its sockets, its wake-up pipe) at
+``/dev/null``: whatever the inherited objects do then, they do it to that, never to anything of the parent's.
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ import asyncio
 import inspect
 import logging
 import os
+import selectors
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -78,6 +89,10 @@ def _clone_cluster(client: valkey.asyncio.ValkeyCluster) -> valkey.asyncio.Valke
     return valkey.asyncio.ValkeyCluster(startup_nodes=nodes, **options)
 
 
+#: Every ClientLoop of this process, detached from its parent's loop in a forked child.
+_LOOPS: weakref.WeakSet[ClientLoop] = weakref.WeakSet()
+
+
 class ClientLoop:
     """Run operations on a private client, on a private event loop in a daemon thread, from any event loop.
 
@@ -89,18 +104,40 @@ class ClientLoop:
         self._make_client = make_client
         self._name = name
         self._lock = threading.Lock()
-        self._state: tuple[asyncio.AbstractEventLoop, threading.Thread, AsyncClient, int] | None = None
+        self._state: tuple[asyncio.AbstractEventLoop, threading.Thread, AsyncClient, selectors.BaseSelector] | None
+        self._state = None
+        _LOOPS.add(self)
 
     def _started(self) -> tuple[asyncio.AbstractEventLoop, AsyncClient]:
         """Return the private loop and its client, starting them if need be."""
         with self._lock:
             state = self._state
-            if state is None or state[3] != os.getpid() or not state[1].is_alive():
-                loop = asyncio.new_event_loop()
+            if state is None or not state[1].is_alive():
+                selector = selectors.DefaultSelector()  # kept: a forked child detaches what it lists
+                loop = asyncio.SelectorEventLoop(selector)
                 thread = threading.Thread(target=_serve, args=(loop,), name=self._name, daemon=True)
                 thread.start()
-                state = self._state = (loop, thread, self._make_client(), os.getpid())
+                state = self._state = (loop, thread, self._make_client(), selector)
             return state[0], state[2]
+
+    def _forked(self) -> None:
+        """In a forked child: leave the parent's loop and connections alone, and start afresh on first use.
+
+        The inherited descriptors of the loop (its sockets and its wake-up pipe) are pointed at ``/dev/null``,
+        so that nothing the inherited objects do (closing, a TLS close_notify, unregistering) reaches the
+        parent's connections; the objects themselves are dropped. A lock another thread held at the fork
+        would never be released in the child: it gets a new one.
+        """
+        self._lock = threading.Lock()
+        state, self._state = self._state, None
+        if state is None:
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for key in list(state[3].get_map().values()):
+                os.dup2(null, key.fd)
+        finally:
+            os.close(null)
 
     async def run(self, operation: Callable[[AsyncClient], Awaitable[T]]) -> T:
         """Await ``operation(client)`` on the private loop, from whatever loop calls this."""
@@ -113,7 +150,7 @@ class ClientLoop:
         """Disconnect the client and stop the thread (waiting up to ``CLOSE_TIMEOUT`` s). Idempotent."""
         with self._lock:
             state, self._state = self._state, None
-        if state is None or state[3] != os.getpid() or not state[1].is_alive():
+        if state is None or not state[1].is_alive():
             return
         loop, thread, client, _ = state
         disconnect = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
@@ -139,3 +176,12 @@ def _serve(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_forever()
     finally:
         loop.close()
+
+
+def _after_fork_in_child() -> None:
+    for client_loop in list(_LOOPS):
+        client_loop._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

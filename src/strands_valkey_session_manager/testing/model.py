@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -32,11 +33,17 @@ class ScriptedModel(Model):
     """Streams the next scripted reply each call; with no script, echoes the last user text.
 
     ``replies`` may be a list of replies (used in turn, then echo) or a function of the
-    conversation so far returning one.
+    conversation so far returning one. ``delay`` seconds pass before each reply starts (a slow model).
     """
 
-    def __init__(self, replies: Iterable[Reply] | Callable[[Messages], Reply] = (), label: str = "scripted") -> None:
+    def __init__(
+        self,
+        replies: Iterable[Reply] | Callable[[Messages], Reply] = (),
+        label: str = "scripted",
+        delay: float = 0.0,
+    ) -> None:
         """Create the model with its replies."""
+        self.delay = delay
         self._lock = threading.Lock()
         self._script: Callable[[Messages], Reply] | None = replies if callable(replies) else None
         self._queue: list[Reply] = [] if callable(replies) else list(replies)
@@ -69,6 +76,8 @@ class ScriptedModel(Model):
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream one scripted reply as the SDK's stream events."""
         reply = self._next_reply(messages)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         yield {"messageStart": {"role": "assistant"}}
         if isinstance(reply, dict):
             tool_use_id = f"tooluse_{self.calls}"
