@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from importlib import resources
 from typing import Any
 
@@ -171,7 +171,8 @@ def run(
     *,
     ttl_ms: int = 0,
     fence: tuple[str, str] | None = None,
-    walk: list[str] | None = None,
+    walk: Iterable[str] = (),
+    known: dict[str, None] | None = None,
     wait: replication.WaitForReplicas | None = None,
 ) -> Any:
     """Run a session script (lua/session.lua says how it is called), declaring what its walk must reach.
@@ -183,7 +184,9 @@ def run(
         args: The script's own arguments.
         ttl_ms: The session's ttl (0: none of its own).
         fence: The lock key and token of a write fenced by the session lock.
-        walk: Keys of the session known to be needed by a walk (the rest are learnt).
+        walk: Keys of the session to declare from the first call (a script that always walks).
+        known: Keys of the session the caller knows of, declared once the script asked for keys; the keys it
+            asked for are added to it, so a caller that keeps it declares them at once the next time.
         wait: ``WAIT`` for replicas after the script, in the same round trip.
 
     A script that must walk the whole session (a due TTL refresh, a delete) and reaches keys that were not
@@ -192,12 +195,17 @@ def run(
     the index that were not known, never on the number of keys.
     """
     own = [*keys, fence[0]] if fence else keys
-    extra = list(walk or ())
+    extra = list(walk)
     for _ in range(MAX_WALKS):
         try:
             return script(client, [*own, *extra], [ttl_ms, fence[1] if fence else "", len(extra), *args], wait)
         except ResponseError as error:
-            extra += undeclared(error, keys[0])
+            learnt = undeclared(error, keys[0])
+        if known is not None:  # declare every key known, not only those asked for: fewer calls to come
+            known.update(dict.fromkeys(learnt))
+            declared = set(extra)
+            learnt = [key for key in list(known) if key not in declared]  # list(): one step, other threads add
+        extra += learnt
     raise errors.SessionChanging(f"{keys[0]}: its keys changed during {MAX_WALKS} calls of {script.name}")
 
 

@@ -43,11 +43,6 @@ def latest_message(manager: RepositorySessionManager, agent_id: str) -> SessionM
     return latest
 
 
-def agent_ids(manager: RepositorySessionManager) -> list[str]:
-    """Return the ids of the agents the manager has initialised (the SDK tracks their latest message)."""
-    return list(manager._latest_agent_message)
-
-
 def track_appended(manager: RepositorySessionManager, agent_id: str, message: SessionMessage) -> None:
     """Record a message as the agent's latest and hold it for redaction, as the SDK's ``append_message`` does."""
     manager._latest_agent_message[agent_id] = message

@@ -113,6 +113,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         # Each agent's created_at as stored (by record key): an update sends it, so the script's SET XX GET
         # finds it unchanged and need not write the record a second time with the stored one.
         self._created_at: dict[str, str] = {}
+        # Keys of this manager's session it knows exist (records, message-id ZSETs, messages it wrote or read,
+        # and those a walk asked for): declared up front when a script must reach every key (scripts.run).
+        self._known: dict[str, None] = {}
         self._opening = True
         self._joined_existing = False
         super().__init__(session_id=session_id, session_repository=self, **kwargs)
@@ -176,21 +179,37 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         keys = [self.keys.session(session_id), self.keys.index(session_id), *own]
         fence = self._lock.fence(own[0]) if self._lock is not None and write and own else None
         wait = self.replica_wait if write else None
+        known = self._known if session_id == self.session_id else None
         sent = time.monotonic()
-        reply = scripts.run(script, self.client, keys, args, ttl_ms=self.ttl_ms, fence=fence, wait=wait, **walk)
+        reply = scripts.run(
+            script, self.client, keys, args, ttl_ms=self.ttl_ms, fence=fence, known=known, wait=wait, **walk
+        )
         self._heartbeat.refreshed = sent  # every session script refreshes the session when due
         return reply
+
+    def _exist(self, session_id: str, *keys: str) -> None:
+        """Note keys of this manager's session that exist: a walk of the session declares them at once."""
+        if session_id == self.session_id:
+            self._known.update(dict.fromkeys(keys))
+
+    def _exist_agent(self, session_id: str, agent_id: str) -> None:
+        """Note an agent of this manager's session: its record, message-id ZSET and lock keys."""
+        suffix = self.keys.agent_suffix(agent_id)
+        keys = (self.keys.messages(session_id, agent_id), self.keys.lock(session_id, suffix))
+        self._exist(session_id, self.keys.agent(session_id, agent_id), *keys)
 
     def _run_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
         """Run lua/lock.lua on a member of the session for the session lock (lock.py)."""
         with _errors(operation, member.lock_key):
-            return scripts.run(scripts.LOCK, self.client, member.keys, args, ttl_ms=self.ttl_ms)
+            return scripts.run(scripts.LOCK, self.client, member.keys, args, ttl_ms=self.ttl_ms, known=self._known)
 
     def _keep_alive(self, due_ms: int, extend_ms: int) -> None:
-        """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py)."""
+        """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py), every key it knows declared."""
         keys = [self.keys.session(self.session_id), self.keys.index(self.session_id)]
         with _errors("keep the session alive", keys[0]):
-            scripts.run(scripts.KEEP_ALIVE, self.client, keys, [due_ms, extend_ms], ttl_ms=self.ttl_ms)
+            args = [due_ms, extend_ms]
+            known, walk = self._known, list(self._known)  # list(): one step, while the agent's thread adds keys
+            scripts.run(scripts.KEEP_ALIVE, self.client, keys, args, ttl_ms=self.ttl_ms, walk=walk, known=known)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -218,10 +237,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete every key of the session in one atomic script; no other session is touched."""
         key = self.keys.session(session_id)
-        # The message-id ZSETs of the agents this manager holds: their messages are learnt in the first call.
-        known = [self.keys.messages(session_id, agent_id) for agent_id in sdk.agent_ids(self)]
+        known = list(self._known) if session_id == self.session_id else []
         with _errors("delete session", key):
             deleted = self._script(scripts.DELETE_SESSION, session_id, [], [], walk=known)
+        if session_id == self.session_id:
+            self._known.clear()
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
@@ -261,6 +281,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         suffix = self.keys.agent_suffix(agent_id)
         self._write_record("create agent", session_id, key, session_agent, suffix=suffix)
         self._created_at[key] = session_agent.created_at
+        self._exist_agent(session_id, agent_id)
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
@@ -270,6 +291,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             return None
         session_agent = codec.load_record(SessionAgent, raw, key)
         self._created_at[key] = session_agent.created_at
+        self._exist_agent(session_id, agent_id)
         return session_agent
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -294,6 +316,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             previous = str(batch[0][0] - 1) if batch[0][0] > 0 else ""  # how the script knows the agent
             args = [self.keys.agent_suffix(agent_id), previous, *pairs]
             self._script(scripts.APPEND_MESSAGES, session_id, keys, args)
+        self._exist(session_id, *keys)
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
 
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
@@ -383,6 +406,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 ids_key,
             )
         found = [(key, raw) for key, raw in zip(keys, values, strict=True) if raw is not None]
+        self._exist(session_id, ids_key, *(key for key, _ in found))
         return [codec.load_record(SessionMessage, raw, key) for key, raw in found]
 
     # -- multi-agent (Swarm, Graph) ---------------------------------------------------------
@@ -392,12 +416,16 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.multi_agent(session_id, multi_agent.id)
         suffix = self.keys.multi_agent_suffix(multi_agent.id)
         self._write_record("create multi-agent", session_id, key, multi_agent.serialize_state(), suffix=suffix)
+        self._exist(session_id, key, self.keys.lock(session_id, suffix))
 
     def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
         """Read a Swarm's or Graph's state, or ``None``; slides the session's expiry."""
         key = self.keys.multi_agent(session_id, multi_agent_id)
         raw = self._read_record("read multi-agent", session_id, key)
-        return None if raw is None else codec.loads(raw, key)
+        if raw is None:
+            return None
+        self._exist(session_id, key, self.keys.lock(session_id, self.keys.multi_agent_suffix(multi_agent_id)))
+        return codec.loads(raw, key)
 
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
         """Update an existing Swarm's or Graph's state; ``SessionException`` if it was never created.
