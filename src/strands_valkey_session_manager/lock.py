@@ -9,10 +9,10 @@ key ``session:<id>:lock:agent:<agent_id>`` (``...:lock:multi_agent:<id>``), in `
   raises ``SessionBusyError``. A busy attempt is 2 server commands (``FCALL``, ``EXISTS``); a
   waiter makes at most ``max_attempts(t)`` attempts in ``t`` seconds, i.e. at most 4 a second (8
   commands) once the sleeps reach their 0.5 s ceiling, 2.7 a second on average.
-- The lease expires after ``lock_lease`` seconds unless renewed: the manager's heartbeat
-  (invocation.py, one thread per manager) renews it every ``lock_lease / 3`` seconds while the
-  invocation runs (``ttl / 3`` if the session's ttl is shorter: a lease never ends after its session;
-  sooner if the session's keep-alive beats sooner), and the renewal keeps the session alive too.
+- The lease expires after ``lock_lease`` seconds unless renewed: the manager's heartbeat (invocation.py,
+  on the process's keep-alive thread) renews it every ``lock_lease / 3`` seconds while the invocation
+  runs (``ttl / 3`` if the session's ttl is shorter: a lease never ends after its session; sooner if the
+  session's keep-alive beats sooner), and the renewal keeps the session alive too.
   Renew and release compare the token first; when the session itself is gone they say so.
 - Fencing: while the lease is held, the manager's writes to that member carry the lock key and the
   token, and the write scripts refuse them (``FENCED``) once the token no longer holds the lock.
