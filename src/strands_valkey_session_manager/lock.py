@@ -264,7 +264,7 @@ class SessionLock:
         """Renew every lease held (the heartbeat's beat); each renewal refreshes the session if it is due.
 
         ``keep_alive``: ``[due_ms, extend_ms]`` to keep the session alive as lua/keep_alive.lua does (see
-        ``deadline()`` in lua/common.lua), or ``[]`` for the idle rule. Returns whether any lease was
+        ``life()`` in lua/session.lua), or ``[]`` for the idle rule. Returns whether any lease was
         renewed. A lease that could not be renewed (the server unreachable) is tried again next beat
         while it may still hold; one found gone is lost, and said so once.
 
