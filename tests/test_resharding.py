@@ -1,17 +1,18 @@
 """Scaling out: the slots of live sessions move to a new shard and back while agents run turns; no turn fails.
 
-The sessions are chosen in the slots a reshard moves, and their agents run turns without pause (one thread
-each; half of them with the session lock on, a third with ``wait_replicas=1``) while:
-- ``valkey-cli --cluster reshard`` moves those slots key by key (CLUSTER SETSLOT MIGRATING/IMPORTING,
-  MIGRATE, SETSLOT NODE), as an operator scaling out does;
-- the same classic migration, driven from Python, holds each session's slot half-moved, then all-moved but
-  not handed over, until a write of that session has met it (so every session meets ASK and TRYAGAIN);
+The sessions live in the slots a reshard moves, and their agents run turns without pause (one thread
+each; half with the session lock on, a third with ``wait_replicas=1``, a quarter restoring their agent for
+every turn) while a new shard joins and:
+- the classic migration, driven from Python, holds each session's slot half-moved, then all-moved but not
+  handed over, until a write of that session has met it (so every session meets ASK and TRYAGAIN, the
+  first ones on a shard their client has never seen);
+- ``valkey-cli --cluster reshard`` moves those slots back and forth key by key (CLUSTER SETSLOT
+  IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE), as an operator scaling out does;
 - on Valkey 9, ``CLUSTER MIGRATESLOTS`` moves them atomically.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import SERVER_BINARY
+from helpers import wait_until
 from strands import Agent
 from strands.types.content import Messages
 from strands.types.exceptions import SessionException
@@ -62,9 +64,13 @@ def cluster() -> Iterator[LocalCluster]:
 
 @dataclass
 class Span:
-    """Something that took time: a turn, a write, or a slot being open (migrating); ``error`` if it failed."""
+    """Something that took time: a turn, a write, or a slot being open (migrating); ``error`` if it failed.
 
-    session: str
+    ``label``: the session of a turn or write; how a slot moved (``valkey-cli``, ``held``, ``atomic``); the step
+    of a held slot that no write met.
+    """
+
+    label: str
     slot: int
     start: float
     end: float = 0.0
@@ -101,10 +107,17 @@ class Journal:
                 window.end = window.end or now
             self.open_slots += [Span(how, slot, now) for slot in slots]
 
+    def moved_by_valkey_cli(self, slot: int | None) -> None:
+        """``LocalCluster.reshard``'s ``on_slot``: valkey-cli starts on ``slot`` (``None``: it has finished).
+
+        valkey-cli reports a slot before it opens it: a slot's window runs from its report to the next one's.
+        """
+        self.moving("valkey-cli", *(() if slot is None else (slot,)))
+
     def during_migrations(self, spans: list[Span], how: str = "") -> list[Span]:
         """The spans that ran while their slot was open (moved ``how``, if given)."""
         with self.lock:
-            windows = [window for window in self.open_slots if how in ("", window.session)]
+            windows = [window for window in self.open_slots if how in ("", window.label)]
             return [s for s in spans if any(s.overlaps(window) for window in windows)]
 
 
@@ -145,37 +158,47 @@ def session_ids(cluster: LocalCluster, source: LocalValkey) -> list[str]:
 
 
 class Traffic:
-    """One agent per session, each running turns in its own thread until ``stop()``."""
+    """One agent per session, each running turns in its own thread until ``stop()``.
+
+    Half of the sessions have the session lock on, a third ``wait_replicas=1``, and a quarter open their
+    agent anew for every turn (restoring it from the session, as a stateless service does). The first has
+    none of these: its slot is the first to move to a new shard, where the client has never been.
+    """
 
     def __init__(self, client: ValkeyCluster, sessions: list[str]) -> None:
         self.client, self.sessions, self.journal = client, sessions, Journal()
         self.prompts: dict[str, list[str]] = {session: [] for session in sessions}
-        self.agents: dict[str, Agent] = {}
+        self.options: dict[str, dict[str, Any]] = {}
         for i, session in enumerate(sessions):
-            # Half with the session lock, a third with wait_replicas=1; the first with neither (its slot is
-            # the first to move to a new shard: the client's own ASK handling meets a node it has never seen).
-            options: dict[str, Any] = {"ttl": TTL}
+            self.options[session] = {"ttl": TTL}
             if i % 2:
-                options["lock_timeout"] = 10
+                self.options[session]["lock_timeout"] = 10
             if i % 3 == 2:
-                options["wait_replicas"] = 1
-            manager = TimedManager(session, client, **options)
-            manager.journal = self.journal
-            self.agents[session] = Agent(
-                agent_id="assistant", model=ScriptedModel(thinking_echo), session_manager=manager, callback_handler=None
-            )
+                self.options[session]["wait_replicas"] = 1
+        self.reopening = set(sessions[3::4])
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self.converse, args=(session,)) for session in sessions]
         for thread in self.threads:
             thread.start()
 
+    def open(self, session: str) -> Agent:
+        """The session's agent, restored from what is stored (or new)."""
+        manager = TimedManager(session, self.client, **self.options[session])
+        manager.journal = self.journal
+        return Agent(
+            agent_id="assistant", model=ScriptedModel(thinking_echo), session_manager=manager, callback_handler=None
+        )
+
     def converse(self, session: str) -> None:
-        agent, slot = self.agents[session], LocalCluster.session_slot(session)
+        slot = LocalCluster.session_slot(session)
+        agent = None
         while not self.stopping.is_set():
             prompt = f"{session} turn {len(self.prompts[session])}"
             self.prompts[session].append(prompt)
             turn = Span(session, slot, time.monotonic())
             try:
+                if agent is None or session in self.reopening:
+                    agent = self.open(session)
                 agent(prompt)
             except Exception as error:  # counted and reported: the assertion is that there are none
                 turn.error = error
@@ -200,17 +223,19 @@ class Traffic:
             f"{title}: {len(self.journal.turns)} turns, {len(failed)} failed, {turns} while their slot was open; "
             f"{len(self.journal.unmet)} held slots that no write met in {HOLD} s",
         ]
-        for how in sorted({window.session for window in self.journal.open_slots}):
+        for how in sorted({window.label for window in self.journal.open_slots}):
             met = self.journal.during_migrations(self.journal.writes, how)
             longest = max((w.end - w.start for w in met), default=0.0)
-            windows = [window for window in self.journal.open_slots if window.session == how]
+            windows = [window for window in self.journal.open_slots if window.label == how]
+            open_longest = max((w.end - w.start for w in windows if any(w.overlaps(m) for m in met)), default=0.0)
             lines.append(
                 f"  {how}: {len(windows)} slot migrations, {len(met)} writes while their slot was open, the longest "
-                f"{longest * 1000:.0f} ms"
+                f"{longest * 1000:.0f} ms (the longest of those slots was open {open_longest * 1000:.0f} ms)"
             )
-        lines += [
-            *(f"  {count} x {text}" for text, count in sorted(errors.items(), key=lambda item: -item[1])),
-        ]
+        during = {id(write) for write in self.journal.during_migrations(self.journal.writes)}
+        calm = [write.end - write.start for write in self.journal.writes if id(write) not in during]
+        lines.append(f"  no migration: {len(calm)} writes, the longest {max(calm, default=0.0) * 1000:.0f} ms")
+        lines += [f"  {count} x {text}" for text, count in sorted(errors.items(), key=lambda item: -item[1])]
         print("\n".join(lines))
         return "\n".join(lines)
 
@@ -282,17 +307,12 @@ def test_no_turn_fails_while_the_sessions_slots_move_to_a_new_shard_and_back_key
             cluster.migrate_slot(slot, target, between=hold_until_met(traffic, slot, [cluster.serving(slot), target]))
             traffic.journal.moving()
 
-    def reshard(origin: LocalValkey, target: LocalValkey, slots: int) -> None:
-        """valkey-cli moves the lowest ``slots`` slots of ``origin`` to ``target``; each slot's window runs from
-        its report (valkey-cli reports a slot before it opens it) to the next one's."""
-        cluster.reshard(origin, target, slots, on_slot=functools.partial(traffic.journal.moving, "valkey-cli"))
-        traffic.journal.moving()
-
     try:
         new = cluster.add_master()  # scaling out: a new, empty shard joins while the agents run
         hold_each_session_slot(new)  # the first slots it gets: clients learn of it from ASK redirections
-        reshard(new, source, len(cluster.slots(new)))  # and back (scaling in)
-        reshard(source, new, MOVED)  # the lowest MOVED slots of the source, every session's among them
+        # valkey-cli moves them back (scaling in), then the lowest MOVED slots of the source, every session's.
+        cluster.reshard(new, source, len(cluster.slots(new)), on_slot=traffic.journal.moved_by_valkey_cli)
+        cluster.reshard(source, new, MOVED, on_slot=traffic.journal.moved_by_valkey_cli)
         hold_each_session_slot(source)
     finally:
         traffic.stop()
@@ -353,6 +373,45 @@ def test_a_write_whose_slot_stays_split_past_the_deadline_says_it_is_migrating_a
     restored = ValkeySessionManager("split", cluster_client).list_messages("split", "assistant")
     assert [m.message for m in restored] == agent.messages
     assert [m["content"][0]["text"] for m in agent.messages if m["role"] == "user"] == ["one", "two", "three"]
+
+
+@pytest.mark.parametrize("step", ["split", "moved"])
+def test_an_agent_opened_while_its_slot_moves_restores_its_whole_conversation(
+    cluster: LocalCluster, cluster_client: ValkeyCluster, step: str
+) -> None:
+    def open_agent() -> Agent:
+        manager = ValkeySessionManager("opened", cluster_client)
+        return Agent(agent_id="assistant", model=ScriptedModel(), session_manager=manager, callback_handler=None)
+
+    first = open_agent()
+    for n in range(4):
+        first(f"turn {n}")
+    slot = LocalCluster.session_slot("opened")
+    source = cluster.serving(slot)
+    target = next(node for node in cluster.primaries() if node is not source)
+    restored: list[Any] = []  # the messages of the agent opened meanwhile, or what opening it raised
+
+    def restore() -> None:
+        try:
+            restored.append(open_agent().messages)
+        except Exception as error:
+            restored.append(error)
+
+    opening = threading.Thread(target=restore)
+
+    def between(at: str) -> None:
+        """At ``step``, open the agent while the slot is held: until it is done, or was turned away 20 times
+        (ASK, TRYAGAIN: longer than valkey-py's own 16 attempts would wait)."""
+        if at == step:
+            before = redirections([source, target])
+            opening.start()
+            wait_until(lambda: redirections([source, target]) >= before + 20 or not opening.is_alive(), timeout=HOLD)
+
+    cluster.migrate_slot(slot, target, between=between)
+    opening.join(timeout=30)
+
+    assert restored == [first.messages]
+    assert len(first.messages) == 8
 
 
 def command_calls(node: LocalValkey, *names: str) -> tuple[int, ...]:

@@ -1,14 +1,15 @@
 """How a write reaches Valkey: on a cluster, following its slot while it moves; with ``wait_replicas``, then ``WAIT``.
 
-Opt-in synchronous replication: valkey replicates asynchronously, so a write the primary acknowledged can
+Opt-in synchronous replication: Valkey replicates asynchronously, so a write the primary acknowledged can
 be lost if the primary dies before a replica received it. With ``wait_replicas=N`` every write the
 manager sends is followed, on the same connection and in the same pipeline (not a transaction), by
 ``WAIT N timeout_ms``; fewer than N acknowledgements raise :class:`ReplicasNotAcknowledged`. On a
 cluster both go to the primary that owns the session's slot: ``WAIT`` only counts the writes sent on
 its own connection.
 
-On a cluster every write (with or without ``WAIT``) is sent here, to the node that serves the session's
-slot, and follows the slot when it moves (resharding, scaling out, failover):
+On a cluster every write (with or without ``WAIT``) and every read of a restore (:func:`read`) is sent
+here, to the node that serves the session's slot, and follows the slot when it moves (resharding,
+scaling out, failover):
 
 - ``MOVED``: the slot has a new owner (a migration finished, a replica took over): the client's slot
   map is corrected and the write goes there.
@@ -20,9 +21,9 @@ slot, and follows the slot when it moves (resharding, scaling out, failover):
   some do not exist yet (a new message): nothing ran; the write is sent again after a pause that doubles
   from :data:`FIRST_PAUSE` up to :data:`MAX_PAUSE` seconds, until the slot is handed over.
 
-A write keeps following its slot for at most :data:`MIGRATION_WAIT` seconds from the first redirection
-or ``TRYAGAIN`` (each ``MOVED`` after the first one pauses too); then it raises :class:`SlotMigrating`.
-valkey-py's own handling (``ValkeyCluster.execute_command``, 6.2) is not used for writes: it retries
+A write keeps following its slot for at most :data:`MIGRATION_WAIT` seconds from its first ``TRYAGAIN``
+or ``MOVED`` (each ``MOVED`` after the first one pauses too); then it raises :class:`SlotMigrating`.
+valkey-py's own handling (``ValkeyCluster.execute_command``, 6.2) is not used for these: it retries
 ``TRYAGAIN`` for only about 0.4 s (16 attempts, the last 8 after 50 ms each) before a bare
 ``ClusterError("TTL exhausted.")``, and it fails on an ``ASK`` to a node it has not seen (AttributeError),
 after which it releases a connection twice (replies then reach the wrong caller).
@@ -47,16 +48,17 @@ logger = logging.getLogger(__name__)
 #: How long (seconds) a write keeps following its slot while it moves, before it raises SlotMigrating.
 MIGRATION_WAIT = 5.0
 #: The first pause (seconds) before a write refused with TRYAGAIN (or moved again) is sent again; it
-#: doubles with each further refusal, up to MAX_PAUSE.
-FIRST_PAUSE = 0.01
-MAX_PAUSE = 0.2
+#: doubles with each further refusal, up to MAX_PAUSE: a write resumes at most MAX_PAUSE after its slot
+#: settled, at the cost of at most ~10 refused attempts a second (each one cheap request).
+FIRST_PAUSE = 0.005
+MAX_PAUSE = 0.1
 #: A ClusterDownError (the cluster is reconfiguring) is retried, like a dropped connection, after this
 #: pause (seconds), as ValkeyCluster does.
 CLUSTER_DOWN_PAUSE = 0.25
 
-#: Commands that are about no key: sent through the cluster client, which sends SCRIPT LOAD and FUNCTION LOAD
-#: to every primary.
-_EVERY_PRIMARY = frozenset({"SCRIPT LOAD", "FUNCTION"})
+#: Loads (after NOSCRIPT, "function not found") are about no key: the cluster client sends them to every
+#: primary it knows, a node added after an ASK included (see _node_at), so they reach where the call runs.
+_LOADS = ("SCRIPT LOAD", "FUNCTION LOAD")
 
 
 class ReplicasNotAcknowledged(ValkeyTimeoutError):
@@ -67,10 +69,10 @@ class ReplicasNotAcknowledged(ValkeyTimeoutError):
 
 
 class SlotMigrating(ValkeyError):
-    """A write's slot was still moving between nodes after ``MIGRATION_WAIT`` seconds; its last attempt did not run.
+    """A call's slot was still moving between nodes after ``MIGRATION_WAIT`` seconds; its last attempt did not run.
 
-    The server refused the last attempt without running it (``TRYAGAIN``, or a redirection): the write is
-    safe to send again, and the next one will carry it once the slot has settled.
+    The server refused the last attempt without running it (``TRYAGAIN``, or a redirection): the call is
+    safe to repeat, and an agent's next append carries a message whose append failed this way.
     """
 
 
@@ -97,30 +99,57 @@ def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForRep
     """
     untyped: Any = client  # valkey-py's clients are untyped
     if isinstance(client, ValkeyCluster):
-        if command[0] in _EVERY_PRIMARY:
+        if " ".join(str(word) for word in command[:2]).upper().startswith(_LOADS):
             return untyped.execute_command(*command)
-        return _on_cluster(untyped, key, command, wait)
-    if wait is None:
+        (reply,), acknowledged = _on_cluster(untyped, key, [command], wait, {})
+    elif wait is None:
         return untyped.execute_command(*command)
-    return _checked(*_send(untyped, command, wait, asking=False), wait)
+    else:
+        (reply,), acknowledged = _send(untyped, [command], wait, False, {})
+    return _checked([reply], acknowledged, wait)[0]
 
 
-def _send(node: Any, command: tuple[Any, ...], wait: WaitForReplicas | None, asking: bool) -> tuple[Any, Any]:
-    """Send [ASKING,] the command [, WAIT] to one node in one round trip; its reply and WAIT's (errors as values)."""
+def read(client: Client, key: str, *commands: tuple[Any, ...], **options: Any) -> list[Any]:
+    """Run read-only ``commands`` about ``key``'s slot in one round trip (a pipeline, not a transaction).
+
+    On a cluster they follow the slot while it moves, as writes do: a command whose key has moved is sent
+    again to the new node, the others keep the replies they had. ``options`` go with each command
+    (``NEVER_DECODE``). Returns their replies, in order.
+
+    Raises:
+        SlotMigrating: If ``key``'s slot was still moving after ``MIGRATION_WAIT`` seconds.
+        ValkeyError: Whatever the server or the connection raised.
+    """
+    untyped: Any = client
+    if isinstance(client, ValkeyCluster):
+        return _checked(*_on_cluster(untyped, key, list(commands), None, options), None)
+    return _checked(_send(untyped, list(commands), None, False, options)[0], None, None)
+
+
+def _send(
+    node: Any, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, asking: bool, options: dict[str, Any]
+) -> tuple[list[Any], Any]:
+    """Send the commands (each after ``ASKING``, if ``asking``; with ``options``) [, WAIT] to one node, one round trip.
+
+    Returns their replies and WAIT's (``None`` without ``wait``), errors as values.
+    """
     pipe = node.pipeline(transaction=False)
-    if asking:
-        pipe.execute_command("ASKING")
-    pipe.execute_command(*command)
+    for command in commands:
+        if asking:
+            pipe.execute_command("ASKING")  # it lets the next command only into an importing slot
+        pipe.execute_command(*command, **options)
     if wait is not None:
         pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
-    replies = pipe.execute(raise_on_error=False)[1 if asking else 0 :]
-    return replies[0], replies[1] if wait is not None else None
+    replies = pipe.execute(raise_on_error=False)
+    acknowledged = replies.pop() if wait is not None else None
+    return replies[1::2] if asking else replies, acknowledged
 
 
-def _checked(reply: Any, acknowledged: Any, wait: WaitForReplicas | None) -> Any:
-    """Return the command's reply, or raise its error, or ``ReplicasNotAcknowledged``."""
-    if isinstance(reply, Exception):
-        raise reply
+def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None) -> list[Any]:
+    """Return the replies, or raise the first error among them, or ``ReplicasNotAcknowledged``."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
     if wait is not None:
         if isinstance(acknowledged, Exception):
             raise acknowledged
@@ -130,19 +159,28 @@ def _checked(reply: Any, acknowledged: Any, wait: WaitForReplicas | None) -> Any
                 f"{wait.timeout_ms} ms; it is on the primary but would be lost if the primary failed before a "
                 "replica received it"
             )
-    return reply
+    return replies
 
 
-def _on_cluster(cluster: Any, key: str, command: tuple[Any, ...], wait: WaitForReplicas | None) -> Any:
-    """Send the command to the node serving ``key``'s slot, following the slot while it moves (module docstring)."""
+def _on_cluster(
+    cluster: Any, key: str, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, options: dict[str, Any]
+) -> tuple[list[Any], Any]:
+    """Send the commands to the node serving ``key``'s slot, following the slot while it moves (module docstring).
+
+    A command that met the slot in motion (``MOVED``, ``ASK``, ``TRYAGAIN``) did not run: it is sent again;
+    the replies of the others are kept. Returns the replies, and ``WAIT``'s from the round that ran the last.
+    """
     slot = cluster.keyslot(key)
     retries = int(cluster.cluster_error_retry_attempts)  # after a dropped connection, as ValkeyCluster does
     moving = _Moving(key, slot)
+    replies: list[Any] = [None] * len(commands)
+    pending = list(range(len(commands)))
     asked: ClusterNode | None = None
     while True:
         node = asked or cluster.nodes_manager.get_node_from_slot(slot)
         try:
-            reply, acknowledged = _send(cluster.get_valkey_connection(node), command, wait, asking=asked is not None)
+            connection = cluster.get_valkey_connection(node)
+            answers, acknowledged = _send(connection, [commands[i] for i in pending], wait, asked is not None, options)
         except (ValkeyConnectionError, ValkeyTimeoutError):
             _refresh_topology(cluster)  # the primary may have failed over: find the slot's owner
             if retries == 0:
@@ -150,21 +188,30 @@ def _on_cluster(cluster: Any, key: str, command: tuple[Any, ...], wait: WaitForR
             retries -= 1
             asked = None
             continue
-        asked = None
-        if isinstance(reply, MovedError):  # first: a MovedError is an AskError
-            moving.wait(reply, first_is_free=True)
-            cluster.nodes_manager.update_moved_exception(reply)  # what ValkeyCluster does: fix that slot's owner
-        elif isinstance(reply, AskError):
-            asked = _node_at(cluster, reply.host, reply.port)
-        elif isinstance(reply, TryAgainError):
-            moving.wait(reply)
-        elif isinstance(reply, ClusterDownError) and retries:
-            logger.debug("key=<%s> | %s, retrying in %.2f s", key, reply, CLUSTER_DOWN_PAUSE)
+        asked, refusals = None, []
+        for i, answer in zip(list(pending), answers, strict=True):
+            if isinstance(answer, MovedError | TryAgainError) or (isinstance(answer, ClusterDownError) and retries):
+                refusals.append(answer)
+            elif isinstance(answer, AskError):  # after MovedError, which is an AskError too
+                asked = _node_at(cluster, answer.host, answer.port)
+            else:
+                replies[i] = answer
+                pending.remove(i)
+        if not pending:
+            return replies, acknowledged
+        if asked is not None:  # the moved keys first, on the node that has them now
+            continue
+        refusal = refusals[0]
+        if isinstance(refusal, ClusterDownError):
+            logger.debug("key=<%s> | %s, retrying in %.2f s", key, refusal, CLUSTER_DOWN_PAUSE)
             time.sleep(CLUSTER_DOWN_PAUSE)
             _refresh_topology(cluster)
             retries -= 1
+        elif isinstance(refusal, MovedError):
+            moving.wait(refusal, first_is_free=True)
+            cluster.nodes_manager.update_moved_exception(refusal)  # what ValkeyCluster does: fix that slot's owner
         else:
-            return _checked(reply, acknowledged, wait)
+            moving.wait(refusal)
 
 
 class _Moving:
@@ -186,8 +233,8 @@ class _Moving:
             raise SlotMigrating(
                 f"slot {self.slot} of key=<{self.key}> is migrating between cluster nodes (resharding or scaling "
                 f"out) and was still moving after {MIGRATION_WAIT} s ({self.refusals} attempts, last reply: "
-                f"{type(reply).__name__} {reply}); the write was not applied by its last attempt and is safe to "
-                "repeat once the migration has finished"
+                f"{type(reply).__name__} {reply}); its last attempt was refused without running, so nothing was "
+                "written and it is safe to repeat once the migration has finished"
             ) from reply
         if first_is_free and self.refusals == 1:
             return
@@ -202,7 +249,8 @@ def _node_at(cluster: Any, host: str, port: int) -> ClusterNode:
 
     valkey-py learns nodes from the slot map: a master added to scale out is unknown until it serves a
     slot, yet an ``ASK`` sends writes to it before. Added as ValkeyCluster adds the target of a ``MOVED``,
-    so that a ``SCRIPT LOAD`` (sent to every known primary on ``NOSCRIPT``) reaches it too.
+    so that a load (sent to every known primary on ``NOSCRIPT``) reaches it too. (Should the client reload
+    its slot map between that ``NOSCRIPT`` and the load, the load misses the node and the call fails once.)
     """
     node: ClusterNode | None = cluster.get_node(host=host, port=port)
     if node is None:

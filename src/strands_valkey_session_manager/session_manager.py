@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from strands.session.repository_session_manager import RepositorySessionManager
 from strands.session.session_repository import SessionRepository
@@ -231,7 +231,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Read a session record, or ``None``."""
         key = self.keys.session(session_id)
         with _errors("read session", key):
-            raw = cast("bytes | str | None", self.client.get(key))
+            (raw,) = replication.read(self.client, key, ("GET", key))
         return None if raw is None else codec.load_record(Session, raw, key)
 
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
@@ -347,7 +347,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Read a message, or ``None``."""
         key = self.keys.message(session_id, agent_id, message_id)
         with _errors("read message", key):
-            raw = cast("bytes | str | None", self.client.get(key))
+            (raw,) = replication.read(self.client, key, ("GET", key))
         return None if raw is None else codec.load_record(SessionMessage, raw, key)
 
     def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
@@ -376,10 +376,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         python_slice = offset < 0 or (limit is not None and limit < 0)  # rare: keep list-slice semantics
         start, stop = (0, -1) if python_slice else (offset, -1 if limit is None else offset + limit - 1)
         with _errors("list messages", ids_key):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.exists(agent_key)
-            pipe.zrange(ids_key, start, stop)
-            agent_exists, ids = pipe.execute()
+            agent_exists, ids = replication.read(
+                self.client, ids_key, ("EXISTS", agent_key), ("ZRANGE", ids_key, start, stop)
+            )
         if not agent_exists and not ids:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
         if python_slice:
@@ -392,9 +391,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         prefix = self.keys.message_prefix(session_id, agent_id)
         keys = [f"{prefix}{number}" for number in numbers]
-        client: Any = self.client  # execute_command is untyped
         with _errors("list messages", ids_key):  # bytes whatever the client decodes: the codec names a bad key
-            values: list[bytes | None] = client.execute_command("MGET", *keys, **{NEVER_DECODE: True})
+            (values,) = replication.read(self.client, ids_key, ("MGET", *keys), **{NEVER_DECODE: True})
         missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
         if missing:
             logger.warning(

@@ -28,8 +28,9 @@ from .server import LocalValkey, Running, find_server, free_port, wait_for
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
-# What valkey-cli (and redis-cli) --cluster reshard prints, and flushes, as it starts moving a slot.
-_MOVING_SLOT = re.compile(rb"Moving slot (\d+) from ")
+# What valkey-cli (and redis-cli) --cluster reshard prints, and flushes, as it starts moving a slot (its plan,
+# printed first, names the source by id, with no " to ").
+_MOVING_SLOT = re.compile(rb"Moving slot (\d+) from \S+ to ")
 
 
 def _free_node_port() -> int:
@@ -315,7 +316,7 @@ class LocalCluster(Running):
         target: LocalValkey,
         slots: int,
         pipeline: int = 10,
-        on_slot: Callable[[int], None] | None = None,
+        on_slot: Callable[[int | None], None] | None = None,
         timeout: float = 120.0,
     ) -> list[int]:
         """Move ``slots`` slots from ``source`` to ``target`` with ``valkey-cli --cluster reshard``, key by key.
@@ -323,7 +324,8 @@ class LocalCluster(Running):
         valkey-cli takes the source's lowest-numbered slots and, for each: ``CLUSTER SETSLOT IMPORTING`` on the
         target, ``MIGRATING`` on the source, ``MIGRATE`` of its keys ``pipeline`` at a time, then
         ``SETSLOT NODE`` everywhere. ``on_slot(slot)`` is called as it starts on each slot (its output is read
-        as it goes). Returns the slots moved, once every node agrees on the new slot map.
+        as it goes), ``on_slot(None)`` once it has finished. Returns the slots moved, once every node agrees on
+        the new slot map.
         """
         self.wait_ready(timeout)  # valkey-cli refuses a cluster whose nodes disagree or have open slots
         command = [_cli_for(self.binary), "--cluster", "reshard", f"127.0.0.1:{source.port}"]
@@ -345,6 +347,8 @@ class LocalCluster(Running):
                             on_slot(moved[-1])
         finally:
             watchdog.cancel()
+        if on_slot is not None:
+            on_slot(None)
         if process.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(command)} failed ({process.returncode}, killed after {timeout}s if -9): {output.decode()}"
