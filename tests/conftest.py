@@ -43,8 +43,7 @@ def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
     """A ``decode_responses=True`` ``ValkeyCluster`` client on an emptied cluster, scripts loaded on every primary."""
     c = cluster.client()
     c.flushall()  # on every primary
-    for script in scripts.ALL:
-        c.script_load(script.source)
+    scripts.load(c)
     yield c
     c.close()
 
@@ -61,8 +60,7 @@ def client(server: LocalValkey) -> Iterator[valkey.Valkey]:
     """A ``decode_responses=True`` client on an empty server."""
     c = server.client()
     c.flushall()
-    for script in scripts.ALL:  # steady state: command counts never include a one-off SCRIPT LOAD
-        c.script_load(script.source)
+    scripts.load(c)  # steady state: command counts never include a one-off SCRIPT LOAD or FUNCTION LOAD
     yield c
     c.close()
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The rule docs/production.md gives, word for word (the test below checks the docs still say so).
 COMMANDS = (
-    "+get +set +mget +exists +zrange +evalsha +script|load +sadd +smembers +zadd +del +pexpireat +pexpiretime +time"
+    "+get +set +mget +exists +zrange +fcall +function|load +evalsha +script|load +sadd +smembers +zadd +zrem +del"
+    " +pexpire +persist +pttl +type +time"
 )
 CLUSTER_COMMANDS = "+cluster|slots +command"  # what a ValkeyCluster client asks when it connects
 WAIT_COMMANDS = "+wait"  # only with wait_replicas
@@ -49,7 +50,7 @@ def test_rule_allows_every_command_the_managers_scripts_call() -> None:
         scripts.LOCK,  # the session lock (lock_timeout) needs no command beyond the rule
     )
     called = set()
-    for script in manager_scripts:  # each source includes common.lua
+    for script in manager_scripts:  # each source includes base.lua and session.lua
         called |= set(re.findall(r"(?:redis\.p?call\(|call_on\(\w+, )'([A-Z]+)'", script.source))
 
     assert called and {f"+{name.lower()}" for name in called} <= set(COMMANDS.split())
@@ -72,10 +73,12 @@ class Users:
         return self.connect(username=name, password=f"{name}-pw")
 
     def flush_scripts(self) -> None:
-        """Empty every node's script cache, so the user's first write must load its scripts itself."""
+        """Empty every node's script cache and functions, so the user's first write must load them itself."""
         for node in self.nodes:
             with node.client() as admin:
                 admin.script_flush()
+                if admin.info("replication")["role"] == "master":  # a replica refuses FUNCTION FLUSH (READONLY)
+                    admin.function_flush()
 
     def remove(self) -> None:
         for node in self.nodes:
@@ -115,7 +118,7 @@ def user_texts(messages: list) -> list[str]:
 def test_a_user_with_the_minimal_rule_runs_the_whole_flow(users: tuple[Users, str], make_agent) -> None:
     made, extra = users
     app = made.create("app", rule() + extra)
-    made.flush_scripts()  # the user loads the scripts itself (SCRIPT LOAD), as after a restart or failover
+    made.flush_scripts()  # the user loads the scripts itself (FUNCTION or SCRIPT LOAD), as after a restart
 
     agent = make_agent(ValkeySessionManager("user-42", app), replies=["Hi Ada."])
     agent("My name is Ada.")
@@ -125,6 +128,19 @@ def test_a_user_with_the_minimal_rule_runs_the_whole_flow(users: tuple[Users, st
 
     assert restored.messages == agent.messages
     assert ValkeySessionManager("user-42", app).read_multi_agent("user-42", "default_graph") is None
+
+
+def test_a_rule_without_functions_runs_the_whole_flow_by_evalsha(users: tuple[Users, str], make_agent) -> None:
+    made, extra = users
+    app = made.create("app", rule().replace(" +fcall +function|load", "") + extra)
+    made.flush_scripts()
+
+    agent = make_agent(ValkeySessionManager("user-42", app), replies=["Hi Ada."])
+    agent("My name is Ada.")
+    ValkeySessionManager("user-42", app).delete_session("user-42")
+
+    assert agent.messages[-1]["content"][0]["text"] == "Hi Ada."
+    assert make_agent(ValkeySessionManager("user-42", app)).messages == []  # deleted: it starts anew
 
 
 def test_a_user_with_the_minimal_rule_cannot_touch_other_keys(users: tuple[Users, str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 import valkey
 from helpers import CommandCounter
 from strands.session.file_session_manager import FileSessionManager
+from strands.types.exceptions import SessionException
 from test_multiagent import graph, interrupted_graph_resumed, interrupted_swarm_resumed
 from valkey.cluster import ValkeyCluster
 
@@ -176,7 +177,7 @@ def test_restore_reads_n_messages_with_a_constant_number_of_commands(store: Stor
     short = count(store, lambda: make_agent(ValkeySessionManager("short", store)))
     long = count(store, lambda: make_agent(ValkeySessionManager("long", store)))
 
-    data = ("get", "mget", "set", "evalsha", "exists", "zrange")
+    data = ("get", "mget", "set", "evalsha", "fcall", "exists", "zrange")
     assert {name: long.calls(name) for name in data} == {name: short.calls(name) for name in data}
     assert long.calls("mget") == 1
 
@@ -187,8 +188,8 @@ def test_each_appended_message_is_one_script_call(store: Store, make_agent) -> N
 
     counter = count(store, lambda: agent("hello"))  # appends two messages; the agent's state did not change
 
-    assert counter.calls("evalsha") == 2
-    assert counter.calls("mget", "exists", "zrange", "script|load") == 0
+    assert counter.calls("fcall") == 2
+    assert counter.calls("mget", "exists", "zrange", "script|load", "function|load") == 0
 
 
 def test_no_agent_path_uses_keys_or_scan(store: Store, make_agent) -> None:
@@ -206,6 +207,7 @@ def test_writes_go_on_after_every_node_lost_its_scripts(store: Store, make_agent
     agent("before")
     assert all(store.script_exists(APPEND_MESSAGES.sha))
     store.script_flush()  # what a failover to a replica, or a restart, does to the script cache
+    store.function_flush()  # and, without persistence, to the functions
 
     agent("after")
 
@@ -213,3 +215,67 @@ def test_writes_go_on_after_every_node_lost_its_scripts(store: Store, make_agent
         "after",
         "(scripted reply) You said: after",
     ]
+
+
+# -- a session's slot migrating (resharding): the scripts declare every key, so the server answers TRYAGAIN
+# -- or ASK at dispatch, never "non local key" half-way through a script (tests/test_resharding.py: at scale)
+
+
+def move_away_and_back(cluster, session_id: str, hold: Callable[[str], None]) -> None:
+    """Migrate the session's slot to another master, ``hold(step)`` while it is open, then migrate it back."""
+    slot = cluster.session_slot(session_id)
+    home = cluster.serving(slot)
+    target = next(master for master in cluster.primaries() if master is not home)
+    try:
+        cluster.migrate_slot(slot, target, batch=2, between=hold)
+    finally:
+        cluster.migrate_slot(slot, home)
+
+
+def test_a_write_whose_slot_is_half_moved_waits_for_the_move_and_succeeds(cluster, cluster_client, make_agent) -> None:
+    agent = make_agent(ValkeySessionManager("user-42", cluster_client))
+    agent("before")
+    results: list[Any] = []
+
+    def hold(step: str) -> None:
+        if step == "split":  # half of the session's keys are on the target: its writes get TRYAGAIN meanwhile
+            writer = threading.Thread(target=lambda: results.append(agent("during")))
+            writer.start()
+            writer.join(0.5)
+            assert writer.is_alive(), "the write did not wait for the slot"
+            results.append(writer)
+
+    move_away_and_back(cluster, "user-42", hold)
+    results[0].join(10)
+
+    restored = make_agent(ValkeySessionManager("user-42", cluster_client))
+    assert texts(restored.messages) == [
+        "before",
+        "(scripted reply) You said: before",
+        "during",
+        "(scripted reply) You said: during",
+    ]
+    assert all(cluster_client.pttl(key) > 0 for key in keys_of(cluster_client, "user-42"))
+
+
+def test_a_slot_that_stays_half_moved_fails_the_write_saying_it_is_safe_to_repeat(
+    cluster, cluster_client, make_agent, monkeypatch
+) -> None:
+    monkeypatch.setattr("strands_valkey_session_manager.replication.MIGRATION_WAIT", 0.3)
+    manager = ValkeySessionManager("user-42", cluster_client)
+    agent = make_agent(manager)
+    agent("before")
+    failures: list[BaseException] = []
+
+    def hold(step: str) -> None:
+        if step == "split":
+            with pytest.raises(SessionException) as raised:
+                agent("during")
+            failures.append(raised.value)
+
+    move_away_and_back(cluster, "user-42", hold)
+    agent("after")  # re-sends what did not land
+
+    assert "cluster slot is being migrated" in str(failures[0]) and "safe to repeat" in str(failures[0])
+    stored = texts(make_agent(ValkeySessionManager("user-42", cluster_client)).messages)
+    assert stored[:2] == ["before", "(scripted reply) You said: before"] and stored[-1].endswith("after")

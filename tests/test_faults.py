@@ -53,10 +53,10 @@ def assert_stored_as_held(client: valkey.Valkey, agent: Agent) -> None:
     assert open_agent(client, SESSION, agent.agent_id).messages == agent.messages
 
 
-def in_flight(admin: valkey.Valkey, command: str) -> dict[str, Any]:
-    """Wait until some client's ``command`` is held on the server (by CLIENT PAUSE) and return its CLIENT LIST entry."""
+def in_flight(admin: valkey.Valkey, *commands: str) -> dict[str, Any]:
+    """Wait until a client's command (one of ``commands``) is held by CLIENT PAUSE; return its CLIENT LIST entry."""
     found: list[dict[str, Any]] = []
-    wait_until(lambda: bool(found.extend(c for c in admin.client_list() if c.get("cmd") == command) or found))
+    wait_until(lambda: bool(found.extend(c for c in admin.client_list() if c.get("cmd") in commands) or found))
     return found[0]
 
 
@@ -147,7 +147,7 @@ def run_turn_while_its_append_is_killed(
 ) -> BaseException | None:
     """Run a turn whose first write is held by CLIENT PAUSE, killed in flight, then let the server go on."""
     admin = local.client()
-    client.ping()  # the agent's idle pooled connection now shows cmd=ping, not a past evalsha
+    client.ping()  # the agent's idle pooled connection now shows cmd=ping, not a past fcall
     admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
     outcome: list[BaseException | None] = []
 
@@ -161,7 +161,7 @@ def run_turn_while_its_append_is_killed(
     thread = threading.Thread(target=turn)
     thread.start()
     try:
-        admin.client_kill_filter(_id=in_flight(admin, "evalsha")["id"])
+        admin.client_kill_filter(_id=in_flight(admin, "fcall", "evalsha")["id"])
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
         thread.join(timeout=30)

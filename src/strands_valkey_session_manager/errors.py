@@ -2,7 +2,7 @@
 
 The session manager raises the SDK's ``SessionException``, ``ValkeyStorage`` its ``StorageError``; both
 say the same thing the same way: the key or operation, what happened, and what to do about it, with the
-original error chained. The scripts raise errors whose first word is a code (``fail`` in lua/common.lua);
+original error chained. The scripts raise errors whose first word is a code (``fail`` in lua/base.lua);
 :func:`error_code` reads it back.
 """
 
@@ -14,15 +14,26 @@ from contextlib import contextmanager
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import OutOfMemoryError, ResponseError, ValkeyError
 
-from .replication import ReplicasNotAcknowledged
+from .replication import ReplicasNotAcknowledged, SlotMigrating
 
-#: Codes the scripts raise (see ``fail`` in lua/common.lua).
+#: Codes the scripts raise (see ``fail`` in lua/base.lua).
 NOSESSION = "NOSESSION"
 NOTFOUND = "NOTFOUND"
 CONFLICT = "CONFLICT"
 BADVALUE = "BADVALUE"
 FENCED = "FENCED"
-CODES = (NOSESSION, NOTFOUND, CONFLICT, BADVALUE, FENCED)
+FOREIGN = "FOREIGN"  # the session record was not written by this library: nothing changed
+UNDECLARED = "UNDECLARED"  # a walk reached keys the call did not declare (scripts.run declares them, calls again)
+CODES = (NOSESSION, NOTFOUND, CONFLICT, BADVALUE, FENCED, FOREIGN, UNDECLARED)
+
+#: The Valkey type of the keys PyPI's strands-valkey-session-manager 0.1.0 wrote (RedisJSON documents).
+REDISJSON_TYPE = "ReJSON-RL"
+#: What lua/session.lua says a string at a session record key holds when this library did not write it.
+NOT_A_RECORD = "not a session record"
+
+
+class SessionChanging(ValkeyError):
+    """Other writers kept adding keys to a session while a script was learning them; it did not run."""
 
 
 def error_code(error: ResponseError) -> tuple[str, str]:
@@ -75,6 +86,8 @@ def explain(error: Exception, operation: str, key: str, not_found: str = "") -> 
                 "out unrenewed: the process was paused, stalled or cut off) and another invocation may hold it "
                 "now. Nothing was written; invoke the agent again to continue from what is stored."
             )
+        if code == FOREIGN:
+            return foreign(operation, *detail.partition(" ")[::2])
         if code == BADVALUE:
             bad_key, _, reason = detail.partition(" ")
             return (
@@ -82,6 +95,17 @@ def explain(error: Exception, operation: str, key: str, not_found: str = "") -> 
                 f"({reason}). Delete or repair that key."
             )
         return f"key=<{key}> | {operation} failed: {error}"
+    if isinstance(error, SlotMigrating):
+        return (
+            f"key=<{key}> | {operation} not done: the key's cluster slot is being migrated to another node "
+            f"(resharding) and stayed so for longer than this call waits ({error}). Nothing was written; the "
+            "write is safe to repeat once the migration has finished."
+        )
+    if isinstance(error, SessionChanging):
+        return (
+            f"key=<{key}> | {operation} not done: other writers kept adding keys to the session while this "
+            f"call was finding them ({error}). Nothing was changed; it is safe to repeat."
+        )
     if isinstance(error, ReplicasNotAcknowledged):
         return (
             f"key=<{key}> | {operation} not confirmed: {error}. Check the replicas (INFO replication), or "
@@ -102,6 +126,23 @@ def explain(error: Exception, operation: str, key: str, not_found: str = "") -> 
     return (
         f"key=<{key}> | {operation} failed: {type(error).__name__}: {error}. Check that Valkey is reachable "
         "and the client's url, credentials and timeouts."
+    )
+
+
+def foreign(operation: str, key: str, holds: str) -> str:
+    """Say that ``key`` holds ``holds`` (a Valkey type, or "not a session record"), so ``operation`` left it alone."""
+    if holds == REDISJSON_TYPE:
+        return (
+            f"key=<{key}> | {operation} refused, nothing changed: the key holds a RedisJSON document (type "
+            f"{REDISJSON_TYPE}), which strands-valkey-session-manager 0.1.0 (RedisJSON based) wrote; this version "
+            "does not read it. Delete the key if that session is no longer needed, keep 0.1.0 for those sessions, "
+            "or give this version another key_prefix."
+        )
+    what = f"a string that is {holds}" if holds == NOT_A_RECORD else f"a value of type {holds}"
+    return (
+        f"key=<{key}> | {operation} refused, nothing changed: the key holds {what}, which this library did not "
+        "write (another application may use the same key prefix). Use another key_prefix, or remove that key "
+        "yourself if it is not needed."
     )
 
 

@@ -137,7 +137,7 @@ class KeySchema:
     def lock(self, session_id: str, suffix: str) -> str:
         """Key of the lock on one member (``agent:<id>``, ``multi_agent:<id>``); not listed in the index.
 
-        lua/common.lua ``each_key`` derives the same name from each index member, for ``delete_session``.
+        lua/session.lua ``walk`` derives the same name from each index member, for ``delete_session``.
         """
         return self.member(session_id, f"{LOCK}:{suffix}")
 

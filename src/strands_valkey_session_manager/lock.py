@@ -6,7 +6,7 @@ key ``session:<id>:lock:agent:<agent_id>`` (``...:lock:multi_agent:<id>``), in `
 
 - Acquire sets the key to a random token if it is free. A caller that finds it taken tries again
   after a jittered, exponentially growing sleep (``backoff``) until ``lock_timeout`` has passed, then
-  raises ``SessionBusyError``. A busy attempt is 2 server commands (``EVALSHA``, ``EXISTS``); a
+  raises ``SessionBusyError``. A busy attempt is 2 server commands (``FCALL``, ``EXISTS``); a
   waiter makes at most ``max_attempts(t)`` attempts in ``t`` seconds, i.e. at most 4 a second (8
   commands) once the sleeps reach their 0.5 s ceiling, 2.7 a second on average.
 - The lease expires after ``lock_lease`` seconds unless renewed: the manager's heartbeat (invocation.py,
@@ -209,13 +209,13 @@ class SessionLock:
         self._remember(member)
         return member
 
-    def fence(self, key: str) -> tuple[list[str], list[str]]:
-        """Return the extra KEYS and ARGV that fence a write to ``key`` while its member's lock is held."""
+    def fence(self, key: str) -> tuple[str, str] | None:
+        """Return the lock key and token that fence a write to ``key`` while its member's lock is held."""
         for lease in list(self._held.values()):
             record = lease.member.record_key
             if key == record or key.startswith(record + ":"):
-                return [lease.member.lock_key], [lease.token]
-        return [], []
+                return lease.member.lock_key, lease.token
+        return None
 
     # -- one invocation ----------------------------------------------------------------------
 
@@ -264,7 +264,7 @@ class SessionLock:
         """Renew every lease held (the heartbeat's beat); each renewal refreshes the session if it is due.
 
         ``keep_alive``: ``[due_ms, extend_ms]`` to keep the session alive as lua/keep_alive.lua does (see
-        ``deadline()`` in lua/common.lua), or ``[]`` for the idle rule. Returns whether any lease was
+        ``life()`` in lua/session.lua), or ``[]`` for the idle rule. Returns whether any lease was
         renewed. A lease that could not be renewed (the server unreachable) is tried again next beat
         while it may still hold; one found gone is lost, and said so once.
 

@@ -1,43 +1,86 @@
-"""Server-side Lua scripts: loaded once, called by SHA, with a fallback when the server lost them.
+"""Server-side Lua scripts: loaded once, called as FUNCTIONs (or by SHA), reloaded when the server lost them.
 
-Every write of a session is one of these scripts, which is where a write becomes atomic. The
-scripts live in ``lua/``; ``lua/common.lua`` (prepended to each) holds the one place where TTLs
-are refreshed. Errors the scripts raise start with a code that ``errors.error_code`` reads back.
+The scripts live in ``lua/``: ``base.lua`` is put first in every one (ValkeyStorage's too), and
+``session.lua`` after it in the session scripts, which are called one way (:func:`run`): KEYS are the
+session record, its index, the script's own keys, the lock key of a fenced write, then the keys a walk of
+the session needs; ARGV the ttl, the fence token, how many walk keys, then the script's own arguments.
+Every key a script touches is declared, as Valkey's scripting rules (and a cluster's migrating slots)
+require. Errors the scripts raise start with a code that ``errors.error_code`` reads back.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
 from importlib import resources
 from typing import Any
 
 import valkey
-from valkey.exceptions import NoScriptError
+from valkey.exceptions import NoScriptError, ResponseError
 
-from . import replication
+from . import errors, replication
 
-_COMMON = resources.files(__package__).joinpath("lua").joinpath("common.lua").read_text(encoding="utf-8")
+logger = logging.getLogger(__name__)
+
+
+def _lua(package: str, name: str) -> str:
+    return resources.files(package).joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+#: The preludes: the base for every script, the session part for the session scripts.
+BASE = (_lua(__package__, "base"),)
+SESSION = (*BASE, _lua(__package__, "session"))
+
+#: How many times a session script may learn undeclared keys of its session and call again: once per level
+#: of the index it did not know (members, then their messages), more only while other writers add keys.
+MAX_WALKS = 6
 
 
 class Script:
-    """One Lua script: its source (shebang first, then common.lua, then its body) and its SHA."""
+    """One Lua script: its source (shebang first, then its prelude, then its body) and its SHA.
 
-    def __init__(self, name: str, package: str = __package__) -> None:
-        """Load ``lua/<name>.lua`` of ``package`` (this one, or ``storage``) and prepend the shared helpers."""
-        body = resources.files(package).joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        shebang, _, rest = body.partition("\n") if body.startswith("#!") else ("", "", body)
+    A script of a :class:`Library` is also a Valkey FUNCTION, called by FCALL where the server and the client
+    allow it (see ``_run``), which skips running the prelude on every call.
+    """
+
+    def __init__(self, name: str, package: str = __package__, prelude: tuple[str, ...] = SESSION) -> None:
+        """Load ``lua/<name>.lua`` of ``package`` (this one, or ``storage``) and put ``prelude`` before it."""
+        body = _lua(package, name)
+        shebang, _, self.body = body.partition("\n") if body.startswith("#!") else ("", "", body)
         self.name = name
-        self.source = f"{shebang}\n{_COMMON}\n{rest}" if shebang else f"{_COMMON}\n{rest}"
+        self.flags = shebang.partition("flags=")[2].split(",") if "flags=" in shebang else []
+        self.source = "\n".join(part for part in (shebang, *prelude, self.body) if part)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        self.function = ""  # its FUNCTION name, once a Library registers it
+        self.library: Library | None = None
         ALL.append(self)
 
-    async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, call: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any], fcall: bool) -> Any:
         """Run the script through ``call(*command)``, which sends one command on the client at hand.
 
-        EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH) load the script and retry. This is the one
-        definition for both kinds of client: a synchronous client's ``call`` returns without suspending.
+        With ``fcall``: FCALL, and when the server lost the library (restart without persistence, a new node,
+        FUNCTION FLUSH) load it and retry. Else, or once FCALL or FUNCTION LOAD is refused (an ACL rule
+        without them, a server without functions): EVALSHA, and on NOSCRIPT (restart, failover, SCRIPT FLUSH)
+        load the script and retry. This is the one definition for both kinds of client: a synchronous client's
+        ``call`` returns without suspending.
         """
+        if fcall and self.library is not None:
+            command = ("FCALL", self.function, len(keys), *keys, *args)
+            try:
+                try:
+                    return await call(*command)
+                except ResponseError as error:
+                    if "function not found" not in str(error).lower():
+                        raise
+                await call("FUNCTION", "LOAD", "REPLACE", self.library.source)
+                return await call(*command)
+            except ResponseError as error:
+                if not _functions_refused(error):
+                    raise
+                raise FunctionsRefused from error
         evalsha = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
             return await call(*evalsha)
@@ -52,17 +95,25 @@ class Script:
         args: list[Any],
         wait: replication.WaitForReplicas | None = None,
     ) -> Any:
-        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip."""
+        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip.
+
+        On a cluster the call follows the session's slot while it moves (replication.execute).
+        """
 
         async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
-            return replication.execute(client, keys[0], command, wait if command[0] == "EVALSHA" else None)
+            return replication.execute(client, keys[0], command, wait if command[0] in _SCRIPT_CALLS else None)
 
-        steps = self._run(call, keys, args)
-        try:
-            steps.send(None)
-        except StopIteration as done:
-            return done.value
-        raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
+        while True:
+            steps = self._run(call, keys, args, client not in _NO_FUNCTIONS)
+            try:
+                steps.send(None)
+            except StopIteration as done:
+                return done.value
+            except FunctionsRefused as refused:
+                logger.debug("calling the scripts by EVALSHA on this client: %s", refused.__cause__)
+                _NO_FUNCTIONS.add(client)
+                continue
+            raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
 
     async def run_async(self, client: Any, keys: list[str], args: list[Any], **options: Any) -> Any:
         """Run the script on a ``valkey.asyncio`` client; ``options`` go with each command (``target_nodes=``)."""
@@ -70,10 +121,105 @@ class Script:
         async def call(*command: Any) -> Any:
             return await client.execute_command(*command, **options)
 
-        return await self._run(call, keys, args)
+        return await self._run(call, keys, args, fcall=False)
 
 
-#: Every script defined, for tests and tools that load them up front (``SCRIPT LOAD``).
+class Library:
+    """Scripts registered as the FUNCTIONs of one Valkey library, loaded once per server (``FUNCTION LOAD``).
+
+    Its name carries the hash of its source, so two versions of this package on one server each keep their
+    own library. The prelude is defined once per load, not once per call as for EVALSHA.
+    """
+
+    def __init__(self, scripts: list[Script], prelude: tuple[str, ...] = SESSION) -> None:
+        """Build the library's source from the scripts' bodies; each script is then called by its FUNCTION name."""
+        bodies = "".join(f"{script.name}\n{script.flags}\n{script.body}\n" for script in scripts)
+        self.name = "strands_valkey_" + hashlib.sha1(("".join(prelude) + bodies).encode("utf-8")).hexdigest()[:12]
+        registrations = []
+        for script in scripts:
+            script.function, script.library = f"{self.name}_{script.name}", self
+            flags = ", ".join(f"'{flag}'" for flag in script.flags)
+            registrations.append(
+                f"redis.register_function{{function_name = '{script.function}', flags = {{ {flags} }},\n"
+                f"callback = function(KEYS, ARGV)\n{script.body}\nend}}"
+            )
+        self.source = "\n".join((f"#!lua name={self.name}", *prelude, *registrations))
+
+
+class FunctionsRefused(Exception):
+    """FCALL or FUNCTION LOAD was refused (ACL, or a server without functions): use EVALSHA on that client."""
+
+
+#: Clients on which FCALL or FUNCTION LOAD was refused: their scripts are called by EVALSHA.
+_NO_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
+#: The commands that run a script (a write, for wait_replicas), as opposed to loading one.
+_SCRIPT_CALLS = ("EVALSHA", "FCALL")
+
+
+def _functions_refused(error: ResponseError) -> bool:
+    """Whether FCALL or FUNCTION LOAD itself was refused (not a command run inside the function)."""
+    text = str(error).lower()
+    about_functions = "'fcall'" in text or "'function" in text or "unknown command" in text
+    return about_functions and "script:" not in text
+
+
+def run(
+    script: Script,
+    client: valkey.Valkey | Any,
+    keys: list[str],
+    args: list[Any],
+    *,
+    ttl_ms: int = 0,
+    fence: tuple[str, str] | None = None,
+    walk: Iterable[str] = (),
+    known: dict[str, None] | None = None,
+    wait: replication.WaitForReplicas | None = None,
+) -> Any:
+    """Run a session script (lua/session.lua says how it is called), declaring what its walk must reach.
+
+    Args:
+        script: The session script.
+        client: A synchronous client.
+        keys: The session record key, its index key, then the script's own keys.
+        args: The script's own arguments.
+        ttl_ms: The session's ttl (0: none of its own).
+        fence: The lock key and token of a write fenced by the session lock.
+        walk: Keys of the session to declare from the first call (a script that always walks).
+        known: Keys of the session the caller knows of, declared once the script asked for keys; the keys it
+            asked for are added to it, so a caller that keeps it declares them at once the next time.
+        wait: ``WAIT`` for replicas after the script, in the same round trip.
+
+    A script that must walk the whole session (a due TTL refresh, a delete) and reaches keys that were not
+    declared fails with ``UNDECLARED`` and their names, having changed nothing; they are declared and the
+    script called again (at most ``MAX_WALKS`` times). The round trips this takes depend on the levels of
+    the index that were not known, never on the number of keys.
+    """
+    own = [*keys, fence[0]] if fence else keys
+    extra = list(walk)
+    for _ in range(MAX_WALKS):
+        try:
+            return script(client, [*own, *extra], [ttl_ms, fence[1] if fence else "", len(extra), *args], wait)
+        except ResponseError as error:
+            learnt = undeclared(error, keys[0])
+        if known is not None:  # declare every key known, not only those asked for: fewer calls to come
+            known.update(dict.fromkeys(learnt))
+            declared = set(extra)
+            learnt = [key for key in list(known) if key not in declared]  # list(): one step, other threads add
+        extra += learnt
+    raise errors.SessionChanging(f"{keys[0]}: its keys changed during {MAX_WALKS} calls of {script.name}")
+
+
+def undeclared(error: ResponseError, key: str) -> list[str]:
+    """Return the keys a script reached without their being declared (an ``UNDECLARED`` reply); else raise ``error``."""
+    code, detail = errors.error_code(error)
+    if code != errors.UNDECLARED:
+        raise error
+    learnt: list[str] = json.loads(detail)
+    logger.debug("key=<%s>, keys=<%d> | declaring the keys the script must reach, calling again", key, len(learnt))
+    return learnt
+
+
+#: Every script defined, for tests and tools that load them up front (:func:`load`).
 ALL: list[Script] = []
 
 READ_RECORD = Script("read_record")
@@ -82,8 +228,25 @@ APPEND_MESSAGES = Script("append_messages")
 DELETE_SESSION = Script("delete_session")
 LOCK = Script("lock")
 KEEP_ALIVE = Script("keep_alive")
-# The admin scripts (cli/store.py): the CLI's session walks reuse each_key() rather than a second walker.
+# The admin scripts (cli/store.py): the CLI's session walks reuse walk() rather than a second walker.
 SESSION_KEYS = Script("session_keys")
 DUMP_SESSION = Script("dump_session")
 IMPORT_SESSION = Script("import_session")
 EXPIRE_SESSION = Script("expire_session")
+
+#: The session scripts, as FUNCTIONs (called by FCALL unless refused on that client, see ``Script._run``).
+SESSION_LIBRARY = Library(
+    [READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, KEEP_ALIVE, SESSION_KEYS, DUMP_SESSION]
+    + [IMPORT_SESSION, EXPIRE_SESSION]
+)
+
+
+def load(client: Any) -> None:
+    """Load every script (``SCRIPT LOAD``) and the session library (``FUNCTION LOAD``), on every primary.
+
+    Never needed (a call loads what the server lacks), but a server loaded up front runs every later call
+    at its steady cost: tests and benchmarks use it.
+    """
+    for script in ALL:
+        client.script_load(script.source)
+    client.function_load(SESSION_LIBRARY.source, replace=True)

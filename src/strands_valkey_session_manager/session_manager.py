@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +49,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         session:<session_id>:multi_agent:<multi_agent_id>           # Swarm/Graph state (JSON)
         session:<session_id>:lock:agent:<agent_id>                  # lock lease (with lock_timeout)
 
-    Every write is one Lua script (one round trip, atomic). All keys of a session share one
-    deadline, pushed out to now + ttl whenever a write or a restore finds it below 90% of ttl.
+    Every write is one round trip and atomic: a Lua script (lua/), or for ``create_session`` one
+    ``SET ... NX``. All keys of a session share one deadline, pushed out to now + ttl whenever a write or
+    a restore finds it below 90% of ttl.
     With ``lock_timeout`` set, invocations of one agent (or Swarm/Graph) run one at a time (lock.py).
     """
 
@@ -108,6 +110,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._held = HeldRecords(self)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
         self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+        # Each agent's created_at as stored (by record key): an update sends it, so the script's SET XX GET
+        # finds it unchanged and need not write the record a second time with the stored one.
+        self._created_at: dict[str, str] = {}
+        # Keys of this manager's session it knows exist (records, message-id ZSETs, messages it wrote or read,
+        # and those a walk asked for): declared up front when a script must reach every key (scripts.run).
+        self._known: dict[str, None] = {}
         self._opening = True
         self._joined_existing = False
         super().__init__(session_id=session_id, session_repository=self, **kwargs)
@@ -159,31 +167,49 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self._owns_client:
             self.client.close()  # type: ignore[no-untyped-call]
 
-    def _script(self, script: scripts.Script, session_id: str, key: str, args: list[Any], write: bool = True) -> Any:
-        """Run a script on one session: KEYS are the session key, its index and ``key``.
+    def _script(
+        self, script: scripts.Script, session_id: str, own: list[str], args: list[Any], write: bool = True, **walk: Any
+    ) -> Any:
+        """Run a session script (lua/session.lua): KEYS are the session key, its index and ``own``.
 
         A ``write`` waits for ``wait_replicas`` replicas, if asked to; a read does not. With the session
-        lock on, a write to a member whose lock this manager holds is fenced (lock.py).
+        lock on, a write to a member whose lock this manager holds is fenced (lock.py). ``walk=[keys]``
+        declares keys a TTL refresh will need (the rest are learnt, scripts.run).
         """
-        keys = [self.keys.session(session_id), self.keys.index(session_id), key]
-        if self._lock is not None and write:
-            lock_keys, tokens = self._lock.fence(key)
-            keys, args = [*keys, *lock_keys], [*args, *tokens]
+        keys = [self.keys.session(session_id), self.keys.index(session_id), *own]
+        fence = self._lock.fence(own[0]) if self._lock is not None and write and own else None
+        wait = self.replica_wait if write else None
+        known = self._known if session_id == self.session_id else None
         sent = time.monotonic()
-        reply = script(self.client, keys, [self.ttl_ms, *args], self.replica_wait if write else None)
+        reply = scripts.run(
+            script, self.client, keys, args, ttl_ms=self.ttl_ms, fence=fence, known=known, wait=wait, **walk
+        )
         self._heartbeat.refreshed = sent  # every session script refreshes the session when due
         return reply
+
+    def _exist(self, session_id: str, *keys: str) -> None:
+        """Note keys of this manager's session that exist: a walk of the session declares them at once."""
+        if session_id == self.session_id:
+            self._known.update(dict.fromkeys(keys))
+
+    def _exist_agent(self, session_id: str, agent_id: str) -> None:
+        """Note an agent of this manager's session: its record, message-id ZSET and lock keys."""
+        suffix = self.keys.agent_suffix(agent_id)
+        keys = (self.keys.messages(session_id, agent_id), self.keys.lock(session_id, suffix))
+        self._exist(session_id, self.keys.agent(session_id, agent_id), *keys)
 
     def _run_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
         """Run lua/lock.lua on a member of the session for the session lock (lock.py)."""
         with _errors(operation, member.lock_key):
-            return scripts.LOCK(self.client, member.keys, [self.ttl_ms, *args])
+            return scripts.run(scripts.LOCK, self.client, member.keys, args, ttl_ms=self.ttl_ms, known=self._known)
 
     def _keep_alive(self, due_ms: int, extend_ms: int) -> None:
-        """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py)."""
-        key = self.keys.session(self.session_id)
-        with _errors("keep the session alive", key):
-            scripts.KEEP_ALIVE(self.client, [key, self.keys.index(self.session_id)], [self.ttl_ms, due_ms, extend_ms])
+        """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py), every key it knows declared."""
+        keys = [self.keys.session(self.session_id), self.keys.index(self.session_id)]
+        with _errors("keep the session alive", keys[0]):
+            args = [due_ms, extend_ms]
+            known, walk = self._known, list(self._known)  # list(): one step, while the agent's thread adds keys
+            scripts.run(scripts.KEEP_ALIVE, self.client, keys, args, ttl_ms=self.ttl_ms, walk=walk, known=known)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -211,28 +237,39 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete every key of the session in one atomic script; no other session is touched."""
         key = self.keys.session(session_id)
+        known = list(self._known) if session_id == self.session_id else []
         with _errors("delete session", key):
-            deleted = scripts.DELETE_SESSION(self.client, [key, self.keys.index(session_id)], [0], self.replica_wait)
+            deleted = self._script(scripts.DELETE_SESSION, session_id, [], [], walk=known)
+        if session_id == self.session_id:
+            self._known.clear()
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
 
     # -- agents -----------------------------------------------------------------------------
 
-    def _write_record(self, operation: str, session_id: str, key: str, record: codec.Encodable, **how: str) -> str:
-        """Create or update one JSON record; returns the ``created_at`` it was stored with."""
+    def _write_record(
+        self, operation: str, session_id: str, key: str, record: codec.Encodable, walk: Sequence[str] = (), **how: str
+    ) -> str:
+        """Create or update one JSON record; returns the ``created_at`` it was stored with.
+
+        ``walk``: keys a due TTL refresh will need that the caller knows of (an agent's message ids).
+        """
         data = codec.to_dict(record)
         created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
         mode, suffix = how.get("mode", "create"), how.get("suffix", "")
         with _errors(operation, key, how.get("not_found", "")):
-            stored = self._script(scripts.WRITE_RECORD, session_id, key, [mode, suffix, created_at, body])
+            args = [mode, suffix, created_at, body]
+            stored = self._script(scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
         logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
         return str(json.loads(stored)) if stored else ""
 
-    def _read_record(self, operation: str, session_id: str, key: str) -> bytes | str | None:
-        """Read one record, sliding the session's expiry if it is due."""
+    def _read_record(self, operation: str, session_id: str, key: str, walk: Sequence[str] = ()) -> bytes | str | None:
+        """Read one record, sliding the session's expiry if it is due (``walk`` as for ``_write_record``)."""
         with _errors(operation, key):
-            raw: bytes | str | None = self._script(scripts.READ_RECORD, session_id, key, [], write=False)
+            raw: bytes | str | None = self._script(
+                scripts.READ_RECORD, session_id, [key], [], write=False, walk=list(walk)
+            )
         if self._lock is not None:
             self._lock.saw(key, raw)
         return raw
@@ -243,20 +280,29 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.agent(session_id, agent_id)
         suffix = self.keys.agent_suffix(agent_id)
         self._write_record("create agent", session_id, key, session_agent, suffix=suffix)
+        self._created_at[key] = session_agent.created_at
+        self._exist_agent(session_id, agent_id)
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
         key = self.keys.agent(session_id, agent_id)
-        raw = self._read_record("read agent", session_id, key)
-        return None if raw is None else codec.load_record(SessionAgent, raw, key)
+        raw = self._read_record("read agent", session_id, key, [self.keys.messages(session_id, agent_id)])
+        if raw is None:
+            return None
+        session_agent = codec.load_record(SessionAgent, raw, key)
+        self._created_at[key] = session_agent.created_at
+        self._exist_agent(session_id, agent_id)
+        return session_agent
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
         """Update an existing agent, keeping its ``created_at``; one round trip."""
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
-        session_agent.created_at = self._write_record(
-            "update agent", session_id, key, session_agent, mode="update", not_found=not_found
+        ids = [self.keys.messages(session_id, agent_id)]
+        session_agent.created_at = self._created_at.get(key, session_agent.created_at)  # the SDK stamps now
+        session_agent.created_at = self._created_at[key] = self._write_record(
+            "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
         )
 
     # -- messages ---------------------------------------------------------------------------
@@ -264,14 +310,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def _append(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]]) -> None:
         """Write messages of one agent atomically; a different message under a used id is refused."""
         prefix = self.keys.message_prefix(session_id, agent_id)
+        keys = [self.keys.messages(session_id, agent_id), *(f"{prefix}{message_id}" for message_id, _ in batch)]
         pairs = [item for message_id, raw in batch for item in (message_id, raw)]
-        with _errors("append message", f"{prefix}{batch[-1][0]}"):
-            self._script(
-                scripts.APPEND_MESSAGES,
-                session_id,
-                self.keys.messages(session_id, agent_id),
-                [self.keys.agent_suffix(agent_id), prefix, *pairs],
-            )
+        with _errors("append message", keys[-1]):
+            previous = str(batch[0][0] - 1) if batch[0][0] > 0 else ""  # how the script knows the agent
+            args = [self.keys.agent_suffix(agent_id), previous, *pairs]
+            self._script(scripts.APPEND_MESSAGES, session_id, keys, args)
+        self._exist(session_id, *keys)
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
 
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
@@ -359,6 +404,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 ids_key,
             )
         found = [(key, raw) for key, raw in zip(keys, values, strict=True) if raw is not None]
+        self._exist(session_id, ids_key, *(key for key, _ in found))
         return [codec.load_record(SessionMessage, raw, key) for key, raw in found]
 
     # -- multi-agent (Swarm, Graph) ---------------------------------------------------------
@@ -368,12 +414,16 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.multi_agent(session_id, multi_agent.id)
         suffix = self.keys.multi_agent_suffix(multi_agent.id)
         self._write_record("create multi-agent", session_id, key, multi_agent.serialize_state(), suffix=suffix)
+        self._exist(session_id, key, self.keys.lock(session_id, suffix))
 
     def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
         """Read a Swarm's or Graph's state, or ``None``; slides the session's expiry."""
         key = self.keys.multi_agent(session_id, multi_agent_id)
         raw = self._read_record("read multi-agent", session_id, key)
-        return None if raw is None else codec.loads(raw, key)
+        if raw is None:
+            return None
+        self._exist(session_id, key, self.keys.lock(session_id, self.keys.multi_agent_suffix(multi_agent_id)))
+        return codec.loads(raw, key)
 
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
         """Update an existing Swarm's or Graph's state; ``SessionException`` if it was never created.

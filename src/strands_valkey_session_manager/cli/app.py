@@ -38,7 +38,7 @@ def app() -> None:
     valkey://localhost:6379), --key-prefix (default: session) and --cluster. Read commands take --json.
 
     Exit codes: 0 ok, 1 not found, 2 usage error, 3 Valkey unreachable or failing, 4 refused (would
-    overwrite, or not confirmed), 130 interrupted.
+    overwrite, not confirmed, or a key this library did not write), 130 interrupted.
     """
 
 

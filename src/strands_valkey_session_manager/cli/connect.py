@@ -23,8 +23,8 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from ..connection import redact as redact  # re-exported: the demo names it connect.redact
-from .errors import UNAVAILABLE, USAGE, CliError
-from .store import Store
+from .errors import REFUSED, UNAVAILABLE, USAGE, CliError
+from .store import ForeignRecord, Store
 
 DEFAULT_URL = "valkey://localhost:6379"
 #: The environment variables read for the URL, in this order, when there is no --url.
@@ -176,6 +176,8 @@ def store(url: str, key_prefix: str, cluster: bool = False) -> Iterator[Store]:
         hint = f" {_hint(url, error)}" if isinstance(error, NoPermissionError) else ""
         failed = f"Valkey at {redact(url)} failed: {type(error).__name__}: {error}.{hint}"
         raise CliError(failed, UNAVAILABLE) from error
+    except ForeignRecord as error:
+        raise CliError(str(error), REFUSED) from error
     except SessionException as error:
         raise CliError(str(error), UNAVAILABLE) from error
     finally:

@@ -5,7 +5,8 @@ from __future__ import annotations
 NOT_FOUND = 1  # a session (or file) that does not exist
 USAGE = 2  # bad arguments or options, an unusable --model; also click's own usage errors
 UNAVAILABLE = 3  # Valkey unreachable or failing, or no valkey-server for the demo
-REFUSED = 4  # would overwrite an existing session (import without --force), or deletion not confirmed
+REFUSED = 4  # would overwrite an existing session (import without --force), deletion not confirmed, or a
+# session key holds a value this library did not write (another application's, or 0.1.0's RedisJSON)
 INTERRUPTED = 130  # Ctrl-C
 
 

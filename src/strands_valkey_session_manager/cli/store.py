@@ -1,6 +1,6 @@
 """Inspect and manage stored sessions: list, keys, dump, restore, delete, expire. No UI here.
 
-Every walk of one session follows its index in a Lua script (``each_key()`` in lua/common.lua):
+Every walk of one session follows its index in a Lua script (``walk()`` in lua/session.lua):
 no SCAN, no KEYS, nothing of another session touched. Only :meth:`Store.summaries` scans, because
 listing every session has no index to follow: it scans incrementally (SCAN with MATCH, TYPE and
 COUNT) and reads each batch's counts from the session indexes and message-id ZSETs, pipelined.
@@ -17,8 +17,9 @@ from typing import Any
 
 from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
+from valkey.exceptions import ResponseError
 
-from .. import scripts
+from .. import errors, scripts
 from ..keys import AGENT, MESSAGE, MULTI_AGENT, SESSION, KeySchema, parse_suffix, validate_id
 from ..options import Client
 
@@ -118,6 +119,10 @@ class SessionExists(Exception):
     """Raised by :meth:`Store.restore` when the session exists and ``force`` was not given."""
 
 
+class ForeignRecord(Exception):
+    """Raised when a session key holds a value this library did not write: nothing was changed or read."""
+
+
 def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
     batch: list[str] = []
     for item in items:
@@ -160,9 +165,21 @@ class Store:
         """Wrap a client; a ``ValkeyCluster`` gets the hash-tagged key layout, as the manager uses."""
         return cls(client, KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster)))
 
-    def _run(self, script: scripts.Script, session_id: str, args: list[Any]) -> Any:
-        """Run an admin script on one session (KEYS: its record and its index)."""
-        return script(self.client, [self.keys.session(session_id), self.keys.index(session_id)], args)
+    def _run(self, script: scripts.Script, session_id: str, *own: str, ttl_ms: int = 0, **options: Any) -> Any:
+        """Run an admin script on one session (KEYS: its record, its index, ``own``; its keys learnt by walking).
+
+        Raises:
+            ForeignRecord: If the session key holds a value this library did not write (nothing changed).
+        """
+        keys = [self.keys.session(session_id), self.keys.index(session_id), *own]
+        try:
+            return scripts.run(script, self.client, keys, options.pop("args", []), ttl_ms=ttl_ms, **options)
+        except ResponseError as error:
+            code, detail = errors.error_code(error)
+            if code != errors.FOREIGN:
+                raise
+            key, _, holds = detail.partition(" ")
+            raise ForeignRecord(errors.foreign(script.name.replace("_", " "), key, holds)) from error
 
     # -- listing ----------------------------------------------------------------------------
 
@@ -273,7 +290,7 @@ class Store:
 
     def key_infos(self, session_id: str) -> list[KeyInfo]:
         """Every key of the session (found through its index) with type, TTL, length and memory."""
-        reply = self._run(scripts.SESSION_KEYS, session_id, [0])
+        reply = self._run(scripts.SESSION_KEYS, session_id)
         return [
             KeyInfo(as_text(reply[i]), as_text(reply[i + 1]), ttl_or_none(reply[i + 2]), reply[i + 3], reply[i + 4])
             for i in range(0, len(reply), 5)
@@ -281,7 +298,7 @@ class Store:
 
     def dump(self, session_id: str) -> SessionDump | None:
         """Every record of the session at one instant, byte for byte, or ``None`` if it does not exist."""
-        reply = self._run(scripts.DUMP_SESSION, session_id, [0])
+        reply = self._run(scripts.DUMP_SESSION, session_id)
         if reply[0] == -2:
             return None
         session_key = self.keys.session(session_id)
@@ -319,27 +336,31 @@ class Store:
             SessionExists: If the session exists and ``force`` is false (nothing is written).
         """
         session_id = validate_id(dump.session_id, "session_id")
-        groups: list[tuple[str, bytes, str, str, str]] = [(self.keys.session(session_id), dump.record, "", "", "")]
+        keys, groups = [self.keys.session(session_id)], [(dump.record, "", "", "")]
         for agent_id, agent in dump.agents.items():
             suffix = self.keys.agent_suffix(agent_id)
             if agent.record is not None:
-                groups.append((self.keys.agent(session_id, agent_id), agent.record, suffix, "", ""))
+                keys.append(self.keys.agent(session_id, agent_id))
+                groups.append((agent.record, suffix, "", ""))
             ids_key = self.keys.messages(session_id, agent_id)
             for message_id, value in agent.messages.items():
-                key = self.keys.message(session_id, agent_id, message_id)
-                groups.append((key, value, suffix, ids_key, str(message_id)))
+                keys.append(self.keys.message(session_id, agent_id, message_id))
+                groups.append((value, suffix, ids_key, str(message_id)))
         for multi_agent_id, value in dump.multi_agents.items():
-            suffix = self.keys.multi_agent_suffix(multi_agent_id)
-            groups.append((self.keys.multi_agent(session_id, multi_agent_id), value, suffix, "", ""))
-        args = [dump.ttl_ms or 0, "force" if force else "", *(item for group in groups for item in group)]
-        written = int(self._run(scripts.IMPORT_SESSION, session_id, args))
+            keys.append(self.keys.multi_agent(session_id, multi_agent_id))
+            groups.append((value, self.keys.multi_agent_suffix(multi_agent_id), "", ""))
+        ids_keys = [self.keys.messages(session_id, agent_id) for agent_id in dump.agents]
+        args = ["force" if force else "", *(item for group in groups for item in group)]
+        written = int(
+            self._run(scripts.IMPORT_SESSION, session_id, *keys, ttl_ms=dump.ttl_ms or 0, args=args, walk=ids_keys)
+        )
         if written < 0:
             raise SessionExists(f"Session {session_id} already exists")
         return written
 
     def delete(self, session_id: str) -> int:
         """Delete every key of the session atomically (the manager's own script); returns how many."""
-        return int(self._run(scripts.DELETE_SESSION, session_id, [0]))
+        return int(self._run(scripts.DELETE_SESSION, session_id))
 
     def expire(self, session_id: str, ttl_ms: int | None) -> int:
         """Give every key of the session one deadline ``ttl_ms`` from now (``None``: no expiry), atomically.
@@ -349,4 +370,4 @@ class Store:
         """
         if ttl_ms is not None and ttl_ms <= 0:
             raise ValueError(f"ttl_ms=<{ttl_ms}> | must be positive, or None for no expiry")
-        return int(self._run(scripts.EXPIRE_SESSION, session_id, [ttl_ms or 0]))
+        return int(self._run(scripts.EXPIRE_SESSION, session_id, ttl_ms=ttl_ms or 0))

@@ -2,30 +2,52 @@
 -- Append messages to one agent, all or nothing. Usually one message; more when an earlier append
 -- failed on the wire (the manager re-sends it first, byte for byte, so ids stay gap-free).
 --   KEYS[3]  the agent's message-id ZSET
---   ARGV[2]  the agent's suffix in the session index (agent:<id>)
---   ARGV[3]  the message key prefix (...:agent:<id>:message:)
---   ARGV[4], ARGV[5], ...  pairs of message id and message JSON
+--   KEYS[4], KEYS[5], ...  the message keys, one per message
+--   ARGV[4]  the agent's suffix in the session index (agent:<id>)
+--   ARGV[5]  the id before the first message's ('' for id 0): if the id ZSET holds it, the agent is known
+--   ARGV[6], ARGV[7], ...  pairs of message id and message JSON, in the order of the message keys
 -- A message id that already holds different content is a CONFLICT: a second writer is using the
 -- same agent id. Identical content is a retry of a write that did land, and is accepted as done.
+-- One message costs PTTL, SADD, ZADD and SET NX GET; the agent's first also two PEXPIREs.
 
-local ids_key = KEYS[3]
-local suffix, message_prefix = ARGV[2], ARGV[3]
-
-local at = write_deadline()                     -- NOSESSION if the session is gone
-for i = 4, #ARGV, 2 do                          -- check every message before writing any
-  local key = message_prefix .. ARGV[i]
-  local existing = call_on(key, 'GET', key)
-  if existing and existing ~= ARGV[i + 1] then
-    fail('CONFLICT', key)
+open(KEYS, ARGV)
+local ids_key, suffix, previous = KEYS[3], ARGV[4], ARGV[5]
+local count = own_last - 3
+local left = write_life()                       -- NOSESSION if the session is gone
+if count > 1 then                               -- a re-sent batch: check every message before writing any
+  for i = 1, count do
+    local existing = call_on(KEYS[3 + i], 'GET', KEYS[3 + i])
+    if existing and existing ~= ARGV[5 + 2 * i] then
+      fail('CONFLICT', KEYS[3 + i])
+    end
   end
 end
-call_on(index_key, 'SADD', index_key, suffix)   -- the first writes that can fail (wrong type)
-expire_at(index_key, at)
-for i = 4, #ARGV, 2 do
-  call_on(ids_key, 'ZADD', ids_key, ARGV[i], ARGV[i])
+-- The writes that can fail on a wrong type come first; for a message already stored they change nothing.
+if call_on(index_key, 'SADD', index_key, suffix) == 1 then
+  expire_in(index_key, left)                    -- the agent's first write (or an append to one never created)
 end
-expire_at(ids_key, at)
-for i = 4, #ARGV, 2 do
-  set_until(message_prefix .. ARGV[i], ARGV[i + 1], at)
+-- The previous id goes into the ZADD too: if it was not there already (added more than the batch can), the
+-- ZSET is new (the agent's first message, or its earlier ones are gone): that id comes out again, and the
+-- ZSET gets the session's deadline. Otherwise it has it already.
+local scores = {}
+if previous ~= '' then
+  scores[1], scores[2] = previous, previous
 end
-return #ARGV / 2 - 1
+for i = 1, count do
+  scores[#scores + 1], scores[#scores + 2] = ARGV[4 + 2 * i], ARGV[4 + 2 * i]
+end
+local added = call_on(ids_key, 'ZADD', ids_key, unpack(scores))
+if previous == '' or added > count then
+  if previous ~= '' then
+    redis.call('ZREM', ids_key, previous)
+  end
+  expire_in(ids_key, left)
+end
+for i = 1, count do
+  local key, value = KEYS[3 + i], ARGV[5 + 2 * i]
+  local existing = set_for(key, value, left, 'NX', 'GET')  -- writes only a key that does not exist yet
+  if existing and existing ~= value then
+    fail('CONFLICT', key)                       -- checked above for a batch; for one message nothing changed
+  end
+end
+return count

@@ -1,23 +1,19 @@
 #!lua
--- Give every key of one session, found through its index, one deadline ARGV[1] ms from now,
--- or (ARGV[1] = 0) no expiry at all. Returns the number of keys changed (0 = no such session).
+-- Give every key of one session, found through its index, one deadline ARGV[1] ms from now, or
+-- (ARGV[1] = 0) no expiry at all. Returns the number of keys changed (0 = no such session).
+-- A session record this library did not write is FOREIGN: nothing changes.
 
+open(KEYS, ARGV)
 if redis.call('EXISTS', session_key) == 0 then
   return 0
 end
-local at = 0
-if ttl > 0 then
-  at = now_ms() + ttl
-end
+local keys = walk(false)
+check_own()
 local changed = 0
-each_key(function(key)
+for _, key in ipairs(keys) do
   if redis.call('EXISTS', key) == 1 then
     changed = changed + 1
-    if at > 0 then
-      redis.call('PEXPIREAT', key, at)
-    else
-      redis.call('PERSIST', key)
-    end
+    expire_in(key, ttl > 0 and ttl or -1)
   end
-end)
+end
 return changed

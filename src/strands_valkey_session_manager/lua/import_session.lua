@@ -1,27 +1,29 @@
 #!lua
 -- Write one whole session atomically, as the manager writes it: every record with one deadline,
 -- each agent and multi-agent registered in the session index, each message id in its agent's ZSET.
+--   KEYS[3], ...  the keys to write: one per group of ARGV below, in the same order
 --   ARGV[1]  the session's remaining life in ms (0 = never expires)
---   ARGV[2]  'force' to replace an existing session (all its keys are deleted first), '' to refuse
---   ARGV[3], ARGV[4], ...  groups of five: key, value, index member ('' = none),
---            message-id ZSET key ('' = none), message id
+--   ARGV[4]  'force' to replace an existing session (all its keys are deleted first), '' to refuse
+--   ARGV[5], ARGV[6], ...  groups of four: value, index member ('' = none), message-id ZSET key
+--            ('' = none; declared among the walk keys), message id
 -- Returns the number of records written, or -1 (nothing written) when the session exists and
--- ARGV[2] is not 'force'.
+-- ARGV[4] is not 'force'. A session record this library did not write is FOREIGN, even with 'force'.
 
+open(KEYS, ARGV)
 if redis.call('EXISTS', session_key, index_key) > 0 then
-  if ARGV[2] ~= 'force' then
+  if ARGV[4] ~= 'force' then
     return -1
   end
-  delete_session_keys()
+  local keys = walk(true)
+  check_own()
+  delete_all(keys)
 end
-local at = 0
-if ttl > 0 then
-  at = now_ms() + ttl
-end
+local left = ttl > 0 and ttl or -1
 local sets = {}
-for i = 3, #ARGV, 5 do
-  local key, value, member, ids_key, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  set_until(key, value, at)
+for i = 3, own_last do
+  local at = 5 + (i - 3) * 4
+  local value, member, ids_key, id = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  set_for(KEYS[i], value, left)
   if member ~= '' then
     redis.call('SADD', index_key, member)
     sets[index_key] = true
@@ -32,6 +34,6 @@ for i = 3, #ARGV, 5 do
   end
 end
 for key in pairs(sets) do
-  expire_at(key, at)
+  expire_in(key, left)
 end
-return (#ARGV - 2) / 5
+return own_last - 2

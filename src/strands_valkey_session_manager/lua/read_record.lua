@@ -5,6 +5,7 @@
 --   KEYS[3]  the record key
 -- Returns the record's value, or nil when it (or its session) does not exist.
 
+open(KEYS, ARGV)
 local record_key = KEYS[3]
-deadline()                                      -- refresh-if-due, atomically with the read
+life()                                          -- refresh-if-due, atomically with the read
 return call_on(record_key, 'GET', record_key)   -- a wrong Valkey type is BADVALUE <key>

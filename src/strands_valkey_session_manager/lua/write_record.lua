@@ -1,52 +1,64 @@
 #!lua
 -- Create or update one record of a session (an agent, a multi-agent, a redacted message).
 --   KEYS[3]  the record key
---   ARGV[2]  mode: 'create' (write it, registering it in the index) or 'update' (it must exist)
---   ARGV[3]  the record's suffix to add to the session index ('' = none)
---   ARGV[4]  created_at as a JSON string ('' = the record has no created_at)
---   ARGV[5]  the rest of the JSON object: ',"field":...}' after created_at, or the whole object
+--   ARGV[4]  mode: 'create' (write it, registering it in the index) or 'update' (it must exist)
+--   ARGV[5]  the record's suffix to add to the session index ('' = none)
+--   ARGV[6]  created_at as a JSON string ('' = the record has no created_at)
+--   ARGV[7]  the rest of the JSON object: ',"field":...}' after created_at, or the whole object
 -- An update keeps the stored created_at, as FileSessionManager does, and replaces only a JSON object
 -- (with a created_at, if the record has one); a create replaces only a string. Anything else is
--- BADVALUE. Returns the created_at used. Every check runs before the first write, so a failed call
--- leaves the store untouched.
+-- BADVALUE, and leaves the store as it was. Returns the created_at used.
+-- An update costs PTTL and SET XX GET (and a second SET when the stored created_at differs from the caller's).
 
+open(KEYS, ARGV)
 local record_key = KEYS[3]
-local mode, suffix, created_at, body = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local mode, suffix, created_at, body = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
-local at = write_deadline()                     -- NOSESSION if the session is gone
-if mode == 'update' then
-  local previous = call_on(record_key, 'GET', record_key)
-  if not previous then
-    fail('NOTFOUND', record_key)
-  end
-  -- Records this library wrote start with created_at; anything else is decoded to check that it
-  -- is a JSON object (an update never replaces a foreign value) and to find its created_at.
+-- What an update must keep: the created_at (a JSON string) stored in `previous`, '' for a record without
+-- one; nil if `previous` is no record this library writes (a JSON object, with a created_at if it should).
+local function stored_created_at(previous)
   local stored = string.match(previous, '^{"created_at":("[^"\\]*")')
+  if stored then
+    return stored
+  end
+  local ok, decoded = pcall(cjson.decode, previous)   -- not written by this library, or an older layout
+  if not ok or type(decoded) ~= 'table' or not string.match(previous, '^%s*{') then
+    return nil
+  end
+  if created_at == '' then
+    return ''                                   -- a record without created_at (a Swarm's or Graph's state)
+  end
+  if type(decoded.created_at) == 'string' then
+    return cjson.encode(decoded.created_at)
+  end
+  return nil
+end
+
+local left = write_life()                       -- NOSESSION if the session is gone
+local value = created_at ~= '' and '{"created_at":' .. created_at .. body or body
+if mode == 'update' then
+  -- Write, and read what was there in the same command; put it back if it was not ours to replace.
+  local previous = set_for(record_key, value, left, 'XX', 'GET')
+  if not previous then
+    fail('NOTFOUND', record_key)                -- XX: nothing was written
+  end
+  local stored = stored_created_at(previous)
   if not stored then
-    local ok, decoded = pcall(cjson.decode, previous)
-    if not ok or type(decoded) ~= 'table' or not string.match(previous, '^%s*{') then
-      fail('BADVALUE', record_key .. ' is not a JSON object')
-    end
-    if type(decoded.created_at) == 'string' then
-      stored = cjson.encode(decoded.created_at)
-    end
+    -- Undone within the script, so no one saw the other value; it keeps the session's deadline, which it
+    -- had unless it was written by hand.
+    set_for(record_key, previous, left)
+    fail('BADVALUE', record_key .. ' is not a JSON object' .. (created_at ~= '' and ' with a created_at' or ''))
   end
-  if created_at ~= '' then                      -- agents and messages: only a record with created_at is one
-    if not stored then
-      fail('BADVALUE', record_key .. ' has no created_at')
-    end
+  if stored ~= created_at then                  -- keep the created_at first stored
     created_at = stored
+    set_for(record_key, '{"created_at":' .. stored .. body, left)
   end
-else
-  call_on(record_key, 'GET', record_key)        -- a create replaces a string, never another type (BADVALUE)
+  return created_at
 end
-if suffix ~= '' then                            -- fails first (wrong type) or changes nothing twice
-  call_on(index_key, 'SADD', index_key, suffix)
-  expire_at(index_key, at)
+-- A create (once per agent) checks before it writes: it replaces a string only, never another type.
+call_on(record_key, 'GET', record_key)          -- BADVALUE <key> for a value of another type
+if suffix ~= '' and call_on(index_key, 'SADD', index_key, suffix) == 1 then
+  expire_in(index_key, left)
 end
-if created_at ~= '' then
-  set_until(record_key, '{"created_at":' .. created_at .. body, at)
-else
-  set_until(record_key, body, at)
-end
+set_for(record_key, value, left)
 return created_at

@@ -22,9 +22,9 @@ from strands.storage.storage import Storage, StorageSearchResult
 from strands.types.exceptions import StorageError
 from valkey.exceptions import ResponseError
 
-from .. import connection, errors, sdk
+from .. import connection, errors, scripts, sdk
 from ..options import ttl_ms
-from ..scripts import Script
+from ..scripts import BASE, Script
 from .client_loop import AsyncClient, ClientLoop, clone_client
 from .keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
 
@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 #: ``with _errors(operation, key):`` turns what Valkey raises into a ``StorageError``.
 _errors = functools.partial(errors.translated, StorageError)
 
-STORAGE = Script("storage", __package__)
-STORAGE_LIST = Script("storage_list", __package__)
+STORAGE = Script("storage", __package__, BASE)
+STORAGE_LIST = Script("storage_list", __package__, BASE)
 
 #: Values fetched per round trip by ``search`` (the SDK's keyword search reads 8 at a time, one request each).
 SEARCH_BATCH = 256
@@ -130,7 +130,18 @@ class ValkeyStorage:
         if operation == "write":
             args.append(value)
         with _errors(operation, full):
-            return await self._io.run(lambda client: STORAGE.run_async(client, keys, args))
+            return await self._io.run(lambda client: self._declaring(client, keys, args))
+
+    @staticmethod
+    async def _declaring(client: AsyncClient, keys: builtins.list[str], args: builtins.list[Any]) -> Any:
+        """Run the storage script; when its group's TTL refresh is due, declare the group's keys and run it again."""
+        extra: builtins.list[str] = []
+        for _ in range(scripts.MAX_WALKS):
+            try:
+                return await STORAGE.run_async(client, [*keys, *extra], args)
+            except ResponseError as error:
+                extra += scripts.undeclared(error, keys[0])
+        raise errors.SessionChanging(f"{keys[0]}: its keys changed during {scripts.MAX_WALKS} calls")
 
     async def write(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any value; atomic with the key's index entry.

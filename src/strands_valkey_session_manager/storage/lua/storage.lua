@@ -1,7 +1,7 @@
 #!lua
 -- ValkeyStorage: write, read or delete one value, atomically with its group's index and registry entry.
 --   KEYS[1]  the group's index: ZSET of the group's keys (escaped), all scores 0. Its expiry is the group's
---            deadline, so it plays the session record of common.lua (session_key); KEYS[2] is not an index here.
+--            deadline.
 --   KEYS[2]  the value key
 --   KEYS[3]  the registry of groups (of this slot, on a cluster): ZSET of groups, all scores 0
 --   KEYS[4]  the registry's deadlines: ZSET of the same groups, scored by deadline in ms (+inf = none)
@@ -11,18 +11,40 @@
 --   ARGV[4]  the group (escaped): its member in KEYS[3] and KEYS[4]
 --   ARGV[5], ARGV[6]  head and cut: the value key of a member m of KEYS[1] is head .. m:sub(cut + 1)
 --   ARGV[7]  the value (write)
+--   KEYS[5], ...  when the group's TTL refresh is due: its value keys, learnt from an UNDECLARED reply
 -- A group's keys, its index and its registry score share one deadline: a value is never listed after it
 -- expired, and an index never outlives its values.
 
-local value_key, registry, deadlines = KEYS[2], KEYS[3], KEYS[4]
+local group_key, value_key, registry, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl = tonumber(ARGV[1])
 local operation, member, group, head, cut = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 
 -- Call fn on every key of the group: its index and the value of every key it lists (no SCAN, no KEYS).
-local function each_group_key(fn)
-  fn(session_key)
-  for _, key in ipairs(call_on(session_key, 'ZRANGE', session_key, 0, -1)) do
-    fn(head .. string.sub(key, cut + 1))
+-- Every key of the group: its index and the value of every key it lists (no SCAN, no KEYS), each declared
+-- (the caller learns them from an UNDECLARED reply first, valkey_storage.py).
+local function group_keys()
+  local keys = { group_key }
+  for _, key in ipairs(call_on(group_key, 'ZRANGE', group_key, 0, -1)) do
+    keys[#keys + 1] = head .. string.sub(key, cut + 1)
   end
+  return require_declared(KEYS, keys)
+end
+
+-- The group's deadline (ms since the epoch; -1 = none, -2 = no group). When less than 90% of ttl is left,
+-- every key of the group moves to now + ttl first, together (amortised, as the sessions' TTL refresh).
+local function deadline()
+  local current = redis.call('PEXPIRETIME', group_key)
+  if current == -2 or ttl == 0 then
+    return current
+  end
+  local now = now_ms()
+  if current ~= -1 and current >= now + ttl * 0.9 then
+    return current
+  end
+  for _, key in ipairs(group_keys()) do
+    redis.call('PEXPIREAT', key, now + ttl)
+  end
+  return now + ttl
 end
 
 -- The registry expires when its last group does (never while one of its groups has no deadline).
@@ -54,8 +76,8 @@ end
 
 -- The group's deadline after sliding it if due (-2 = no group); the registry follows when it moved.
 local function slide()
-  local before = redis.call('PEXPIRETIME', session_key)
-  local at = deadline(each_group_key)
+  local before = redis.call('PEXPIRETIME', group_key)
+  local at = deadline()
   if at ~= before and at ~= -2 then
     register(at)
   end
@@ -73,16 +95,17 @@ if operation == 'write' then
     at = ttl > 0 and now_ms() + ttl or -1
     register(at)
   end
-  call_on(session_key, 'ZADD', session_key, 0, member)
-  expire_at(session_key, at)
-  set_until(value_key, ARGV[7], at)
+  call_on(group_key, 'ZADD', group_key, 0, member)
+  local life = at > 0 and math.max(at - now_ms(), 1) or -1
+  expire_in(group_key, life)
+  set_for(value_key, ARGV[7], life)
   return 1
 end
 
 if operation == 'delete' then
-  call_on(session_key, 'ZREM', session_key, member)
+  call_on(group_key, 'ZREM', group_key, member)
   redis.call('DEL', value_key)
-  if redis.call('EXISTS', session_key) == 0 then -- the group's last key: the group is gone
+  if redis.call('EXISTS', group_key) == 0 then -- the group's last key: the group is gone
     call_on(registry, 'ZREM', registry, group)
     call_on(deadlines, 'ZREM', deadlines, group)
     expire_registry()

@@ -4,7 +4,7 @@
 -- call per node, atomic on that node. Declares no keys: on a cluster it is sent to each primary with the
 -- registries of that primary's slots (allow-cross-slot-keys); a registry whose slot moved meanwhile is a
 -- non-local key, an error, and the caller refreshes its slot map and asks again.
---   ARGV[1]  0 (common.lua's ttl; unused)
+--   ARGV[1]  unused (0)
 --   ARGV[2], ARGV[3]  the lex range of the prefix (as for ZRANGEBYLEX)
 --   ARGV[4], ARGV[5]  a group's index key is ARGV[4] .. group .. ARGV[5]
 --   ARGV[6], ...  registry keys (ZSETs of groups)
