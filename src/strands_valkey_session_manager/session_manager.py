@@ -20,7 +20,7 @@ from valkey.client import NEVER_DECODE
 from . import codec, connection, errors, replication, scripts, sdk
 from .held_records import HeldRecords
 from .invocation import Heartbeat
-from .keys import KeySchema, validate_id, validate_message_id
+from .keys import AGENT, MULTI_AGENT, KeySchema, parse_suffix, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
 
@@ -228,11 +228,29 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         return session
 
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
-        """Read a session record, or ``None``."""
+        """Read a session record, or ``None``.
+
+        Opening the manager's own session also reads its index in the same round trip, so that a walk of the
+        whole session (a due TTL refresh, a delete on logout) declares its members at once and has only
+        their messages left to learn.
+        """
         key = self.keys.session(session_id)
+        commands: list[tuple[str, str]] = [("GET", key)]
+        if self._opening and session_id == self.session_id:
+            commands.append(("SMEMBERS", self.keys.index(session_id)))
         with _errors("read session", key):
-            (raw,) = replication.read(self.client, key, ("GET", key))
+            raw, *index = replication.read(self.client, key, *commands)
+        for member in index[0] if index else ():
+            self._exist_member(session_id, member.decode() if isinstance(member, bytes) else member)
         return None if raw is None else codec.load_record(Session, raw, key)
+
+    def _exist_member(self, session_id: str, suffix: str) -> None:
+        """Note a member of the session index (``agent:<id>``, ``multi_agent:<id>``); others are ignored."""
+        parsed = parse_suffix(suffix)
+        if parsed is not None and parsed[0] == AGENT:
+            self._exist_agent(session_id, parsed[1])
+        elif parsed is not None and parsed[0] == MULTI_AGENT:
+            self._exist(session_id, self.keys.member(session_id, suffix), self.keys.lock(session_id, suffix))
 
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete every key of the session in one atomic script; no other session is touched."""
@@ -389,8 +407,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             numbers = [int(message_id) for message_id in ids]
         except ValueError as error:
             raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
-        prefix = self.keys.message_prefix(session_id, agent_id)
-        keys = [f"{prefix}{number}" for number in numbers]
+        keys = self.keys.message_keys(session_id, agent_id, numbers)
         with _errors("list messages", ids_key):  # bytes whatever the client decodes: the codec names a bad key
             (values,) = replication.read(self.client, ids_key, ("MGET", *keys), **{NEVER_DECODE: True})
         missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
