@@ -327,8 +327,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     def _append(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]]) -> None:
         """Write messages of one agent atomically; a different message under a used id is refused."""
-        prefix = self.keys.message_prefix(session_id, agent_id)
-        keys = [self.keys.messages(session_id, agent_id), *(f"{prefix}{message_id}" for message_id, _ in batch)]
+        message_keys = self.keys.message_keys(session_id, agent_id, [message_id for message_id, _ in batch])
+        keys = [self.keys.messages(session_id, agent_id), *message_keys]
         pairs = [item for message_id, raw in batch for item in (message_id, raw)]
         with _errors("append message", keys[-1]):
             previous = str(batch[0][0] - 1) if batch[0][0] > 0 else ""  # how the script knows the agent
