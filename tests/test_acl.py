@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The rule docs/production.md gives, word for word (the test below checks the docs still say so).
 COMMANDS = (
     "+get +set +mget +exists +zrange +fcall +function|load +evalsha +script|load +sadd +smembers +zadd +zrem +del"
-    " +pexpire +persist +pttl +type +time +scard +zcard"
+    " +pexpire +persist +pttl +pexpiretime +type +time +multi +exec +scard +zcard"
 )
 CLUSTER_COMMANDS = "+cluster|slots +command"  # what a ValkeyCluster client asks when it connects
 WAIT_COMMANDS = "+wait"  # only with wait_replicas
@@ -46,6 +46,7 @@ def test_rule_allows_every_command_the_managers_scripts_call() -> None:
         scripts.READ_RECORD,
         scripts.WRITE_RECORD,
         scripts.APPEND_MESSAGES,
+        scripts.SETTLE_APPEND,
         scripts.DELETE_SESSION,
         scripts.LOCK,  # the session lock (lock_timeout) needs no command beyond the rule
     )

@@ -182,13 +182,13 @@ def test_restore_reads_n_messages_with_a_constant_number_of_commands(store: Stor
     assert long.calls("mget") == 1
 
 
-def test_each_appended_message_is_one_script_call(store: Store, make_agent) -> None:
+def test_each_appended_message_is_one_transaction(store: Store, make_agent) -> None:
     agent = make_agent(ValkeySessionManager("user-42", store))
     agent("warm up")
 
     counter = count(store, lambda: agent("hello"))  # appends two messages; the agent's state did not change
 
-    assert counter.calls("fcall") == 2
+    assert counter.calls("exec") == 2 and counter.calls("fcall", "evalsha") == 0
     assert counter.calls("mget", "exists", "zrange", "script|load", "function|load") == 0
 
 
@@ -209,12 +209,15 @@ def test_writes_go_on_after_every_node_lost_its_scripts(store: Store, make_agent
     store.script_flush()  # what a failover to a replica, or a restart, does to the script cache
     store.function_flush()  # and, without persistence, to the functions
 
-    agent("after")
+    agent("after")  # plain commands
+    make_agent(ValkeySessionManager("user-42", store), agent_id="joining")("after")  # scripts: record, first message
 
     assert texts(make_agent(ValkeySessionManager("user-42", store)).messages)[2:] == [
         "after",
         "(scripted reply) You said: after",
     ]
+    joined = make_agent(ValkeySessionManager("user-42", store), agent_id="joining")
+    assert texts(joined.messages) == ["after", "(scripted reply) You said: after"]
 
 
 # -- a session's slot migrating (resharding): the scripts declare every key, so the server answers TRYAGAIN

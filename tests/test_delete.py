@@ -59,6 +59,18 @@ def test_an_agent_whose_session_was_deleted_cannot_write_orphan_keys(client: val
     assert client.keys("*") == []
 
 
+def test_an_agent_whose_session_another_process_deleted_takes_back_its_append(
+    client: valkey.Valkey, make_agent
+) -> None:
+    agent = make_agent(ValkeySessionManager(session_id="user-42", client=client))
+    agent("hi")  # its next message is a plain MULTI/EXEC: it writes, then finds the session gone
+    ValkeySessionManager(session_id="user-42", client=client).delete_session("user-42")
+
+    with pytest.raises(SessionException, match="no longer exists"):
+        agent._session_manager.append_message({"role": "user", "content": [{"text": "still there?"}]}, agent)
+    assert client.keys("*") == []
+
+
 def test_delete_session_with_thousands_of_messages_is_complete(client: valkey.Valkey, make_agent) -> None:
     agent = make_agent(ValkeySessionManager(session_id="big", client=client))
     manager = agent._session_manager

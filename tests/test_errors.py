@@ -80,10 +80,27 @@ def test_a_key_of_the_wrong_type_fails_the_write_naming_it_and_changes_nothing(
         if key.endswith(":assistant"):
             agent.state.set("x", 1)
             manager.sync_agent(agent)
+        elif key.endswith(":index"):  # written when an agent joins the session (an append of a known one skips it)
+            make_agent(manager, agent_id="another")
         else:
             manager.append_message({"role": "user", "content": [{"text": "more"}]}, agent)
 
     assert {k: client.dump(k) for k in client.keys("*")} == before
+
+
+def test_an_agent_record_this_library_did_not_write_is_left_as_it_was_by_a_sync(
+    client: valkey.Valkey, make_agent
+) -> None:
+    manager = ValkeySessionManager(session_id="s", client=client)
+    agent = make_agent(manager)
+    agent("hi")
+    client.set("session:s:agent:assistant", "not an agent", keepttl=True)
+    before = (client.get("session:s:agent:assistant"), client.pexpiretime("session:s:agent:assistant"))
+
+    agent.state.set("x", 1)
+    with pytest.raises(SessionException, match="key=<session:s:agent:assistant>.*not a JSON object"):
+        manager.sync_agent(agent)
+    assert (client.get("session:s:agent:assistant"), client.pexpiretime("session:s:agent:assistant")) == before
 
 
 def test_a_multi_agent_value_that_is_not_json_raises_naming_its_key(client: valkey.Valkey) -> None:

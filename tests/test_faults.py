@@ -147,7 +147,7 @@ def run_turn_while_its_append_is_killed(
 ) -> BaseException | None:
     """Run a turn whose first write is held by CLIENT PAUSE, killed in flight, then let the server go on."""
     admin = local.client()
-    client.ping()  # the agent's idle pooled connection now shows cmd=ping, not a past fcall
+    client.ping()  # the agent's idle pooled connection now shows cmd=ping, not a past write
     admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
     outcome: list[BaseException | None] = []
 
@@ -161,7 +161,7 @@ def run_turn_while_its_append_is_killed(
     thread = threading.Thread(target=turn)
     thread.start()
     try:
-        admin.client_kill_filter(_id=in_flight(admin, "fcall", "evalsha")["id"])
+        admin.client_kill_filter(_id=in_flight(admin, "set", "exec", "fcall", "evalsha")["id"])
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
         thread.join(timeout=30)

@@ -83,7 +83,7 @@ def test_wait_adds_one_command_per_write_and_no_round_trip(replicated: Replicate
         agent("hello")  # two messages appended
         round_trips = CountingConnection.round_trips - before
 
-    assert (counter.calls("evalsha", "fcall"), counter.calls("wait")) == (2, 2)
+    assert (counter.calls("exec"), counter.calls("wait")) == (2, 2)
     assert round_trips == 2  # script and WAIT leave in one request: one round trip per message
 
 

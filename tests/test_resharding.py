@@ -339,9 +339,9 @@ def test_a_write_with_wait_replicas_follows_ask_to_the_importing_node_and_waits_
         cluster.close_slot(slot, target)
 
     # ASKING, the write and WAIT in one round trip on the target, so WAIT counts the target's replicas (the
-    # other two ASKINGs go before the two reads of the manager's opening round trip: the session record and
-    # its index, which it reads before it creates the session).
-    assert command_calls(target, "wait", "asking") == (before[0] + 1, before[1] + 3)
+    # other three ASKINGs go before the three reads of the manager's opening round trip about the session's
+    # keys: its record, its index and its deadline, which it reads before it creates the session).
+    assert command_calls(target, "wait", "asking") == (before[0] + 1, before[1] + 4)
     with target.client() as on_target:
         assert on_target.exists("session:{asked}") == 1
 

@@ -17,9 +17,9 @@ def deadlines(client: valkey.Valkey, session: str = "s") -> dict[str, int]:
     return {key: client.pexpiretime(key) for key in keys}
 
 
-def move_deadline(client: valkey.Valkey, seconds_from_now: float, session: str = "s") -> int:
+def move_deadline(client: valkey.Valkey, seconds_from_now: float, session: str = "s", now=time.time) -> int:
     """Put every key of the session on a new common deadline, as if time had passed."""
-    at = int((time.time() + seconds_from_now) * 1000)
+    at = int((now() + seconds_from_now) * 1000)
     for key in deadlines(client, session):
         client.pexpireat(key, at)
     return at
@@ -75,6 +75,32 @@ def test_a_key_written_later_takes_the_sessions_remaining_life(client: valkey.Va
 
     assert set(deadlines(client).values()) == {at}
     assert client.exists("session:s:agent:assistant:message:3")
+
+
+def test_a_write_finds_the_deadline_another_process_moved_and_takes_it(client: valkey.Valkey, make_agent) -> None:
+    agent = make_agent(ValkeySessionManager(session_id="s", client=client, ttl=100))
+    agent("one")
+    at = move_deadline(client, 99.5)  # another process's refresh: later than the one this manager knows
+
+    with CommandCounter(client) as counter:
+        agent("two")
+
+    assert set(deadlines(client).values()) == {at}
+    assert counter.calls("multi") == 2 and counter.calls("fcall") == 1  # the first append settles, once
+
+
+def test_a_due_refresh_is_judged_by_the_servers_clock_not_this_hosts(
+    client: valkey.Valkey, make_agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 60)  # this host's clock a minute behind the server's
+    agent = make_agent(ValkeySessionManager(session_id="s", client=client, ttl=100))
+    agent("one")
+    move_deadline(client, 50, now=real)  # due by the server's clock; 110 s left by this host's
+
+    agent("two")
+
+    assert all(client.pttl(key) >= 90_000 for key in deadlines(client))
 
 
 def test_a_write_slides_every_key_once_the_deadline_is_due(client: valkey.Valkey, make_agent) -> None:

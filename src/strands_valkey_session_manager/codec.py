@@ -80,6 +80,11 @@ def encode(record: Encodable) -> bytes:
     return dumps(to_dict(record))
 
 
+def as_bytes(raw: bytes | str) -> bytes:
+    """Return a stored value as bytes, as this library writes it, whether or not the client decodes replies."""
+    return raw if isinstance(raw, bytes) else raw.encode("utf-8")
+
+
 def split_created_at(data: dict[str, Any]) -> tuple[bytes, bytes]:
     """Split a record into its ``created_at`` (a JSON string) and the rest of its JSON object.
 

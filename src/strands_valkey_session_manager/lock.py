@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from strands.types.exceptions import SessionException
 
-from . import errors
+from . import codec, errors
 from .keys import KeySchema
 from .options import MAX_TTL, number
 
@@ -101,7 +101,7 @@ def sha1(raw: bytes | str | None) -> str:
     """Return what a Lua script's ``redis.sha1hex`` gives for a stored value ('' for none)."""
     if raw is None:
         return ""
-    return hashlib.sha1(raw.encode("utf-8") if isinstance(raw, str) else raw).hexdigest()
+    return hashlib.sha1(codec.as_bytes(raw)).hexdigest()
 
 
 def no_messages() -> str:

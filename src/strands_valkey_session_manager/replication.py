@@ -7,6 +7,9 @@ manager sends is followed, on the same connection and in the same pipeline (not 
 cluster both go to the primary that owns the session's slot: ``WAIT`` only counts the writes sent on
 its own connection.
 
+A :class:`Transaction` is sent as one ``MULTI``/``EXEC`` block (all its commands run, or none does), and is
+one command for everything below: its redirections, its ``WAIT``.
+
 On a cluster every write (with or without ``WAIT``) and every read of a restore (:func:`read`) is sent
 here, to the node that serves the session's slot, and follows the slot when it moves (resharding,
 scaling out, failover):
@@ -61,6 +64,22 @@ CLUSTER_DOWN_PAUSE = 0.25
 _LOADS = ("SCRIPT LOAD", "FUNCTION LOAD")
 
 
+@dataclass(frozen=True)
+class Transaction:
+    """Commands about one slot run as one ``MULTI``/``EXEC`` block: :func:`execute` returns ``EXEC``'s replies.
+
+    Their replies come as the server sends them (no client-side parsing): an error one of them met when it
+    ran (``WRONGTYPE``) is a value in the list, as ``EXEC`` reports it, and the others ran. A command refused
+    before it was queued (a redirection, an unknown command) makes ``EXEC`` run none: that refusal is raised.
+    """
+
+    commands: tuple[tuple[Any, ...], ...]
+
+
+#: What one call sends: a command, or a transaction of them.
+Command = tuple[Any, ...] | Transaction
+
+
 class ReplicasNotAcknowledged(ValkeyTimeoutError):
     """Fewer replicas than asked acknowledged a write in time; it is on the primary, maybe not on a replica.
 
@@ -89,8 +108,8 @@ class WaitForReplicas:
         number("wait_timeout_ms", self.timeout_ms, least=1, integer=True)
 
 
-def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForReplicas | None) -> Any:
-    """Run ``command`` (about ``key``); with ``wait``, pipeline ``WAIT`` after it on the same connection.
+def execute(client: Client, key: str, command: Command, wait: WaitForReplicas | None, **options: Any) -> Any:
+    """Run ``command`` (about ``key``, with ``options``); with ``wait``, pipeline ``WAIT`` after it, same connection.
 
     Raises:
         ReplicasNotAcknowledged: If fewer than ``wait.replicas`` replicas acknowledged in ``wait.timeout_ms``.
@@ -99,13 +118,13 @@ def execute(client: Client, key: str, command: tuple[Any, ...], wait: WaitForRep
     """
     untyped: Any = client  # valkey-py's clients are untyped
     if isinstance(client, ValkeyCluster):
-        if " ".join(str(word) for word in command[:2]).upper().startswith(_LOADS):
+        if not isinstance(command, Transaction) and " ".join(map(str, command[:2])).upper().startswith(_LOADS):
             return untyped.execute_command(*command)
-        (reply,), acknowledged = _on_cluster(untyped, key, [command], wait, {})
-    elif wait is None:
-        return untyped.execute_command(*command)
+        (reply,), acknowledged = _on_cluster(untyped, key, [command], wait, options)
+    elif wait is None and not isinstance(command, Transaction):
+        return untyped.execute_command(*command, **options)
     else:
-        (reply,), acknowledged = _send(untyped, [command], wait, False, {})
+        (reply,), acknowledged = _send(untyped, [command], wait, False, options)
     return _checked([reply], acknowledged, wait)[0]
 
 
@@ -127,22 +146,35 @@ def read(client: Client, key: str, *commands: tuple[Any, ...], **options: Any) -
 
 
 def _send(
-    node: Any, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, asking: bool, options: dict[str, Any]
+    node: Any, commands: list[Command], wait: WaitForReplicas | None, asking: bool, options: dict[str, Any]
 ) -> tuple[list[Any], Any]:
     """Send the commands (each after ``ASKING``, if ``asking``; with ``options``) [, WAIT] to one node, one round trip.
 
     Returns their replies and WAIT's (``None`` without ``wait``), errors as values.
     """
     pipe = node.pipeline(transaction=False)
+    sizes = []  # how many replies each command has: ASKING's, then its own (MULTI's, each QUEUED, EXEC's)
     for command in commands:
         if asking:
-            pipe.execute_command("ASKING")  # it lets the next command only into an importing slot
-        pipe.execute_command(*command, **options)
+            pipe.execute_command("ASKING")  # it lets the next command (a MULTI: the block) into an importing slot
+        if isinstance(command, Transaction):
+            pipe.response_callbacks = {}  # the server's replies as they are: QUEUED is no command's reply
+            for part in (("MULTI",), *command.commands, ("EXEC",)):
+                pipe.execute_command(*part)
+        else:
+            pipe.execute_command(*command, **options)
+        sizes.append(asking + (len(command.commands) + 2 if isinstance(command, Transaction) else 1))
     if wait is not None:
         pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
     replies = pipe.execute(raise_on_error=False)
     acknowledged = replies.pop() if wait is not None else None
-    return replies[1::2] if asking else replies, acknowledged
+    answers, first = [], 0
+    for size in sizes:
+        own = replies[first + asking : first + size]  # without ASKING's OK
+        # A transaction's reply is EXEC's, unless a command was refused before it ran (EXEC then ran none).
+        answers.append(next((reply for reply in own[1:-1] if isinstance(reply, Exception)), own[-1]))
+        first += size
+    return answers, acknowledged
 
 
 def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None) -> list[Any]:
@@ -163,7 +195,7 @@ def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None
 
 
 def _on_cluster(
-    cluster: Any, key: str, commands: list[tuple[Any, ...]], wait: WaitForReplicas | None, options: dict[str, Any]
+    cluster: Any, key: str, commands: list[Command], wait: WaitForReplicas | None, options: dict[str, Any]
 ) -> tuple[list[Any], Any]:
     """Send the commands to the node serving ``key``'s slot, following the slot while it moves (module docstring).
 

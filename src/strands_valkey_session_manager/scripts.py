@@ -225,6 +225,7 @@ ALL: list[Script] = []
 READ_RECORD = Script("read_record")
 WRITE_RECORD = Script("write_record")
 APPEND_MESSAGES = Script("append_messages")
+SETTLE_APPEND = Script("settle_append")
 DELETE_SESSION = Script("delete_session")
 LOCK = Script("lock")
 KEEP_ALIVE = Script("keep_alive")
@@ -236,7 +237,17 @@ EXPIRE_SESSION = Script("expire_session")
 
 #: The session scripts, as FUNCTIONs (called by FCALL unless refused on that client, see ``Script._run``).
 SESSION_LIBRARY = Library(
-    [READ_RECORD, WRITE_RECORD, APPEND_MESSAGES, DELETE_SESSION, LOCK, KEEP_ALIVE, SESSION_KEYS, DUMP_SESSION]
+    [
+        READ_RECORD,
+        WRITE_RECORD,
+        APPEND_MESSAGES,
+        SETTLE_APPEND,
+        DELETE_SESSION,
+        LOCK,
+        KEEP_ALIVE,
+        SESSION_KEYS,
+        DUMP_SESSION,
+    ]
     + [IMPORT_SESSION, EXPIRE_SESSION]
 )
 

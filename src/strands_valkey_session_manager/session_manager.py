@@ -52,7 +52,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     Every write is one round trip and atomic: a Lua script (lua/), or for ``create_session`` one
     ``SET ... NX``. All keys of a session share one deadline, pushed out to now + ttl whenever a write or
-    a restore finds it below 90% of ttl.
+    a restore finds it below 90% of ttl. The commonest writes, an agent's next message and its state,
+    are plain commands while that deadline is known and not due (``_append_plain``, ``_update_plain``).
     With ``lock_timeout`` set, invocations of one agent (or Swarm/Graph) run one at a time (lock.py).
     """
 
@@ -117,6 +118,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         # Keys of this manager's session it knows exist (records, message-id ZSETs, messages it wrote or read,
         # and those a walk asked for): declared up front when a script must reach every key (scripts.run).
         self._known: dict[str, None] = {}
+        # The session's deadline (ms on the server's clock, -1: none) as last seen, and the server's clock minus
+        # this host's (ms, plus the error of that estimate): the plain-command writes need both (_fresh_deadline).
+        self._deadline: int | None = None
+        self._clock_ms: float | None = None
         self._opening = True
         self._joined_existing = False
         super().__init__(session_id=session_id, session_repository=self, **kwargs)
@@ -210,6 +215,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         with _errors("keep the session alive", keys[0]):
             args = [due_ms, extend_ms]
             known, walk = self._known, list(self._known)  # list(): one step, while the agent's thread adds keys
+            self._deadline = None  # it may move: the next append is a script, which says where to
             scripts.run(scripts.KEEP_ALIVE, self.client, keys, args, ttl_ms=self.ttl_ms, walk=walk, known=known)
 
     # -- sessions ---------------------------------------------------------------------------
@@ -233,16 +239,24 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
         Opening the manager's own session also reads its index in the same round trip, so that a walk of the
         whole session (a due TTL refresh, a delete on logout) declares its members at once and has only
-        their messages left to learn.
+        their messages left to learn; and its deadline and the server's clock, for the plain-command writes.
         """
         key = self.keys.session(session_id)
-        commands: list[tuple[str, str]] = [("GET", key)]
-        if self._opening and session_id == self.session_id:
-            commands.append(("SMEMBERS", self.keys.index(session_id)))
+        opening = self._opening and session_id == self.session_id
+        commands: list[tuple[str, ...]] = [("GET", key)]
+        if opening:
+            commands += [("SMEMBERS", self.keys.index(session_id)), ("PEXPIRETIME", key), ("TIME",)]
         with _errors("read session", key):
-            raw, *index = replication.read(self.client, key, *commands)
-        for member in index[0] if index else ():
-            self._exist_member(session_id, member.decode() if isinstance(member, bytes) else member)
+            sent = time.time()
+            raw, *opened = replication.read(self.client, key, *commands)
+        if opened:
+            index, deadline, (seconds, micros) = opened
+            for member in index:
+                self._exist_member(session_id, member.decode() if isinstance(member, bytes) else member)
+            self._deadline = deadline if deadline != -2 else None
+            # The server read its clock after `sent`: taken as read at `sent`, the estimate of its clock is never
+            # behind it (a refresh is judged due a round trip early at most, never late).
+            self._clock_ms = seconds * 1000 + micros / 1000 - sent * 1000
         return None if raw is None else codec.load_record(Session, raw, key)
 
     def _exist_member(self, session_id: str, suffix: str) -> None:
@@ -350,7 +364,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         mode, suffix = how.get("mode", "create"), how.get("suffix", "")
         with _errors(operation, key, how.get("not_found", "")):
             args = [mode, suffix, created_at, body]
-            stored = self._script(scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
+            stored, deadline = self._script(scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
+        if session_id == self.session_id:
+            self._deadline = deadline
         logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
         return str(json.loads(stored)) if stored else ""
 
@@ -391,9 +407,41 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
         ids = [self.keys.messages(session_id, agent_id)]
         session_agent.created_at = self._created_at.get(key, session_agent.created_at)  # the SDK stamps now
-        session_agent.created_at = self._created_at[key] = self._write_record(
-            "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
-        )
+        if not self._update_plain(session_id, key, session_agent):
+            session_agent.created_at = self._created_at[key] = self._write_record(
+                "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
+            )
+
+    def _update_plain(self, session_id: str, key: str, session_agent: SessionAgent) -> bool:
+        """Update a known agent of this session with one ``SET ... XX GET KEEPTTL``, if no refresh is due.
+
+        ``XX``: only a record that exists, so only in a session that exists (its keys share one deadline, and a
+        delete takes them all at once); ``KEEPTTL``: the record keeps that deadline. ``GET`` shows what it
+        replaced: this library's record with the same ``created_at``, as a rule. Anything else (no record, a
+        record created again since, a value this library did not write) is put back as it was, and the write
+        goes through the script, which says what is wrong or keeps the stored ``created_at``. Returns False
+        when the script must write (nothing was changed).
+        """
+        if session_id != self.session_id or key not in self._created_at or self._fresh_deadline() is None:
+            return False
+        created_at, body = codec.split_created_at(codec.to_dict(session_agent))
+        value = b'{"created_at":' + created_at + body
+        sent = time.monotonic()
+        with _errors("update agent", key):
+            try:
+                command = ("SET", key, value, "XX", "GET", "KEEPTTL")
+                previous = replication.execute(self.client, key, command, self.replica_wait, get=True)
+            except ResponseError as error:
+                if not str(error).startswith("WRONGTYPE"):
+                    raise
+                return False  # nothing written: the script names the key and what it holds
+            if previous is None:
+                return False
+            if not codec.as_bytes(previous).startswith(value[: 14 + len(created_at)]):
+                replication.execute(self.client, key, ("SET", key, previous, "XX", "KEEPTTL"), None)
+                return False
+        self._heartbeat.refreshed = sent  # the session had over 0.9 ttl left, as after a script
+        return True
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -403,11 +451,72 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         keys = [self.keys.messages(session_id, agent_id), *message_keys]
         pairs = [item for message_id, raw in batch for item in (message_id, raw)]
         with _errors("append message", keys[-1]):
-            previous = str(batch[0][0] - 1) if batch[0][0] > 0 else ""  # how the script knows the agent
-            args = [self.keys.agent_suffix(agent_id), previous, *pairs]
-            self._script(scripts.APPEND_MESSAGES, session_id, keys, args)
+            if not self._append_plain(session_id, agent_id, batch, keys):
+                previous = str(batch[0][0] - 1) if batch[0][0] > 0 else ""  # how the script knows the agent
+                args = [self.keys.agent_suffix(agent_id), previous, *pairs]
+                deadline = self._script(scripts.APPEND_MESSAGES, session_id, keys, args)
+                if session_id == self.session_id:
+                    self._deadline = deadline
         self._exist(session_id, *keys)
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
+
+    def _append_plain(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]], keys: list[str]) -> bool:
+        """Append an agent's next message with plain commands in one ``MULTI``/``EXEC``, if no refresh is due.
+
+        For one message of an agent of this session whose previous message this manager wrote or read (so the
+        agent is in the index and its id ZSET exists): ``SET NX GET`` with the session's deadline, ``ZADD`` of
+        its id and ``PEXPIRETIME`` of the session, all or nothing. The block checks nothing before it writes, so
+        what the script would have refused is found in the replies and undone: a different message under
+        that id (``SET NX`` wrote nothing: CONFLICT), a key of another type (BADVALUE: what did run is taken
+        back). A deadline other than the one written (another process moved it, or the session is gone) is
+        settled by lua/settle_append.lua: the keys get the session's deadline, or the append is taken back
+        (NOSESSION). Returns False when the script must write (nothing was sent).
+        """
+        deadline = self._fresh_deadline()
+        if session_id != self.session_id or len(batch) != 1 or deadline is None:
+            return False
+        ((message_id, raw),) = batch
+        if self.keys.message(session_id, agent_id, message_id - 1) not in self._known:
+            return False
+        ids_key, key = keys
+        session_key = self.keys.session(session_id)
+        expiry = ("PXAT", deadline) if deadline != -1 else ()
+        block = replication.Transaction(
+            (
+                ("SET", key, raw, "NX", "GET", *expiry),
+                ("ZADD", ids_key, message_id, message_id),
+                ("PEXPIRETIME", session_key),
+            )
+        )
+        sent = time.monotonic()
+        stored, added, found = replication.execute(self.client, session_key, block, self.replica_wait)
+        if isinstance(stored, ResponseError) or isinstance(added, ResponseError):
+            bad_key, error = (key, stored) if isinstance(stored, ResponseError) else (ids_key, added)
+            undo = ("ZREM", ids_key, message_id) if added == 1 else ("DEL", key) if stored is None else None
+            if undo:
+                replication.execute(self.client, session_key, undo, None)
+            raise ResponseError(f"{errors.BADVALUE} {bad_key} {error}")
+        if stored is not None and codec.as_bytes(stored) != raw:
+            raise ResponseError(f"{errors.CONFLICT} {key}")  # SET NX wrote nothing
+        if found != deadline:
+            found = self._script(scripts.SETTLE_APPEND, session_id, keys, [message_id, raw])
+        self._deadline = found
+        self._heartbeat.refreshed = sent  # the session had over 0.9 ttl left, as after a script
+        return True
+
+    def _fresh_deadline(self) -> int | None:
+        """Return the session's deadline if writes may go as plain commands: known, not fenced, no refresh due.
+
+        Due as the scripts judge it (lua/session.lua's life(): under 0.9 ttl left), by this host's clock set to
+        the server's as read when the manager opened (read_session). Never due without a ttl, or in a session
+        without a deadline.
+        """
+        deadline, clock = self._deadline, self._clock_ms
+        if deadline is None or clock is None or self._lock is not None:
+            return None
+        if deadline == -1 or not self.ttl_ms or deadline - (time.time() * 1000 + clock) >= 0.9 * self.ttl_ms:
+            return deadline
+        return None
 
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Create a message in one round trip; identical content under its id is a retry and succeeds.

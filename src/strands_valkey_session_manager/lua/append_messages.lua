@@ -8,7 +8,9 @@
 --   ARGV[6], ARGV[7], ...  pairs of message id and message JSON, in the order of the message keys
 -- A message id that already holds different content is a CONFLICT: a second writer is using the
 -- same agent id. Identical content is a retry of a write that did land, and is accepted as done.
--- One message costs PTTL, SADD, ZADD and SET NX GET; the agent's first also two PEXPIREs.
+-- One message costs PTTL, SADD, ZADD, SET NX GET and PEXPIRETIME; the agent's first also two PEXPIREs.
+-- Returns the session's deadline (PEXPIRETIME: ms on the server's clock, -1 = none): while it is not due for a
+-- refresh, the manager appends with plain commands (session_manager._append_plain) and gives it to new keys.
 
 open(KEYS, ARGV)
 local ids_key, suffix, previous = KEYS[3], ARGV[4], ARGV[5]
@@ -48,6 +50,8 @@ for i = 1, count do
   local existing = set_for(key, value, left, 'NX', 'GET')  -- writes only a key that does not exist yet
   if existing and existing ~= value then
     fail('CONFLICT', key)                       -- checked above for a batch; for one message nothing changed
+  elseif existing then
+    expire_in(key, left)                        -- a write that landed unconfirmed: the session's deadline now
   end
 end
-return count
+return redis.call('PEXPIRETIME', session_key)

@@ -7,7 +7,8 @@
 --   ARGV[7]  the rest of the JSON object: ',"field":...}' after created_at, or the whole object
 -- An update keeps the stored created_at, as FileSessionManager does, and replaces only a JSON object
 -- (with a created_at, if the record has one); a create replaces only a string. Anything else is
--- BADVALUE, and leaves the store as it was. Returns the created_at used.
+-- BADVALUE, and leaves the store as it was. Returns the created_at used and the session's deadline
+-- (PEXPIRETIME), for the manager's plain-command writes (session_manager._fresh_deadline).
 -- An update costs PTTL and SET XX GET (and a second SET when the stored created_at differs from the caller's).
 
 open(KEYS, ARGV)
@@ -53,7 +54,7 @@ if mode == 'update' then
     created_at = stored
     set_for(record_key, '{"created_at":' .. stored .. body, left)
   end
-  return created_at
+  return { created_at, redis.call('PEXPIRETIME', session_key) }
 end
 -- A create (once per agent) checks before it writes: it replaces a string only, never another type.
 call_on(record_key, 'GET', record_key)          -- BADVALUE <key> for a value of another type
@@ -61,4 +62,4 @@ if suffix ~= '' and call_on(index_key, 'SADD', index_key, suffix) == 1 then
   expire_in(index_key, left)
 end
 set_for(record_key, value, left)
-return created_at
+return { created_at, redis.call('PEXPIRETIME', session_key) }
