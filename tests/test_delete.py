@@ -6,7 +6,7 @@ import pytest
 import valkey
 from strands.types.exceptions import SessionException
 
-from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager import ValkeySessionManager, session_manager
 
 NEIGHBOURS = ["user-4", "user-420", "user-42x", "xuser-42"]
 
@@ -81,3 +81,30 @@ def test_delete_session_with_thousands_of_messages_is_complete(client: valkey.Va
     manager.delete_session("big")
 
     assert client.dbsize() == 0
+
+
+@pytest.mark.parametrize("write", ["a message", "an agent", "the session anew"])
+def test_keys_written_while_a_delete_reads_the_session_are_deleted_too(
+    client: valkey.Valkey, make_agent, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    writer = make_agent(ValkeySessionManager(session_id="s", client=client))
+    writer("hello")
+    deleting = ValkeySessionManager(session_id="s", client=client)
+    read = session_manager.replication.read
+
+    def read_then_write(*args, **kwargs):  # another process writes between the delete's read and its script
+        replies = read(*args, **kwargs)
+        monkeypatch.setattr(session_manager.replication, "read", read)
+        if write == "a message":
+            writer._session_manager.append_message({"role": "user", "content": [{"text": "late"}]}, writer)
+        elif write == "an agent":
+            make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="late")("hi")
+        else:  # deleted and created again: other members, other ids, another record
+            ValkeySessionManager(session_id="s", client=client).delete_session("s")
+            make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="late")("hi")
+        return replies
+
+    monkeypatch.setattr(session_manager.replication, "read", read_then_write)
+    deleting.delete_session("s")
+
+    assert client.keys("*") == []

@@ -415,6 +415,48 @@ def test_an_agent_opened_while_its_slot_moves_restores_its_whole_conversation(
     assert len(first.messages) == 8
 
 
+@pytest.mark.parametrize("step", ["split", "moved"])
+def test_a_session_deleted_while_its_slot_moves_leaves_no_key_on_either_node(
+    cluster: LocalCluster, cluster_client: ValkeyCluster, step: str
+) -> None:
+    agent = Agent(
+        agent_id="assistant",
+        model=ScriptedModel(),
+        session_manager=ValkeySessionManager("deleted", cluster_client),
+        callback_handler=None,
+    )
+    for n in range(4):
+        agent(f"turn {n}")
+    logout = ValkeySessionManager("deleted", cluster_client)  # opened before: it knows the members
+    slot = LocalCluster.session_slot("deleted")
+    source = cluster.serving(slot)
+    target = next(node for node in cluster.primaries() if node is not source)
+    outcome: list[Any] = []  # None once deleted, or what deleting raised
+
+    def delete() -> None:
+        try:
+            outcome.append(logout.delete_session("deleted"))
+        except Exception as error:
+            outcome.append(error)
+
+    deleting = threading.Thread(target=delete)
+
+    def between(at: str) -> None:
+        """At ``step``, delete while the slot is held: until done, or turned away 20 times (ASK, TRYAGAIN)."""
+        if at == step:
+            before = redirections([source, target])
+            deleting.start()
+            wait_until(lambda: redirections([source, target]) >= before + 20 or not deleting.is_alive(), timeout=HOLD)
+
+    cluster.migrate_slot(slot, target, between=between)
+    deleting.join(timeout=30)
+
+    assert outcome == [None]
+    for node in (source, target):
+        with node.client() as c:
+            assert c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+
+
 def command_calls(node: LocalValkey, *names: str) -> tuple[int, ...]:
     """How many times ``node`` ran each command (INFO commandstats)."""
     with node.client() as c:

@@ -21,7 +21,7 @@ from valkey.exceptions import ResponseError
 from . import codec, connection, errors, replication, scripts, sdk
 from .held_records import HeldRecords
 from .invocation import Heartbeat
-from .keys import AGENT, MULTI_AGENT, KeySchema, parse_suffix, validate_id, validate_message_id
+from .keys import AGENT, MESSAGE, MESSAGES, MULTI_AGENT, KeySchema, parse_suffix, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
 
@@ -268,16 +268,87 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             self._exist(session_id, self.keys.member(session_id, suffix), self.keys.lock(session_id, suffix))
 
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
-        """Delete every key of the session in one atomic script; no other session is touched."""
+        """Delete every key of the session in one atomic script; no other session is touched.
+
+        The manager that wrote (or restored) the conversation knows its keys: it declares them, and the
+        script checks them by walking the session (one round trip). Any other manager reads the session
+        first with plain reads (:meth:`_read_to_delete`), so that the script is called once with every key
+        declared and only checks that the session is still as read (lua/delete_session.lua): that costs the
+        server little more than a bare ``DEL`` of the keys, where a walk costs it a string per key.
+        """
         key = self.keys.session(session_id)
         known = list(self._known) if session_id == self.session_id else []
         with _errors("delete session", key):
-            deleted = self._script(scripts.DELETE_SESSION, session_id, [], [], walk=known)
+            walk, args = (known, []) if self._knows_messages(known) else self._read_to_delete(session_id, known)
+            deleted = self._script(scripts.DELETE_SESSION, session_id, [], args, walk=walk)
         if session_id == self.session_id:
             self._known.clear()
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
+
+    def _knows_messages(self, known: list[str]) -> bool:
+        """Whether the ``known`` keys of a session include a message: this manager wrote or restored some."""
+        return any((parsed := self.keys.parse(key)) is not None and parsed.kind == MESSAGE for key in known)
+
+    def _read_to_delete(self, session_id: str, known: list[str]) -> tuple[list[str], list[Any]]:
+        """Read the session for ``delete_session``: returns the keys to declare and the script's own arguments.
+
+        One round trip reads the session record, its index and the message ids of the agents ``known`` names
+        (a new manager read the index as it opened); members it did not know take one more, for their ids.
+        The record is read first: if the script finds that same record, everything read after it is of the
+        same session, whose members and ids were then only added to (lua/delete_session.lua). When the
+        record is absent or not this library's, or a value has another type, the script is given ``known``
+        and walks the session itself, and says what is wrong.
+        """
+        key = self.keys.session(session_id)
+        agents = [parsed.member_id for parsed in map(self.keys.parse, known) if parsed and parsed.kind == MESSAGES]
+        try:
+            reads = [("GET", key), ("SMEMBERS", self.keys.index(session_id))]
+            raw, members, *ids = self._read_raw(key, *reads, *self._zranges(session_id, agents))
+            suffixes = [parse_suffix(member.decode()) for member in members]
+            # (kind, id) of each member; another suffix is none this library writes: the script's walk handles it
+            parsed = [(found[0], found[1]) for found in suffixes if found and found[0] in (AGENT, MULTI_AGENT)]
+            if raw is None or len(parsed) < len(suffixes) or not self._is_session_record(raw, session_id):
+                return known, []
+            stored = dict(zip(agents, ids, strict=True))
+            new = [member_id for kind, member_id in parsed if kind == AGENT and member_id not in stored]
+            if new:  # a member added since this manager opened, or another manager's session
+                stored.update(zip(new, self._read_raw(key, *self._zranges(session_id, new)), strict=True))
+            keys: list[str] = []
+            zsets: list[str] = []
+            counts: list[int] = []
+            for kind, member_id in parsed:
+                suffix = f"{kind}:{member_id}"
+                keys += (self.keys.member(session_id, suffix), self.keys.lock(session_id, suffix))
+                if kind == AGENT:
+                    message_ids = [int(message_id) for message_id in stored[member_id]]
+                    keys += self.keys.message_keys(session_id, member_id, message_ids)
+                    zsets.append(self.keys.messages(session_id, member_id))
+                    counts.append(len(message_ids))
+        except (ResponseError, ValueError):  # a value of another type, bytes that are no id: the walk says
+            return known, []
+        return [*zsets, *keys], [raw, len(parsed), *counts]
+
+    @staticmethod
+    def _is_session_record(raw: bytes, session_id: str) -> bool:
+        """Whether ``raw`` is a session record of this library: a JSON object naming the session.
+
+        lua/session.lua's ``foreign`` makes the same check in a script.
+        """
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and record.get("session_id") == session_id
+
+    def _zranges(self, session_id: str, agent_ids: list[str]) -> list[tuple[Any, ...]]:
+        """Return the reads of the message ids of agents of a session."""
+        return [("ZRANGE", self.keys.messages(session_id, agent_id), 0, -1) for agent_id in agent_ids]
+
+    def _read_raw(self, key: str, *commands: tuple[Any, ...]) -> list[Any]:
+        """Run read-only ``commands`` about the session of ``key`` in one round trip; replies as bytes."""
+        return replication.read(self.client, key, *commands, **{NEVER_DECODE: True})
 
     # -- agents -----------------------------------------------------------------------------
 
