@@ -17,7 +17,9 @@ open(KEYS, ARGV)
 -- need not be rebuilt from the index (walk) to be checked, which costs a string per key in Lua.
 -- Counts suffice because, for as long as one session lives, the members of its index and the ids of its
 -- ZSETs are only ever added: no script removes one (append_messages.lua's ZREM takes out only the id it
--- has just added itself, in the same call), only a delete does, of the whole session. A set that had n
+-- has just added itself, in the same call; settle_append.lua's, and the manager's undo of a plain append
+-- that met a key of another type, take out the id that append added a moment before, so a count read in
+-- between is one too many, never the same with other ids), only a delete does, of the whole session. A set that had n
 -- members and has n again has the same ones. "The same session" is what the record says: a session
 -- deleted (or expired) and created again between the caller's read and this call has a new record (its
 -- created_at), so a different one means walk. The one way counts could match with other members is a key
