@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import valkey
 from strands.types.exceptions import SessionException
@@ -90,21 +92,29 @@ def test_keys_written_while_a_delete_reads_the_session_are_deleted_too(
     writer = make_agent(ValkeySessionManager(session_id="s", client=client))
     writer("hello")
     deleting = ValkeySessionManager(session_id="s", client=client)
-    read = session_manager.replication.read
+    pinned = session_manager.replication.pinned
+    written: list[str] = []
 
-    def read_then_write(*args, **kwargs):  # another process writes between the delete's read and its script
-        replies = read(*args, **kwargs)
-        monkeypatch.setattr(session_manager.replication, "read", read)
-        if write == "a message":
-            writer._session_manager.append_message({"role": "user", "content": [{"text": "late"}]}, writer)
-        elif write == "an agent":
-            make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="late")("hi")
-        else:  # deleted and created again: other members, other ids, another record
-            ValkeySessionManager(session_id="s", client=client).delete_session("s")
-            make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="late")("hi")
-        return replies
+    @contextmanager
+    def read_then_write(*args):  # another process writes between the delete's read and its MULTI/EXEC
+        with pinned(*args) as send:
 
-    monkeypatch.setattr(session_manager.replication, "read", read_then_write)
+            def send_then_write(commands):
+                replies = send(commands)
+                if not written:
+                    written.append(write)
+                    if write == "a message":
+                        writer._session_manager.append_message({"role": "user", "content": [{"text": "late"}]}, writer)
+                    elif write == "an agent":
+                        make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="late")("hi")
+                    else:  # deleted and created again: other members, other ids, another record
+                        ValkeySessionManager(session_id="s", client=client).delete_session("s")
+                        make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="late")("hi")
+                return replies
+
+            yield send_then_write
+
+    monkeypatch.setattr(session_manager.replication, "pinned", read_then_write)
     deleting.delete_session("s")
 
     assert client.keys("*") == []

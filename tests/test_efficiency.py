@@ -87,7 +87,7 @@ def test_an_append_costs_the_same_commands_at_10_and_at_200_messages(client: val
     assert costs[200] == {"multi": 1, "set": 1, "zadd": 1, "pexpiretime": 1, "exec": 1}  # the README's table
 
 
-def test_delete_session_is_one_script_call_whose_cost_ignores_other_keys(
+def test_delete_session_on_logout_is_one_transaction_whose_cost_ignores_other_keys(
     server: LocalValkey, client: valkey.Valkey, make_agent
 ) -> None:
     def delete_counts() -> dict[str, int]:
@@ -101,11 +101,11 @@ def test_delete_session_is_one_script_call_whose_cost_ignores_other_keys(
     populate(client, 100_000)
     assert delete_counts() == quiet
     # Opening reads the record, the members, the deadline and the clock (GET, SMEMBERS, PEXPIRETIME, TIME); the
-    # delete reads the first two again with the message ids (GET, SMEMBERS, ZRANGE), then one script checks that
-    # the session is still as read (GET, SCARD, ZCARD) and deletes its 205 keys in one DEL: no command per
-    # message, no walk of the session in the script.
+    # delete watches and reads the first two again with the message ids (WATCH, GET, SMEMBERS, ZRANGE), then
+    # deletes its 205 keys in one DEL in MULTI/EXEC: no command per message, no script.
     opening = {"pexpiretime": 1, "time": 1}
-    assert quiet == {**opening, "get": 3, "smembers": 2, "zrange": 1, "fcall": 1, "scard": 1, "zcard": 1, "del": 1}
+    delete = {"watch": 1, "zrange": 1, "multi": 1, "del": 1, "exec": 1}
+    assert quiet == {**opening, **delete, "get": 2, "smembers": 2}
 
 
 def test_delete_session_takes_a_constant_number_of_round_trips(
@@ -125,7 +125,8 @@ def test_delete_session_takes_a_constant_number_of_round_trips(
         agent._session_manager.delete_session(f"h{n}")
         holding.append(CountingConnection.round_trips)
     # A new manager's construction (1 round trip) reads the session's members with its record; the delete
-    # then reads their message ids, then deletes; the manager that wrote the conversation knows every key.
+    # then watches and reads their message ids, then deletes; the manager that wrote the conversation knows
+    # every key, and its script checks them by walking the session.
     assert fresh == [3, 3] and holding == [1, 1], (fresh, holding)
 
 

@@ -8,7 +8,9 @@ cluster both go to the primary that owns the session's slot: ``WAIT`` only count
 its own connection.
 
 A :class:`Transaction` is sent as one ``MULTI``/``EXEC`` block (all its commands run, or none does), and is
-one command for everything below: its redirections, its ``WAIT``.
+one command for everything below: its redirections, its ``WAIT``. :func:`pinned` holds one connection to
+the slot's node for an optimistic transaction (``WATCH``, reads, then ``MULTI``/``EXEC``); it does not follow
+a moving slot: a redirection comes back as a reply, and the caller takes another way.
 
 On a cluster every write (with or without ``WAIT``) and every read of a restore (:func:`read`) is sent
 here, to the node that serves the session's slot, and follows the slot when it moves (resharding,
@@ -36,11 +38,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from valkey.cluster import PRIMARY, ClusterNode, ValkeyCluster
-from valkey.exceptions import AskError, ClusterDownError, MovedError, TryAgainError, ValkeyError
+from valkey.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError, ValkeyError
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
@@ -175,6 +179,46 @@ def _send(
         answers.append(next((reply for reply in own[1:-1] if isinstance(reply, Exception)), own[-1]))
         first += size
     return answers, acknowledged
+
+
+@contextmanager
+def pinned(client: Client, key: str) -> Iterator[Callable[[list[tuple[Any, ...]]], list[Any]]]:
+    """Hold one connection to the node serving ``key`` (its slot's primary) for several round trips.
+
+    Yields ``send(commands)``: one round trip on that connection, the replies as bytes, errors as values (a
+    redirection too: nothing here follows a moving slot). A connection left watching keys (a ``WATCH`` not
+    ended by ``EXEC``, ``DISCARD`` or ``UNWATCH``), or that failed, is closed rather than pooled: the next
+    caller's transaction must not inherit its watches.
+    """
+    untyped: Any = client
+    if isinstance(client, ValkeyCluster):
+        untyped = untyped.get_valkey_connection(untyped.nodes_manager.get_node_from_slot(untyped.keyslot(key)))
+    pool = untyped.connection_pool
+    connection = pool.get_connection("WATCH")
+    watching = False
+
+    def send(commands: list[tuple[Any, ...]]) -> list[Any]:
+        nonlocal watching
+        connection.send_packed_command(connection.pack_commands(commands))
+        replies = []
+        for command in commands:
+            try:
+                replies.append(connection.read_response(disable_decoding=True))
+            except ResponseError as error:
+                replies.append(error)
+            name = str(command[0]).upper()
+            watching = name == "WATCH" or (watching and name not in ("EXEC", "DISCARD", "UNWATCH"))
+        return replies
+
+    try:
+        yield send
+    except BaseException:
+        watching = True
+        raise
+    finally:
+        if watching:
+            connection.disconnect()
+        pool.release(connection)
 
 
 def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None) -> list[Any]:

@@ -268,19 +268,19 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             self._exist(session_id, self.keys.member(session_id, suffix), self.keys.lock(session_id, suffix))
 
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
-        """Delete every key of the session in one atomic script; no other session is touched.
+        """Delete every key of the session in one atomic step; no other session is touched.
 
-        The manager that wrote (or restored) the conversation knows its keys: it declares them, and the
-        script checks them by walking the session (one round trip). Any other manager reads the session
-        first with plain reads (:meth:`_read_to_delete`), so that the script is called once with every key
-        declared and only checks that the session is still as read (lua/delete_session.lua): that costs the
-        server little more than a bare ``DEL`` of the keys, where a walk costs it a string per key.
+        A manager that wrote (or restored) messages of the session knows its keys: it declares them, and
+        lua/delete_session.lua checks them by walking the session, in one round trip. Any other (a new one, on
+        logout) deletes with plain commands (:meth:`_delete_watched`), in two, which costs the server less
+        than the walk; when the session is not as a plain delete expects, by the script, which says why.
         """
         key = self.keys.session(session_id)
         known = list(self._known) if session_id == self.session_id else []
         with _errors("delete session", key):
-            walk, args = (known, []) if self._knows_messages(known) else self._read_to_delete(session_id, known)
-            deleted = self._script(scripts.DELETE_SESSION, session_id, [], args, walk=walk)
+            deleted = None if self._knows_messages(known) else self._delete_watched(session_id, known)
+            if deleted is None:
+                deleted = self._script(scripts.DELETE_SESSION, session_id, [], [], walk=known)
         if session_id == self.session_id:
             self._known.clear()
         if not deleted:
@@ -291,44 +291,72 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Whether the ``known`` keys of a session include a message: this manager wrote or restored some."""
         return any((parsed := self.keys.parse(key)) is not None and parsed.kind == MESSAGE for key in known)
 
-    def _read_to_delete(self, session_id: str, known: list[str]) -> tuple[list[str], list[Any]]:
-        """Read the session for ``delete_session``: returns the keys to declare and the script's own arguments.
+    def _delete_watched(self, session_id: str, known: list[str]) -> int | None:
+        """Delete the session as an optimistic transaction; returns how many keys went, or None: use the script.
 
-        One round trip reads the session record, its index and the message ids of the agents ``known`` names
-        (a new manager read the index as it opened); members it did not know take one more, for their ids.
-        The record is read first: if the script finds that same record, everything read after it is of the
-        same session, whose members and ids were then only added to (lua/delete_session.lua). When the
-        record is absent or not this library's, or a value has another type, the script is given ``known``
-        and walks the session itself, and says what is wrong.
+        On one connection: ``WATCH`` the record, the index and the message-id ZSETs of the agents ``known``
+        names (a new manager read the index as it opened), and read them (a member it did not know: one more
+        round trip, for its ids); then ``DEL`` every key in ``MULTI``/``EXEC``. Every write that adds a key to
+        a session changes one of the watched keys (a message its ZSET, a member the index), and so does a
+        delete, an expiry or a new session under the same id: ``EXEC`` then runs nothing, and it starts again
+        (twice at most). The record was this library's when ``EXEC`` ran. Not tried with ``wait_replicas``
+        (the script waits for replicas); not possible for a record that is absent or foreign, a key of another
+        type, ``WATCH`` refused (an ACL rule without it) or a slot in motion: the script.
         """
-        key = self.keys.session(session_id)
+        if self.replica_wait is not None:
+            return None
+        key, index = self.keys.session(session_id), self.keys.index(session_id)
         agents = [parsed.member_id for parsed in map(self.keys.parse, known) if parsed and parsed.kind == MESSAGES]
-        try:
-            reads = [("GET", key), ("SMEMBERS", self.keys.index(session_id))]
-            raw, members, *ids = self._read_raw(key, *reads, *self._zranges(session_id, agents))
-            suffixes = [parse_suffix(member.decode()) for member in members]
-            # (kind, id) of each member; another suffix is none this library writes: the script's walk handles it
-            parsed = [(found[0], found[1]) for found in suffixes if found and found[0] in (AGENT, MULTI_AGENT)]
-            if raw is None or len(parsed) < len(suffixes) or not self._is_session_record(raw, session_id):
-                return known, []
-            stored = dict(zip(agents, ids, strict=True))
-            new = [member_id for kind, member_id in parsed if kind == AGENT and member_id not in stored]
-            if new:  # a member added since this manager opened, or another manager's session
-                stored.update(zip(new, self._read_raw(key, *self._zranges(session_id, new)), strict=True))
-            keys: list[str] = []
-            zsets: list[str] = []
-            counts: list[int] = []
-            for kind, member_id in parsed:
-                suffix = f"{kind}:{member_id}"
-                keys += (self.keys.member(session_id, suffix), self.keys.lock(session_id, suffix))
-                if kind == AGENT:
-                    message_ids = [int(message_id) for message_id in stored[member_id]]
-                    keys += self.keys.message_keys(session_id, member_id, message_ids)
-                    zsets.append(self.keys.messages(session_id, member_id))
-                    counts.append(len(message_ids))
-        except (ResponseError, ValueError):  # a value of another type, bytes that are no id: the walk says
-            return known, []
-        return [*zsets, *keys], [raw, len(parsed), *counts]
+        for _ in range(3):
+            with replication.pinned(self.client, key) as send:
+                read = self._watch(send, session_id, [key, index], agents, ("GET", key), ("SMEMBERS", index))
+                if read is None or read[0] is None or not self._is_session_record(read[0], session_id):
+                    return None
+                suffixes = [parse_suffix(member.decode("utf-8", "replace")) for member in read[1]]
+                members = [(found[0], found[1]) for found in suffixes if found and found[0] in (AGENT, MULTI_AGENT)]
+                if len(members) < len(suffixes):
+                    return None  # a member this library does not write: the script's walk says what it is
+                ids = dict(zip(agents, read[2:], strict=True))
+                new = [found[1] for found in members if found and found[0] == AGENT and found[1] not in ids]
+                later = self._watch(send, session_id, [], new) if new else []
+                if later is None:
+                    return None
+                ids.update(zip(new, later, strict=True))
+                try:
+                    keys = self._session_keys(session_id, members, ids)
+                except ValueError:  # a member of a ZSET that is no message id
+                    return None
+                *_, done = send([("MULTI",), ("DEL", *keys), ("EXEC",)])
+            if done is None:
+                logger.debug("session_id=<%s> | the session changed while a delete read it: again", session_id)
+                continue
+            return None if isinstance(done, Exception) else int(done[0])
+        return None
+
+    def _watch(
+        self, send: Any, session_id: str, keys: list[str], agents: list[str], *reads: tuple[Any, ...]
+    ) -> list[Any] | None:
+        """``WATCH`` ``keys`` and the agents' message-id ZSETs, run ``reads``, read the ids: one round trip.
+
+        Returns the replies of ``reads``, then each agent's ids; None if anything was refused.
+        """
+        zsets = [self.keys.messages(session_id, agent_id) for agent_id in agents]
+        replies = send([("WATCH", *keys, *zsets), *reads, *(("ZRANGE", zset, 0, -1) for zset in zsets)])
+        return None if any(isinstance(reply, Exception) for reply in replies) else replies[1:]
+
+    def _session_keys(self, session_id: str, members: list[tuple[str, str]], ids: dict[str, list[bytes]]) -> list[str]:
+        """Every key of a session with these members and message ids: record, index, members, locks, messages."""
+        keys = [self.keys.session(session_id), self.keys.index(session_id)]
+        for kind, member_id in members:
+            suffix = f"{kind}:{member_id}"
+            keys += (self.keys.member(session_id, suffix), self.keys.lock(session_id, suffix))
+            if kind == AGENT:
+                message_ids = [int(message_id) for message_id in ids[member_id]]
+                keys += (
+                    self.keys.messages(session_id, member_id),
+                    *self.keys.message_keys(session_id, member_id, message_ids),
+                )
+        return keys
 
     @staticmethod
     def _is_session_record(raw: bytes, session_id: str) -> bool:
@@ -341,14 +369,6 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         except ValueError:
             return False
         return isinstance(record, dict) and record.get("session_id") == session_id
-
-    def _zranges(self, session_id: str, agent_ids: list[str]) -> list[tuple[Any, ...]]:
-        """Return the reads of the message ids of agents of a session."""
-        return [("ZRANGE", self.keys.messages(session_id, agent_id), 0, -1) for agent_id in agent_ids]
-
-    def _read_raw(self, key: str, *commands: tuple[Any, ...]) -> list[Any]:
-        """Run read-only ``commands`` about the session of ``key`` in one round trip; replies as bytes."""
-        return replication.read(self.client, key, *commands, **{NEVER_DECODE: True})
 
     # -- agents -----------------------------------------------------------------------------
 
