@@ -103,6 +103,20 @@ def test_an_agent_record_this_library_did_not_write_is_left_as_it_was_by_a_sync(
     assert (client.get("session:s:agent:assistant"), client.pexpiretime("session:s:agent:assistant")) == before
 
 
+def test_an_agent_record_that_is_not_utf8_is_left_as_it_was_by_a_sync(
+    client: valkey.Valkey, raw_client: valkey.Valkey, make_agent
+) -> None:
+    manager = ValkeySessionManager(session_id="s", client=client)
+    agent = make_agent(manager)
+    agent("hi")
+    raw_client.set("session:s:agent:assistant", b"\xff\xfe not text", keepttl=True)
+
+    agent.state.set("x", 1)
+    with pytest.raises(SessionException, match="key=<session:s:agent:assistant>"):
+        manager.sync_agent(agent)
+    assert raw_client.get("session:s:agent:assistant") == b"\xff\xfe not text"
+
+
 def test_a_multi_agent_value_that_is_not_json_raises_naming_its_key(client: valkey.Valkey) -> None:
     manager = ValkeySessionManager(session_id="s", client=client)
     client.set("session:s:multi_agent:swarm", "nope")

@@ -450,7 +450,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         with _errors("update agent", key):
             try:
                 command = ("SET", key, value, "XX", "GET", "KEEPTTL")
-                previous = replication.execute(self.client, key, command, self.replica_wait, get=True)
+                options = {"get": True, NEVER_DECODE: True}  # bytes: what was there is put back exactly
+                previous = replication.execute(self.client, key, command, self.replica_wait, **options)
             except ResponseError as error:
                 if not str(error).startswith("WRONGTYPE"):
                     raise
