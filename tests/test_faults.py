@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from strands.types.exceptions import SessionException
 from valkey.backoff import ExponentialBackoff
 from valkey.retry import Retry
 
-from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager import ValkeySessionManager, session_manager
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
@@ -211,6 +212,32 @@ def test_from_url_retries_a_connection_killed_in_flight_by_default(start_server)
     assert len(agent.messages) == 2
     assert_stored_as_held(local.client(), agent)
     manager.close()
+
+
+def test_a_delete_whose_connection_is_killed_between_its_read_and_its_del_deletes_by_script(
+    client: valkey.Valkey, server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_agent(client, SESSION)("hello")
+    logout = ValkeySessionManager(SESSION, client)
+    admin = server.client()
+    pinned = session_manager.replication.pinned
+
+    @contextmanager
+    def killed_after_the_read(*args):
+        with pinned(*args) as send:
+
+            def send_then_kill(commands):
+                replies = send(commands)
+                admin.client_kill_filter(_type="normal", skipme=True)  # this connection among them
+                return replies
+
+            yield send_then_kill
+
+    monkeypatch.setattr(session_manager.replication, "pinned", killed_after_the_read)
+    logout.delete_session(SESSION)
+
+    assert client.keys("*") == []
+    admin.close()
 
 
 # -- the application process killed -------------------------------------------------------------

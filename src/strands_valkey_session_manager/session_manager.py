@@ -16,7 +16,9 @@ from strands.types.content import Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 from valkey.client import NEVER_DECODE
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import ResponseError
+from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from . import codec, connection, errors, replication, scripts, sdk
 from .held_records import HeldRecords
@@ -301,10 +303,21 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         delete, an expiry or a new session under the same id: ``EXEC`` then runs nothing, and it starts again
         (twice at most). The record was this library's when ``EXEC`` ran. Not tried with ``wait_replicas``
         (the script waits for replicas); not possible for a record that is absent or foreign, a key of another
-        type, ``WATCH`` refused (an ACL rule without it) or a slot in motion: the script.
+        type, ``WATCH`` refused (an ACL rule without it), a slot in motion or a connection lost (the script
+        retries as the client is set to): the script.
         """
         if self.replica_wait is not None:
             return None
+        try:
+            return self._delete_watched_once(session_id, known)
+        except (ValkeyConnectionError, ValkeyTimeoutError) as error:  # the connection was closed, not pooled
+            logger.debug(
+                "session_id=<%s> | plain delete lost its connection (%s), deleting by script", session_id, error
+            )
+            return None
+
+    def _delete_watched_once(self, session_id: str, known: list[str]) -> int | None:
+        """:meth:`_delete_watched`, connection errors raised."""
         key, index = self.keys.session(session_id), self.keys.index(session_id)
         agents = [parsed.member_id for parsed in map(self.keys.parse, known) if parsed and parsed.kind == MESSAGES]
         for _ in range(3):
