@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from conftest import SERVER_BINARY
 
+from benchmarks import append_guarantees
 from benchmarks.serverstats import CommandCounter, measure
 from strands_valkey_session_manager.testing.server import LocalValkey
 
@@ -118,3 +119,14 @@ def test_commands_run_by_a_script_or_a_transaction_are_not_counted_as_top_level(
     assert summary["calls"] == pytest.approx(6 / 3)
     assert summary["calls_all"] == pytest.approx(14 / 3)  # + SET x4, GET x4 run inside
     assert summary["nested"] == {"get": pytest.approx(4 / 3, abs=1e-3), "set": pytest.approx(4 / 3, abs=1e-3)}
+
+
+def test_append_guarantees_measures_each_way_of_writing_against_the_floor() -> None:
+    rows = append_guarantees.run(writes=20, rounds=2, pace=0.0, binary=SERVER_BINARY)
+
+    assert [name.split(":")[0] for name, *_ in rows][:2] == [
+        "`SET EX` (the floor)",
+        "+ the session's deadline, never over another message",
+    ]
+    assert len(rows) == 5 and rows[0][2] == 1.0  # the floor against itself
+    assert all(cpu_us > 0 for _, cpu_us, *_ in rows)
