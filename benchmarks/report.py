@@ -185,7 +185,8 @@ def _restore_section(results: dict[str, Any], images: dict[str, str], machine: s
         "the SDK's `SessionMessage` objects; the floor = one `MGET` of the N keys it already knows + `json.loads` "
         "of each (dicts); *floor, MGET only* = the bytes alone. This is the like-with-like comparison (the same "
         "data decoded; the library also has to find out which ids exist). *agent*: the full restore a user "
-        "sees, `ValkeySessionManager(...)` + `Agent(...)` = read_session (`GET`), read_agent (script: `GET` + TTL "
+        "sees, `ValkeySessionManager(...)` + `Agent(...)` = read_session (`GET` of the record, with its index, "
+        "its deadline and the server's clock), read_agent (script: `GET` + TTL "
         "check, sliding the session's expiry when due), list_messages, building the agent; the floor's is MGET + "
         "`json.loads` + `Agent(messages=...)` without a session manager. K = unrelated keys in the server "
         "(`DEBUG POPULATE`). Cells: median (p99).",
