@@ -330,7 +330,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 if len(members) < len(suffixes):
                     return None  # a member this library does not write: the script's walk says what it is
                 ids = dict(zip(agents, read[2:], strict=True))
-                new = [found[1] for found in members if found and found[0] == AGENT and found[1] not in ids]
+                new = [member_id for kind, member_id in members if kind == AGENT and member_id not in ids]
                 later = self._watch(send, session_id, [], new) if new else []
                 if later is None:
                     return None
