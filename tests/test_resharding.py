@@ -376,6 +376,38 @@ def test_a_write_whose_slot_stays_split_past_the_deadline_says_it_is_migrating_a
     assert [m["content"][0]["text"] for m in agent.messages if m["role"] == "user"] == ["one", "two", "three"]
 
 
+def outcome_while_the_slot_moves(
+    cluster: LocalCluster, session_id: str, step: str, work: Callable[[], Any]
+) -> list[Any]:
+    """Migrate the session's slot to another master and, at ``step``, run ``work`` while the slot is held there.
+
+    The slot stays held until ``work`` is done, or was turned away 20 times (ASK, TRYAGAIN: longer than
+    valkey-py's own 16 attempts would wait). Returns ``[work's result]``, or ``[what it raised]``.
+    """
+    slot = LocalCluster.session_slot(session_id)
+    source = cluster.serving(slot)
+    target = next(node for node in cluster.primaries() if node is not source)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception as error:
+            outcome.append(error)
+
+    running = threading.Thread(target=run)
+
+    def between(at: str) -> None:
+        if at == step:
+            before = redirections([source, target])
+            running.start()
+            wait_until(lambda: redirections([source, target]) >= before + 20 or not running.is_alive(), timeout=HOLD)
+
+    cluster.migrate_slot(slot, target, between=between)
+    running.join(timeout=30)
+    return outcome
+
+
 @pytest.mark.parametrize("step", ["split", "moved"])
 def test_an_agent_opened_while_its_slot_moves_restores_its_whole_conversation(
     cluster: LocalCluster, cluster_client: ValkeyCluster, step: str
@@ -387,29 +419,8 @@ def test_an_agent_opened_while_its_slot_moves_restores_its_whole_conversation(
     first = open_agent()
     for n in range(4):
         first(f"turn {n}")
-    slot = LocalCluster.session_slot("opened")
-    source = cluster.serving(slot)
-    target = next(node for node in cluster.primaries() if node is not source)
-    restored: list[Any] = []  # the messages of the agent opened meanwhile, or what opening it raised
 
-    def restore() -> None:
-        try:
-            restored.append(open_agent().messages)
-        except Exception as error:
-            restored.append(error)
-
-    opening = threading.Thread(target=restore)
-
-    def between(at: str) -> None:
-        """At ``step``, open the agent while the slot is held: until it is done, or was turned away 20 times
-        (ASK, TRYAGAIN: longer than valkey-py's own 16 attempts would wait)."""
-        if at == step:
-            before = redirections([source, target])
-            opening.start()
-            wait_until(lambda: redirections([source, target]) >= before + 20 or not opening.is_alive(), timeout=HOLD)
-
-    cluster.migrate_slot(slot, target, between=between)
-    opening.join(timeout=30)
+    restored = outcome_while_the_slot_moves(cluster, "opened", step, lambda: open_agent().messages)
 
     assert restored == [first.messages]
     assert len(first.messages) == 8
@@ -429,30 +440,11 @@ def test_a_session_deleted_while_its_slot_moves_leaves_no_key_on_either_node(
         agent(f"turn {n}")
     logout = ValkeySessionManager("deleted", cluster_client)  # opened before: it knows the members
     slot = LocalCluster.session_slot("deleted")
-    source = cluster.serving(slot)
-    target = next(node for node in cluster.primaries() if node is not source)
-    outcome: list[Any] = []  # None once deleted, or what deleting raised
 
-    def delete() -> None:
-        try:
-            outcome.append(logout.delete_session("deleted"))
-        except Exception as error:
-            outcome.append(error)
-
-    deleting = threading.Thread(target=delete)
-
-    def between(at: str) -> None:
-        """At ``step``, delete while the slot is held: until done, or turned away 20 times (ASK, TRYAGAIN)."""
-        if at == step:
-            before = redirections([source, target])
-            deleting.start()
-            wait_until(lambda: redirections([source, target]) >= before + 20 or not deleting.is_alive(), timeout=HOLD)
-
-    cluster.migrate_slot(slot, target, between=between)
-    deleting.join(timeout=30)
+    outcome = outcome_while_the_slot_moves(cluster, "deleted", step, lambda: logout.delete_session("deleted"))
 
     assert outcome == [None]
-    for node in (source, target):
+    for node in cluster.primaries():
         with node.client() as c:
             assert c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
 

@@ -332,7 +332,7 @@ class LocalCluster(Running):
         command += ["--cluster-from", self.node_id(source), "--cluster-to", self.node_id(target)]
         command += ["--cluster-slots", str(slots), "--cluster-pipeline", str(pipeline), "--cluster-yes"]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        output, scanned, moved = b"", 0, []
+        output, parsed_to, moved = b"", 0, []
         watchdog = threading.Timer(timeout, process.kill)  # by its own pid, should valkey-cli hang
         watchdog.start()
         assert process.stdout is not None
@@ -340,9 +340,9 @@ class LocalCluster(Running):
             with process:
                 while chunk := os.read(process.stdout.fileno(), 65536):
                     output += chunk
-                    for match in _MOVING_SLOT.finditer(output, scanned):
+                    for match in _MOVING_SLOT.finditer(output, parsed_to):
                         moved.append(int(match[1]))
-                        scanned = match.end()
+                        parsed_to = match.end()
                         if on_slot is not None:
                             on_slot(moved[-1])
         finally:
@@ -397,6 +397,8 @@ class LocalCluster(Running):
             if isinstance(keys, int):
                 keys = list(client.execute_command("CLUSTER GETKEYSINSLOT", slot, keys))
             if keys:
+                # "KEYS" is MIGRATE's option naming the keys to move (its multi-key form), not the KEYS command;
+                # this kit plays the operator resharding a cluster, and no agent path comes here.
                 client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, int(timeout * 1000), "KEYS", *keys)
         return len(keys)
 
