@@ -141,6 +141,26 @@ class KeySchema:
         """
         return self.member(session_id, f"{LOCK}:{suffix}")
 
+    def every_key(self, session_id: str, agents: dict[str, list[int]], multi_agents: list[str]) -> list[str]:
+        """Every key of a session whose index lists these agents (with their message ids) and multi-agents.
+
+        The record, the index, each member and its lock key, each agent's id ZSET and messages: the keys
+        lua/session.lua ``walk`` derives on the server, for a delete made with plain commands.
+        """
+        keys = [self.session(session_id), self.index(session_id)]
+        for agent_id, message_ids in agents.items():
+            suffix = self.agent_suffix(agent_id)
+            keys += (
+                self.member(session_id, suffix),
+                self.lock(session_id, suffix),
+                self.messages(session_id, agent_id),
+            )
+            keys += self.message_keys(session_id, agent_id, message_ids)
+        for multi_agent_id in multi_agents:
+            suffix = self.multi_agent_suffix(multi_agent_id)
+            keys += (self.member(session_id, suffix), self.lock(session_id, suffix))
+        return keys
+
     # -- reading keys back -------------------------------------------------------------------
 
     def session_pattern(self, match: str = "*") -> str:

@@ -336,9 +336,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     return None
                 ids.update(zip(new, later, strict=True))
                 try:
-                    keys = self._session_keys(session_id, members, ids)
+                    agents_ids = {
+                        agent_id: [int(n) for n in ids[agent_id]] for kind, agent_id in members if kind == AGENT
+                    }
                 except ValueError:  # a member of a ZSET that is no message id
                     return None
+                multi_agents = [member_id for kind, member_id in members if kind == MULTI_AGENT]
+                keys = self.keys.every_key(session_id, agents_ids, multi_agents)
                 *_, done = send([("MULTI",), ("DEL", *keys), ("EXEC",)])
             if done is None:
                 logger.debug("session_id=<%s> | the session changed while a delete read it: again", session_id)
@@ -356,20 +360,6 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         zsets = [self.keys.messages(session_id, agent_id) for agent_id in agents]
         replies = send([("WATCH", *keys, *zsets), *reads, *(("ZRANGE", zset, 0, -1) for zset in zsets)])
         return None if any(isinstance(reply, Exception) for reply in replies) else replies[1:]
-
-    def _session_keys(self, session_id: str, members: list[tuple[str, str]], ids: dict[str, list[bytes]]) -> list[str]:
-        """Every key of a session with these members and message ids: record, index, members, locks, messages."""
-        keys = [self.keys.session(session_id), self.keys.index(session_id)]
-        for kind, member_id in members:
-            suffix = f"{kind}:{member_id}"
-            keys += (self.keys.member(session_id, suffix), self.keys.lock(session_id, suffix))
-            if kind == AGENT:
-                message_ids = [int(message_id) for message_id in ids[member_id]]
-                keys += (
-                    self.keys.messages(session_id, member_id),
-                    *self.keys.message_keys(session_id, member_id, message_ids),
-                )
-        return keys
 
     @staticmethod
     def _is_session_record(raw: bytes, session_id: str) -> bool:
