@@ -93,3 +93,10 @@ def test_delete_session_removes_multi_agent_state(client: valkey.Valkey) -> None
     graph(manager, ScriptedModel(["a"]), ScriptedModel(["b"]))("task")
     manager.delete_session("g")
     assert client.keys("*") == []
+
+
+def test_delete_session_on_logout_removes_multi_agent_state(client: valkey.Valkey) -> None:
+    graph(ValkeySessionManager(session_id="g", client=client), ScriptedModel(["a"]), ScriptedModel(["b"]))("task")
+    assert client.exists("session:g:multi_agent:default_graph")  # what a new manager must find and delete
+    ValkeySessionManager(session_id="g", client=client).delete_session("g")
+    assert client.keys("*") == []
