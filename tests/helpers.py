@@ -8,7 +8,11 @@ from typing import Any
 
 import pytest
 import valkey
+from strands.types.session import SessionMessage
 from valkey.cluster import ValkeyCluster
+
+from strands_valkey_session_manager import codec
+from strands_valkey_session_manager.keys import KeySchema
 
 
 def command_counts(client: valkey.Valkey | ValkeyCluster) -> dict[str, int]:
@@ -85,6 +89,25 @@ def populate(client: valkey.Valkey, count: int, prefix: str = "unrelated") -> No
     """Fill the server with ``count`` unrelated string keys (like DEBUG POPULATE, on any server)."""
     for start in range(0, count, 10_000):
         client.mset({f"{prefix}:{i}": "x" for i in range(start, min(start + 10_000, count))})
+
+
+def add_messages(client: valkey.Valkey, count: int, session_id: str, agent_id: str) -> None:
+    """Give an agent ``count`` more messages in one pipeline, stored as the library stores them (the session's
+    deadline, ids in the agent's ZSET): a session with many keys, in a fraction of the time turns would take."""
+    keys = KeySchema()
+    ids_key = keys.messages(session_id, agent_id)
+    first = client.zcard(ids_key)
+    deadline = client.pexpiretime(keys.session(session_id))
+    pipe = client.pipeline(transaction=False)
+    for message_id in range(first, first + count):
+        message = SessionMessage.from_message({"role": "user", "content": [{"text": f"m{message_id}"}]}, message_id)
+        pipe.set(
+            keys.message(session_id, agent_id, message_id),
+            codec.encode(message),
+            pxat=deadline if deadline > 0 else None,
+        )
+        pipe.zadd(ids_key, {str(message_id): message_id})
+    pipe.execute()
 
 
 def fails_first_time(reply: str) -> Callable[[Any], str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import CommandCounter
+from helpers import CommandCounter, add_messages
 
 from strands_valkey_session_manager import ValkeySessionManager
 
@@ -65,6 +65,16 @@ def test_expire_gives_every_key_of_the_session_the_same_new_ttl(cli, seed, clien
     ttls = _ttls(client, "user-42")
     assert len(ttls) == 18 and all(118 <= ttl <= 120 for ttl in ttls)
     assert all(ttl > 3500 for ttl in _ttls(client, "user-420"))
+
+
+def test_expire_gives_every_key_one_deadline_however_many_keys_it_moves(cli, seed, client) -> None:
+    seed("user-42", agents=("solo",))
+    add_messages(client, 3000, "user-42", "solo")  # several milliseconds of the server's time to move
+
+    assert cli("expire", "user-42", "120").exit_code == 0
+
+    keys = [*client.keys("session:user-42"), *client.keys("session:user-42:*")]
+    assert len(keys) == 3010 and len({client.pexpiretime(key) for key in keys}) == 1
 
 
 def test_persist_removes_the_expiry_of_every_key_of_the_session(cli, seed, client) -> None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import valkey
+from helpers import add_messages
 from strands import Agent
 
 from strands_valkey_session_manager import ValkeySessionManager
@@ -101,6 +102,19 @@ def test_an_imported_session_restores_into_an_agent(cli, seed, client, tmp_path)
     )
     assert restored.messages == original
     assert restored.state.get("stage") == "draft"
+
+
+def test_an_import_gives_every_key_one_deadline_however_many_keys_it_writes(cli, seed, client, tmp_path) -> None:
+    seed("user-42", agents=("solo",))
+    add_messages(client, 3000, "user-42", "solo")  # several milliseconds of the server's time to write
+    path = tmp_path / "out.json"
+    cli("export", "user-42", "-o", str(path))
+    cli("delete", "user-42", "--yes")
+
+    assert cli("import", str(path)).exit_code == 0
+
+    keys = [*client.keys("session:user-42"), *client.keys("session:user-42:*")]
+    assert len(keys) == 3010 and len({client.pexpiretime(key) for key in keys}) == 1
 
 
 def test_a_session_without_expiry_is_imported_without_expiry(cli, seed, client, tmp_path) -> None:

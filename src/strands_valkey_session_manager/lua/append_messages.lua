@@ -8,14 +8,14 @@
 --   ARGV[6], ARGV[7], ...  pairs of message id and message JSON, in the order of the message keys
 -- A message id that already holds different content is a CONFLICT: a second writer is using the
 -- same agent id. Identical content is a retry of a write that did land, and is accepted as done.
--- One message costs PTTL, SADD, ZADD, SET NX GET and PEXPIRETIME; the agent's first also two PEXPIREs.
+-- One message costs PTTL, SADD, ZADD, SET NX GET and PEXPIRETIME; the agent's first also two PEXPIREATs.
 -- Returns the session's deadline (PEXPIRETIME: ms on the server's clock, -1 = none): while it is not due for a
 -- refresh, the manager appends with plain commands (session_manager._append_plain) and gives it to new keys.
 
 open(KEYS, ARGV)
 local ids_key, suffix, previous = KEYS[3], ARGV[4], ARGV[5]
 local count = own_last - 3
-local left = write_life()                       -- NOSESSION if the session is gone
+local at = write_deadline()                     -- NOSESSION if the session is gone
 if count > 1 then                               -- a re-sent batch: check every message before writing any
   for i = 1, count do
     local existing = call_on(KEYS[3 + i], 'GET', KEYS[3 + i])
@@ -26,7 +26,7 @@ if count > 1 then                               -- a re-sent batch: check every 
 end
 -- The writes that can fail on a wrong type come first; for a message already stored they change nothing.
 if call_on(index_key, 'SADD', index_key, suffix) == 1 then
-  expire_in(index_key, left)                    -- the agent's first write (or an append to one never created)
+  expire_at(index_key, at)                      -- the agent's first write (or an append to one never created)
 end
 -- The previous id goes into the ZADD too: if it was not there already (added more than the batch can), the
 -- ZSET is new (the agent's first message, or its earlier ones are gone): that id comes out again, and the
@@ -43,15 +43,15 @@ if previous == '' or added > count then
   if previous ~= '' then
     redis.call('ZREM', ids_key, previous)
   end
-  expire_in(ids_key, left)
+  expire_at(ids_key, at)
 end
 for i = 1, count do
   local key, value = KEYS[3 + i], ARGV[5 + 2 * i]
-  local existing = set_for(key, value, left, 'NX', 'GET')  -- writes only a key that does not exist yet
+  local existing = set_until(key, value, at, 'NX', 'GET')  -- writes only a key that does not exist yet
   if existing and existing ~= value then
     fail('CONFLICT', key)                       -- checked above for a batch; for one message nothing changed
   elseif existing then
-    expire_in(key, left)                        -- a write that landed unconfirmed: the session's deadline now
+    expire_at(key, at)                          -- a write that landed unconfirmed: the session's deadline now
   end
 end
-return redis.call('PEXPIRETIME', session_key)
+return at

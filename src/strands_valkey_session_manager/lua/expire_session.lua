@@ -9,11 +9,11 @@ if redis.call('EXISTS', session_key) == 0 then
 end
 local keys = walk(false)
 check_own()
-local changed = 0
+local at, changed = ttl > 0 and now_ms() + ttl or -1, 0  -- one deadline for every key
 for _, key in ipairs(keys) do
   if redis.call('EXISTS', key) == 1 then
     changed = changed + 1
-    expire_in(key, ttl > 0 and ttl or -1)
+    expire_at(key, at)
   end
 end
 return changed

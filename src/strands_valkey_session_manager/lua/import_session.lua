@@ -18,12 +18,12 @@ if redis.call('EXISTS', session_key, index_key) > 0 then
   check_own()
   delete_all(keys)
 end
-local left = ttl > 0 and ttl or -1
+local at = ttl > 0 and now_ms() + ttl or -1     -- one deadline for every key
 local sets = {}
 for i = 3, own_last do
-  local at = 5 + (i - 3) * 4
-  local value, member, ids_key, id = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  set_for(KEYS[i], value, left)
+  local group = 5 + (i - 3) * 4
+  local value, member, ids_key, id = ARGV[group], ARGV[group + 1], ARGV[group + 2], ARGV[group + 3]
+  set_until(KEYS[i], value, at)
   if member ~= '' then
     redis.call('SADD', index_key, member)
     sets[index_key] = true
@@ -34,6 +34,6 @@ for i = 3, own_last do
   end
 end
 for key in pairs(sets) do
-  expire_in(key, left)
+  expire_at(key, at)
 end
 return own_last - 2

@@ -30,13 +30,13 @@ local function fingerprint()
   return { record and redis.sha1hex(record) or '', newest or '' }
 end
 
--- How long a lease taken or renewed now lasts: lease ms, but never past the session's deadline.
-local function lease(session_life)
-  local ms = tonumber(ARGV[6])
-  if session_life > 0 and session_life < ms then
-    return session_life
+-- When a lease taken or renewed now ends (ms on the server's clock): ARGV[6] ms from now, but never after
+-- the session's deadline, which ends it exactly (absolute, as every deadline: see expire_at in base.lua).
+local function lease_end(session_life)
+  if session_life > 0 and session_life < tonumber(ARGV[6]) then
+    return redis.call('PEXPIRETIME', session_key)
   end
-  return ms
+  return now_ms() + tonumber(ARGV[6])
 end
 
 if op == 'acquire' then
@@ -47,7 +47,7 @@ if op == 'acquire' then
   if left == -2 then
     fail('NOSESSION', session_key)
   end
-  redis.call('SET', lock_key, holder, 'PX', lease(left))
+  redis.call('SET', lock_key, holder, 'PXAT', lease_end(left))
   return fingerprint()
 end
 
@@ -58,7 +58,7 @@ if call_on(lock_key, 'GET', lock_key) ~= holder then
   return nil                                    -- expired, deleted, or taken by another holder
 end
 if op == 'renew' then
-  redis.call('PEXPIRE', lock_key, lease(life(tonumber(ARGV[7]), tonumber(ARGV[8]))))
+  redis.call('PEXPIREAT', lock_key, lease_end(life(tonumber(ARGV[7]), tonumber(ARGV[8]))))
   return 1
 end
 redis.call('DEL', lock_key)

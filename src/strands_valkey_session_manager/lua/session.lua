@@ -95,7 +95,7 @@ end
 -- THIS IS THE ONLY PLACE TTLs ARE REFRESHED. Refreshing is amortised: all keys move to now + ttl together,
 -- and only once the remaining life has dropped below 90% of ttl, so a burst of writes pays for one walk
 -- of the session (and scripts.py's round trip to declare its keys), not one per write. A key written
--- later gets this life (set_for, expire_in), so every key of the session shares one deadline.
+-- later gets the session's deadline (write_deadline), so every key of the session shares one deadline.
 -- due and extend (ms; default 0.9 * ttl and ttl) change the rule to "when less than due is left, move
 -- every key to now + extend" (a running invocation's keep-alive keeps the deadline further ahead).
 local function life(due, extend)
@@ -105,8 +105,9 @@ local function life(due, extend)
   end
   local keys = walk(false)                      -- due: the lock keys keep their own lease
   check_own()                                   -- never refresh what this library did not write
+  local at = now_ms() + (extend or ttl)
   for _, key in ipairs(keys) do
-    redis.call('PEXPIRE', key, extend or ttl)  -- one instant inside a script: one deadline for all
+    redis.call('PEXPIREAT', key, at)            -- absolute (see expire_at in base.lua): one deadline for all
   end
   return extend or ttl
 end
@@ -123,13 +124,13 @@ local function check_fence()
   end
 end
 
--- The life of a write: the writer must still hold the lock, if it writes under one; and the session must
--- still exist, or the write would be orphaned. Nothing is written before these checks.
-local function write_life()
+-- The deadline of a write (ms on the server's clock, -1 = none): the session's, refreshed first if due.
+-- The writer must still hold the lock, if it writes under one; and the session must still exist, or the
+-- write would be orphaned. Nothing is written before these checks.
+local function write_deadline()
   check_fence()
-  local left = life()
-  if left == -2 then
+  if life() == -2 then
     fail('NOSESSION', session_key)
   end
-  return left
+  return redis.call('PEXPIRETIME', session_key)
 end

@@ -13,14 +13,14 @@
 
 open(KEYS, ARGV)
 local ids_key, key, id, value = KEYS[3], KEYS[4], ARGV[4], ARGV[5]
-local left = redis.call('PTTL', session_key)
-if left == -2 then
+local at = redis.call('PEXPIRETIME', session_key)
+if at == -2 then
   if call_on(key, 'GET', key) == value then
     redis.call('DEL', key)
   end
   call_on(ids_key, 'ZREM', ids_key, id)        -- an empty ZSET is gone with it
   fail('NOSESSION', session_key)
 end
-expire_in(ids_key, left == 0 and 1 or left)     -- PTTL and PEXPIRE at one instant: exactly the session's
-expire_in(key, left == 0 and 1 or left)
-return redis.call('PEXPIRETIME', session_key)
+expire_at(ids_key, at)                          -- exactly the session's deadline
+expire_at(key, at)
+return at

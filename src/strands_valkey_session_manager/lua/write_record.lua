@@ -9,7 +9,7 @@
 -- (with a created_at, if the record has one); a create replaces only a string. Anything else is
 -- BADVALUE, and leaves the store as it was. Returns the created_at used and the session's deadline
 -- (PEXPIRETIME), for the manager's plain-command writes (session_manager._fresh_deadline).
--- An update costs PTTL and SET XX GET (and a second SET when the stored created_at differs from the caller's).
+-- An update costs PTTL, PEXPIRETIME and SET XX GET (and a second SET when the stored created_at differs from the caller's).
 
 open(KEYS, ARGV)
 local record_key = KEYS[3]
@@ -35,11 +35,11 @@ local function stored_created_at(previous)
   return nil
 end
 
-local left = write_life()                       -- NOSESSION if the session is gone
+local at = write_deadline()                     -- NOSESSION if the session is gone
 local value = created_at ~= '' and '{"created_at":' .. created_at .. body or body
 if mode == 'update' then
   -- Write, and read what was there in the same command; put it back if it was not ours to replace.
-  local previous = set_for(record_key, value, left, 'XX', 'GET')
+  local previous = set_until(record_key, value, at, 'XX', 'GET')
   if not previous then
     fail('NOTFOUND', record_key)                -- XX: nothing was written
   end
@@ -47,19 +47,19 @@ if mode == 'update' then
   if not stored then
     -- Undone within the script, so no one saw the other value; it keeps the session's deadline, which it
     -- had unless it was written by hand.
-    set_for(record_key, previous, left)
+    set_until(record_key, previous, at)
     fail('BADVALUE', record_key .. ' is not a JSON object' .. (created_at ~= '' and ' with a created_at' or ''))
   end
   if stored ~= created_at then                  -- keep the created_at first stored
     created_at = stored
-    set_for(record_key, '{"created_at":' .. stored .. body, left)
+    set_until(record_key, '{"created_at":' .. stored .. body, at)
   end
-  return { created_at, redis.call('PEXPIRETIME', session_key) }
+  return { created_at, at }
 end
 -- A create (once per agent) checks before it writes: it replaces a string only, never another type.
 call_on(record_key, 'GET', record_key)          -- BADVALUE <key> for a value of another type
 if suffix ~= '' and call_on(index_key, 'SADD', index_key, suffix) == 1 then
-  expire_in(index_key, left)
+  expire_at(index_key, at)
 end
-set_for(record_key, value, left)
-return { created_at, redis.call('PEXPIRETIME', session_key) }
+set_until(record_key, value, at)
+return { created_at, at }

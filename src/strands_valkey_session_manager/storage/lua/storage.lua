@@ -96,9 +96,8 @@ if operation == 'write' then
     register(at)
   end
   call_on(group_key, 'ZADD', group_key, 0, member)
-  local life = at > 0 and math.max(at - now_ms(), 1) or -1
-  expire_in(group_key, life)
-  set_for(value_key, ARGV[7], life)
+  expire_at(group_key, at)
+  set_until(value_key, ARGV[7], at)
   return 1
 end
 
