@@ -214,3 +214,11 @@ def test_a_key_prefix_with_a_glob_escape_is_a_usage_error(cli, command: str) -> 
     result = cli(command, *(["user-42"] if command == "keys" else []), "--key-prefix", "ten\\ant")
     assert result.exit_code == 2
     assert "--key-prefix" in result.stderr and "must not contain '\\\\'" in result.stderr
+
+
+def test_a_bad_key_prefix_is_a_usage_error_before_connecting() -> None:
+    nothing_there = f"valkey://127.0.0.1:{free_port()}"
+    result = invoke("sessions", "--url", nothing_there, "--key-prefix", "ten\\ant")
+
+    assert result.exit_code == 2
+    assert "--key-prefix" in result.stderr and "must not contain" in result.stderr

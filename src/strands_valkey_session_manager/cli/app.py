@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
-from ..keys import validate_id
+from ..keys import validate_id, validate_prefix
 from . import connect, demo, models, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, named, plural, seconds, shorten, ttl_seconds
@@ -53,6 +53,14 @@ def _ids(ctx: click.Context, param: click.Parameter, values: Any) -> Any:
     return values
 
 
+def _prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check --key-prefix as the library does, before connecting: a usage error (exit 2), not a connection one."""
+    try:
+        return validate_prefix(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx, param) from error
+
+
 URL_HELP = (
     "valkey://, valkeys:// (TLS), redis://, rediss:// or unix:// URL. "
     f"Default: $VALKEY_URL, else $REDIS_URL, else {connect.DEFAULT_URL}."
@@ -62,7 +70,12 @@ URL_HELP = (
 def _connection(fn: F) -> F:
     """Add the options that say where the sessions are: --url and --key-prefix."""
     fn = click.option(
-        "--key-prefix", default="session", show_default=True, metavar="PREFIX", help="First part of every key."
+        "--key-prefix",
+        default="session",
+        show_default=True,
+        metavar="PREFIX",
+        callback=_prefix,
+        help="First part of every key.",
     )(fn)
     return click.option("-u", "--url", metavar="URL", help=URL_HELP)(fn)
 

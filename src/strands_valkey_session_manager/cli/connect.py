@@ -165,11 +165,7 @@ def store(url: str, key_prefix: str, cluster: bool = False) -> Iterator[Store]:
     except ValkeyError as error:
         raise unreachable(url, error) from error
     try:
-        try:
-            opened = Store.of(client, key_prefix)
-        except ValueError as error:
-            raise CliError(f"--key-prefix: {error}", USAGE) from error
-        yield opened
+        yield Store.of(client, key_prefix)  # key_prefix checked by the option (app._prefix)
     except (ValkeyConnectionError, ValkeyTimeoutError) as error:
         raise unreachable(url, error) from error
     except ValkeyError as error:
