@@ -24,6 +24,18 @@ def test_local_valkey_runs_the_binary_it_is_given() -> None:
     assert repr(local).startswith("LocalValkey(binary='redis-server' (argument), port=")
 
 
+@pytest.mark.parametrize("end", ["stop", "kill"])
+def test_local_valkey_ended_leaves_no_open_pipe(end: str) -> None:
+    local = LocalValkey().start()
+    process = local.process
+    assert process is not None and process.stderr is not None
+
+    getattr(local, end)()
+    local.stop()
+
+    assert process.stderr.closed and process.returncode is not None
+
+
 def test_local_valkey_prefers_valkey_server_on_path_to_the_embedded_one() -> None:
     local = LocalValkey()
     local.stop()

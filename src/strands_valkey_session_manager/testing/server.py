@@ -242,6 +242,12 @@ class LocalValkey(Running):
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Let go of the ended process, closing its stderr pipe (read only if it fails to start)."""
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
         self.process = None
 
     def stop(self) -> None:
@@ -253,5 +259,5 @@ class LocalValkey(Running):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process = None
+        self._forget()
         shutil.rmtree(self.dir, ignore_errors=True)
