@@ -138,7 +138,11 @@ def test_a_child_forked_while_the_parent_is_mid_call_leaves_that_call_alone(serv
 # -- ValkeySessionManager --------------------------------------------------------------------------------
 
 
-def test_a_forked_child_and_its_parent_both_keep_using_a_session_manager(client: valkey.Valkey) -> None:
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
+def test_a_forked_child_and_its_parent_both_keep_using_a_session_manager(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    client = request.getfixturevalue("client" if kind == "standalone" else "cluster_client")
     manager = ValkeySessionManager("shared", client)
     parent = Agent(agent_id="parent", model=ScriptedModel(), session_manager=manager, callback_handler=None)
     parent("before the fork")
