@@ -47,11 +47,11 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, str]]:
             drift = floor_far["median_ms"] / floor["median_ms"]  # the machine's drift over the run
             targets.append(
                 {
-                    "target": f"restore of {lib['n']} messages within 1.2x between K={k_min:,} and K={k_max:,}",
-                    "measured": f"{lib['median_ms']:.2f} ms -> {far['median_ms']:.2f} ms = {ratio:.2f}x "
-                    f"(the floor's MGET of known keys, which searches nothing: {drift:.2f}x; {ratio / drift:.2f}x net "
-                    "of that drift)",
-                    "verdict": _verdict(ratio <= 1.2),
+                    "target": f"restore of {lib['n']} messages within 1.2x between K={k_min:,} and K={k_max:,}, "
+                    "net of the floor's drift",
+                    "measured": f"{lib['median_ms']:.2f} ms -> {far['median_ms']:.2f} ms = {ratio:.2f}x; the floor's "
+                    f"MGET of known keys, which searches nothing: {drift:.2f}x; net of that drift {ratio / drift:.2f}x",
+                    "verdict": _verdict(ratio / drift <= 1.2),
                 }
             )
         naive = _pick(restore, RESTORE_N, level="messages", store="naive", k=k_max)
