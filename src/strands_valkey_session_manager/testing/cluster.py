@@ -397,9 +397,7 @@ class LocalCluster(Running):
             if isinstance(keys, int):
                 keys = list(client.execute_command("CLUSTER GETKEYSINSLOT", slot, keys))
             if keys:
-                # "KEYS" is MIGRATE's option naming the keys to move (its multi-key form), not the KEYS command;
-                # this kit plays the operator resharding a cluster, and no agent path comes here.
-                client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, int(timeout * 1000), "KEYS", *keys)
+                client.migrate("127.0.0.1", target.port, keys, 0, int(timeout * 1000))  # MIGRATE's multi-key form
         return len(keys)
 
     def close_slot(self, slot: int, target: LocalValkey) -> None:
