@@ -50,6 +50,11 @@ end
 -- of one walk that crosses a millisecond get different deadlines (measured: 5,000 PEXPIREs in one script, 11
 -- deadlines; Valkey 8 gave them one). One absolute value gives a session's keys one deadline on every server.
 
+-- The deadline `life` ms from now (-1 for a life of 0 or less: no expiry), read from the clock once.
+local function deadline_in(life)
+  return life > 0 and now_ms() + life or -1
+end
+
 -- SET a value that expires at `at` (-1: no expiry; a plain SET also clears an old TTL).
 -- `...` are SET options (NX, XX, GET). Returns SET's reply.
 local function set_until(key, value, at, ...)

@@ -9,7 +9,7 @@ if redis.call('EXISTS', session_key) == 0 then
 end
 local keys = walk(false)
 check_own()
-local at, changed = ttl > 0 and now_ms() + ttl or -1, 0  -- one deadline for every key
+local at, changed = deadline_in(ttl), 0          -- one deadline for every key
 for _, key in ipairs(keys) do
   if redis.call('EXISTS', key) == 1 then
     changed = changed + 1

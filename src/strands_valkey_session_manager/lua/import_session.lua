@@ -18,7 +18,7 @@ if redis.call('EXISTS', session_key, index_key) > 0 then
   check_own()
   delete_all(keys)
 end
-local at = ttl > 0 and now_ms() + ttl or -1     -- one deadline for every key
+local at = deadline_in(ttl)                     -- one deadline for every key
 local sets = {}
 for i = 3, own_last do
   local group = 5 + (i - 3) * 4

@@ -36,7 +36,7 @@ local function lease_end(session_life)
   if session_life > 0 and session_life < tonumber(ARGV[6]) then
     return redis.call('PEXPIRETIME', session_key)
   end
-  return now_ms() + tonumber(ARGV[6])
+  return deadline_in(tonumber(ARGV[6]))
 end
 
 if op == 'acquire' then

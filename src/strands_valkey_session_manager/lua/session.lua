@@ -105,7 +105,7 @@ local function life(due, extend)
   end
   local keys = walk(false)                      -- due: the lock keys keep their own lease
   check_own()                                   -- never refresh what this library did not write
-  local at = now_ms() + (extend or ttl)
+  local at = deadline_in(extend or ttl)
   for _, key in ipairs(keys) do
     redis.call('PEXPIREAT', key, at)            -- absolute (see expire_at in base.lua): one deadline for all
   end

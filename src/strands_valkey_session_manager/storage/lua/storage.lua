@@ -92,7 +92,7 @@ end
 if operation == 'write' then
   local at = slide()
   if at == -2 then                              -- a new group: it starts its life now
-    at = ttl > 0 and now_ms() + ttl or -1
+    at = deadline_in(ttl)
     register(at)
   end
   call_on(group_key, 'ZADD', group_key, 0, member)
