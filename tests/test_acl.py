@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The rule docs/production.md gives, word for word (the test below checks the docs still say so).
 COMMANDS = (
-    "+get +set +mget +exists +zrange +fcall +function|load +evalsha +script|load +sadd +smembers +zadd +zrem +del"
+    "+get +set +mget +exists +zrange +fcall +function|load +evalsha +script|load +sadd +srem +smembers +zadd +zrem +del"
     " +pexpireat +persist +pttl +pexpiretime +type +time +multi +exec +watch"
 )
 CLUSTER_COMMANDS = "+cluster|slots +command"  # what a ValkeyCluster client asks when it connects

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 import valkey
+from helpers import wait_until
 from strands.types.exceptions import SessionException
 
 from strands_valkey_session_manager import ValkeySessionManager, session_manager
@@ -117,4 +118,43 @@ def test_keys_written_while_a_delete_reads_the_session_are_deleted_too(
     monkeypatch.setattr(session_manager.replication, "pinned", read_then_write)
     deleting.delete_session("s")
 
+    assert client.keys("*") == []
+
+
+def test_delete_session_succeeds_while_other_agents_keep_writing(client: valkey.Valkey, make_agent) -> None:
+    import threading
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write(agent_id: str) -> None:  # another process's agent, talking as fast as it can until its session goes
+        while not stop.is_set():
+            try:
+                agent = make_agent(ValkeySessionManager(session_id="s", client=client), agent_id=agent_id)
+                for n in range(1_000_000):
+                    if stop.is_set():
+                        return
+                    agent._session_manager.append_message({"role": "user", "content": [{"text": str(n)}]}, agent)
+            except SessionException:
+                continue
+            except BaseException as error:  # noqa: BLE001  (reported below)
+                failures.append(error)
+                return
+
+    make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="main")("hello")
+    writers = [threading.Thread(target=write, args=(f"writer-{n}",)) for n in range(3)]
+    for writer in writers:
+        writer.start()
+    try:
+        for _ in range(30):
+            # wait until the writers have written into this incarnation of the session, then log out
+            wait_until(lambda: len(client.smembers("session:s:index")) >= 3, what="writers in the session")
+            ValkeySessionManager(session_id="s", client=client).delete_session("s")
+            make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="main")("login")
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert failures == []
+    ValkeySessionManager(session_id="s", client=client).delete_session("s")
     assert client.keys("*") == []

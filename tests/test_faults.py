@@ -421,10 +421,22 @@ def test_evicted_half_of_a_tool_call_is_named_in_a_warning_and_the_restore_is_va
     assert_valid_conversation(restored.messages)
 
 
-@pytest.mark.parametrize("victim", ["", ":agent:assistant", ":agent:assistant:messages"])
-def test_evicted_session_agent_or_id_set_makes_the_next_append_refuse_rather_than_overwrite(
-    start_server, victim: str
-) -> None:
+def test_a_session_whose_record_was_evicted_is_opened_anew_without_any_of_its_remnants(start_server) -> None:
+    local = start_server("--maxmemory-policy", "allkeys-lru", "--maxmemory-samples", "64")
+    client, raw = local.client(), local.client(decode_responses=False)
+    open_agent(client, SESSION, replies=["answer"])("question")
+
+    evict(client, raw, f"session:{SESSION}")
+    restored = open_agent(client, SESSION, replies=["fresh answer"])  # the record is gone: a new session
+    restored("hello again")
+
+    texts = [m["content"][0]["text"] for m in open_agent(client, SESSION).messages]
+    assert texts == ["hello again", "fresh answer"]  # nothing of the old conversation mixed into the new one
+    assert all(client.ttl(key) > 0 for key in raw.scan_iter(match=f"session:{SESSION}*"))
+
+
+@pytest.mark.parametrize("victim", [":agent:assistant", ":agent:assistant:messages"])
+def test_evicted_agent_or_id_set_makes_the_next_append_refuse_rather_than_overwrite(start_server, victim: str) -> None:
     local = start_server("--maxmemory-policy", "allkeys-lru", "--maxmemory-samples", "64")
     client, raw = local.client(), local.client(decode_responses=False)
     open_agent(client, SESSION, replies=["answer"])("question")

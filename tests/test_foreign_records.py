@@ -112,3 +112,32 @@ def test_a_redisjson_key_of_0_1_0_is_explained_with_what_to_do() -> None:
     assert "key=<session:user-42>" in message and "ReJSON-RL" in message
     assert "strands-valkey-session-manager 0.1.0" in message and "does not read it" in message
     assert "Delete the key" in message and "keep 0.1.0" in message and "key_prefix" in message
+
+
+def test_an_agent_update_never_writes_over_a_foreign_agent_record_not_even_for_a_moment(
+    client: valkey.Valkey, raw_client: valkey.Valkey, make_agent
+) -> None:
+    agent = make_agent(ValkeySessionManager(session_id="s", client=client))
+    agent("hello")  # the manager knows the agent and the session's deadline: its next sync is as cheap as it gets
+    key = "session:s:agent:assistant"
+    raw_client.set(key, FLASK_SESSION, keepttl=True)  # another application's value, where the agent record was
+    before = state(raw_client, key)
+    client.config_set("notify-keyspace-events", "KA")
+    events = client.pubsub()
+    events.psubscribe("__keyspace@0__:*")
+    events.get_message(timeout=5)  # the subscription's confirmation
+    try:
+        agent.state.set("stage", "draft")
+        with pytest.raises(SessionException, match="is not a JSON object"):
+            agent._session_manager.sync_agent(agent)
+        client.set("sentinel", "1")  # events arrive in order: all of the sync's are in before this one
+        seen = []
+        while not seen or seen[-1] != "__keyspace@0__:sentinel":
+            message = events.get_message(timeout=5)
+            assert message is not None, "the sentinel's event never came"
+            seen.append(message["channel"])
+    finally:
+        events.close()
+        client.config_set("notify-keyspace-events", "")
+    assert f"__keyspace@0__:{key}" not in seen  # no SET, no EXPIRE, nothing touched it
+    assert state(raw_client, key) == before

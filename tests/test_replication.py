@@ -109,6 +109,24 @@ def test_write_no_replica_acknowledged_raises_and_is_sent_again_with_the_next(
     assert primary.zrange("session:user-42:agent:assistant:messages", 0, -1) == ["0", "1", "2", "3", "4"]
 
 
+def test_an_append_whose_wait_fails_after_another_process_deleted_the_session_leaves_no_key(
+    replicated: Replicated, primary, make_agent
+) -> None:
+    agent = make_agent(ValkeySessionManager("user-42", primary, wait_replicas=1, wait_timeout_ms=200))
+    agent("one")  # its next append is a plain MULTI/EXEC block, then WAIT
+    ValkeySessionManager("user-42", primary).delete_session("user-42")  # logout, from another process
+    replica_pid = replicated.replica.process.pid
+    os.kill(replica_pid, signal.SIGSTOP)  # and no replica acknowledges
+    try:
+        with pytest.raises(SessionException, match="no longer exists"):  # settled first: the append is taken back
+            agent._session_manager.append_message({"role": "user", "content": [{"text": "two"}]}, agent)
+    finally:
+        os.kill(replica_pid, signal.SIGCONT)
+    replicated.wait_in_sync()
+
+    assert primary.keys("*") == []
+
+
 @pytest.mark.parametrize(
     ("options", "complaint"),
     [

@@ -88,7 +88,10 @@ class ReplicasNotAcknowledged(ValkeyTimeoutError):
     """Fewer replicas than asked acknowledged a write in time; it is on the primary, maybe not on a replica.
 
     A ``TimeoutError``: like a write whose reply never came, it is unconfirmed, and safe to send again.
+    ``replies`` are the write's own replies: it ran, and a caller may have to act on them (settle) first.
     """
+
+    replies: list[Any] = []
 
 
 class SlotMigrating(ValkeyError):
@@ -230,11 +233,13 @@ def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None
         if isinstance(acknowledged, Exception):
             raise acknowledged
         if int(acknowledged) < wait.replicas:
-            raise ReplicasNotAcknowledged(
+            shortfall = ReplicasNotAcknowledged(
                 f"WAIT: {acknowledged} of {wait.replicas} replicas acknowledged the write within "
                 f"{wait.timeout_ms} ms; it is on the primary but would be lost if the primary failed before a "
                 "replica received it"
             )
+            shortfall.replies = replies
+            raise shortfall
     return replies
 
 

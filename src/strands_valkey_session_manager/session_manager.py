@@ -54,8 +54,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     Every write is one round trip and atomic: a Lua script (lua/), or for ``create_session`` one
     ``SET ... NX``. All keys of a session share one deadline, pushed out to now + ttl whenever a write or
-    a restore finds it below 90% of ttl. The commonest writes, an agent's next message and its state,
-    are plain commands while that deadline is known and not due (``_append_plain``, ``_update_plain``).
+    a restore finds it below 90% of ttl. The commonest write, an agent's next message, is plain commands
+    while that deadline is known and not due (``_append_plain``).
     With ``lock_timeout`` set, invocations of one agent (or Swarm/Graph) run one at a time (lock.py).
     """
 
@@ -114,9 +114,6 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._held = HeldRecords(self)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
         self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
-        # Each agent's created_at as stored (by record key): an update sends it, so the script's SET XX GET
-        # finds it unchanged and need not write the record a second time with the stored one.
-        self._created_at: dict[str, str] = {}
         # Keys of this manager's session it knows exist (records, message-id ZSETs, messages it wrote or read,
         # and those a walk asked for): declared up front when a script must reach every key (scripts.run).
         self._known: dict[str, None] = {}
@@ -249,7 +246,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if opening:
             commands += [("SMEMBERS", self.keys.index(session_id)), ("PEXPIRETIME", key), ("TIME",)]
         with _errors("read session", key):
-            sent = time.time()
+            sent = time.monotonic()
             raw, *opened = replication.read(self.client, key, *commands)
         if opened:
             index, deadline, (seconds, micros) = opened
@@ -257,9 +254,26 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 self._exist_member(session_id, member.decode() if isinstance(member, bytes) else member)
             self._deadline = deadline if deadline != -2 else None
             # The server read its clock after `sent`: taken as read at `sent`, the estimate of its clock is never
-            # behind it (a refresh is judged due a round trip early at most, never late).
+            # behind it (a refresh is judged due a round trip early at most, never late). Elapsed time is this
+            # host's monotonic clock: a step of its wall clock (NTP, a migrated VM) changes nothing.
             self._clock_ms = seconds * 1000 + micros / 1000 - sent * 1000
+            if raw is None and index:
+                self._purge_remnants(session_id)
         return None if raw is None else codec.load_record(Session, raw, key)
+
+    def _purge_remnants(self, session_id: str) -> None:
+        """Delete what a session without a record left (lua/delete_session.lua 'remnants'), before it is created.
+
+        Keys under an index but no record are the remnants of a session that is gone: a delete that stopped
+        after its first step, an append killed between its block and its settle after another process's delete,
+        a record evicted alone. A session created over them would show them (an old message in a new
+        conversation), so opening it deletes them first; nothing, if the record exists by then.
+        """
+        key = self.keys.session(session_id)
+        with _errors("delete session remnants", key):
+            purged = self._script(scripts.DELETE_SESSION, session_id, [], ["remnants"], walk=list(self._known))
+        self._known.clear()
+        logger.debug("session_id=<%s>, keys=<%d> | deleted the remnants of a session that is gone", session_id, purged)
 
     def _exist_member(self, session_id: str, suffix: str) -> None:
         """Note a member of the session index (``agent:<id>``, ``multi_agent:<id>``); others are ignored."""
@@ -282,12 +296,31 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         with _errors("delete session", key):
             deleted = None if self._knows_messages(known) else self._delete_watched(session_id, known)
             if deleted is None:
-                deleted = self._script(scripts.DELETE_SESSION, session_id, [], [], walk=known)
+                deleted = self._delete_by_script(session_id, known)
         if session_id == self.session_id:
             self._known.clear()
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
+
+    def _delete_by_script(self, session_id: str, known: list[str]) -> int:
+        """Delete the session by lua/delete_session.lua: atomically, or record first while writers outrun it.
+
+        A walk must declare every key it reaches; writers adding messages faster than calls can learn them would
+        keep the atomic delete from ever running (``SessionChanging``). Then the record goes first, alone: no
+        write lands in the session after it (a script fails NOSESSION, a plain append takes itself back), and
+        the remnants are deleted next, in a walk nothing outruns. A crash between the two leaves remnants, which
+        the next open of the id (or a delete) deletes, and which keep their deadline.
+        """
+        try:
+            deleted: int = self._script(scripts.DELETE_SESSION, session_id, [], [""], walk=known)
+            return deleted
+        except errors.SessionChanging:
+            logger.debug("session_id=<%s> | writers kept adding keys: deleting the record first", session_id)
+        deleted = self._script(scripts.DELETE_SESSION, session_id, [], ["record"])
+        walk = list(self._known) if session_id == self.session_id else known
+        remnants: int = self._script(scripts.DELETE_SESSION, session_id, [], ["remnants"], walk=walk)
+        return deleted + remnants
 
     def _knows_messages(self, known: list[str]) -> bool:
         """Whether the ``known`` keys of a session include a message: this manager wrote or restored some."""
@@ -409,7 +442,6 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.agent(session_id, agent_id)
         suffix = self.keys.agent_suffix(agent_id)
         self._write_record("create agent", session_id, key, session_agent, suffix=suffix)
-        self._created_at[key] = session_agent.created_at
         self._exist_agent(session_id, agent_id)
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
@@ -418,54 +450,22 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         raw = self._read_record("read agent", session_id, key, [self.keys.messages(session_id, agent_id)])
         if raw is None:
             return None
-        session_agent = codec.load_record(SessionAgent, raw, key)
-        self._created_at[key] = session_agent.created_at
         self._exist_agent(session_id, agent_id)
-        return session_agent
+        return codec.load_record(SessionAgent, raw, key)
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
-        """Update an existing agent, keeping its ``created_at``; one round trip."""
+        """Update an existing agent, keeping its stored ``created_at``; one round trip, one script.
+
+        Always the script (lua/write_record.lua), which reads the record before it writes: a plain ``SET XX GET``
+        would replace a value this library did not write before it could see it (issue 18).
+        """
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
         ids = [self.keys.messages(session_id, agent_id)]
-        session_agent.created_at = self._created_at.get(key, session_agent.created_at)  # the SDK stamps now
-        if not self._update_plain(session_id, key, session_agent):
-            session_agent.created_at = self._created_at[key] = self._write_record(
-                "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
-            )
-
-    def _update_plain(self, session_id: str, key: str, session_agent: SessionAgent) -> bool:
-        """Update a known agent of this session with one ``SET ... XX GET KEEPTTL``, if no refresh is due.
-
-        ``XX``: only a record that exists, so only in a session that exists (its keys share one deadline, and a
-        delete takes them all at once); ``KEEPTTL``: the record keeps that deadline. ``GET`` shows what it
-        replaced: this library's record with the same ``created_at``, as a rule. Anything else (no record, a
-        record created again since, a value this library did not write) is put back as it was, and the write
-        goes through the script, which says what is wrong or keeps the stored ``created_at``. Returns False
-        when the script must write (nothing was changed).
-        """
-        if session_id != self.session_id or key not in self._created_at or self._fresh_deadline() is None:
-            return False
-        created_at, body = codec.split_created_at(codec.to_dict(session_agent))
-        value = b'{"created_at":' + created_at + body
-        sent = time.monotonic()
-        with _errors("update agent", key):
-            try:
-                command = ("SET", key, value, "XX", "GET", "KEEPTTL")
-                options = {"get": True, NEVER_DECODE: True}  # bytes: what was there is put back exactly
-                previous = replication.execute(self.client, key, command, self.replica_wait, **options)
-            except ResponseError as error:
-                if not str(error).startswith("WRONGTYPE"):
-                    raise
-                return False  # nothing written: the script names the key and what it holds
-            if previous is None:
-                return False
-            if not codec.as_bytes(previous).startswith(value[: 14 + len(created_at)]):
-                replication.execute(self.client, key, ("SET", key, previous, "XX", "KEEPTTL"), None)
-                return False
-        self._heartbeat.refreshed = sent  # the session had over 0.9 ttl left, as after a script
-        return True
+        session_agent.created_at = self._write_record(
+            "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
+        )
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -487,14 +487,18 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def _append_plain(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]], keys: list[str]) -> bool:
         """Append an agent's next message with plain commands in one ``MULTI``/``EXEC``, if no refresh is due.
 
-        For one message of an agent of this session whose previous message this manager wrote or read (so the
-        agent is in the index and its id ZSET exists): ``SET NX GET`` with the session's deadline, ``ZADD`` of
-        its id and ``PEXPIRETIME`` of the session, all or nothing. The block checks nothing before it writes, so
-        what the script would have refused is found in the replies and undone: a different message under
-        that id (``SET NX`` wrote nothing: CONFLICT), a key of another type (BADVALUE: what did run is taken
-        back). A deadline other than the one written (another process moved it, or the session is gone) is
+        For one message of an agent of this session whose previous message this manager wrote or read, while
+        the session's deadline is known and not due: ``SET NX GET PXAT`` the message with that deadline, ``ZADD``
+        its id, ``SADD`` the agent to the index, ``PEXPIREAT ... NX`` the ZSET and the index (a key this block
+        re-creates, after an eviction or a delete, gets the deadline too), and read the session's
+        ``PEXPIRETIME``, all or nothing. Whatever happens after the block, every key it wrote has a deadline and
+        is reachable from the index. The block checks nothing before it writes, so what the script would have
+        refused is found in the replies and undone: a different message under that id (``SET NX`` wrote
+        nothing: CONFLICT), a key of another type (BADVALUE: what did run is taken back). A deadline other than
+        the one written (another process moved it, a new session under the id, or the session is gone) is
         settled by lua/settle_append.lua: the keys get the session's deadline, or the append is taken back
-        (NOSESSION). Returns False when the script must write (nothing was sent).
+        (NOSESSION); a ``WAIT`` shortfall is raised after that. Returns False when the script must write
+        (nothing was sent).
         """
         deadline = self._fresh_deadline()
         if session_id != self.session_id or len(batch) != 1 or deadline is None:
@@ -503,42 +507,63 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self.keys.message(session_id, agent_id, message_id - 1) not in self._known:
             return False
         ids_key, key = keys
-        session_key = self.keys.session(session_id)
-        expiry = ("PXAT", deadline) if deadline != -1 else ()
+        session_key, index_key = self.keys.session(session_id), self.keys.index(session_id)
+        suffix = self.keys.agent_suffix(agent_id)
         block = replication.Transaction(
             (
-                ("SET", key, raw, "NX", "GET", *expiry),
+                ("SET", key, raw, "NX", "GET", "PXAT", deadline),
                 ("ZADD", ids_key, message_id, message_id),
+                ("PEXPIREAT", ids_key, deadline, "NX"),
+                ("SADD", index_key, suffix),
+                ("PEXPIREAT", index_key, deadline, "NX"),
                 ("PEXPIRETIME", session_key),
             )
         )
         sent = time.monotonic()
-        stored, added, found = replication.execute(self.client, session_key, block, self.replica_wait)
-        if isinstance(stored, ResponseError) or isinstance(added, ResponseError):
-            bad_key, error = (key, stored) if isinstance(stored, ResponseError) else (ids_key, added)
-            undo = ("ZREM", ids_key, message_id) if added == 1 else ("DEL", key) if stored is None else None
+        shortfall = None
+        try:
+            replies = replication.execute(self.client, session_key, block, self.replica_wait)
+        except replication.ReplicasNotAcknowledged as short:  # the block ran: settle it first, then say so
+            (replies,), shortfall = short.replies, short
+        stored, added, ids_expiring, indexed, index_expiring, found = replies
+        if any(isinstance(reply, ResponseError) for reply in (stored, added, indexed)):
+            undo = [
+                *((("DEL", key),) if stored is None else ()),
+                *((("ZREM", ids_key, message_id),) if added == 1 else ()),
+                *((("SREM", index_key, suffix),) if indexed == 1 else ()),
+                *((("PERSIST", ids_key),) if isinstance(added, ResponseError) and ids_expiring == 1 else ()),
+                *((("PERSIST", index_key),) if isinstance(indexed, ResponseError) and index_expiring == 1 else ()),
+            ]
             if undo:
-                replication.execute(self.client, session_key, undo, None)
-            raise ResponseError(f"{errors.BADVALUE} {bad_key} {error}")
+                replication.execute(self.client, session_key, replication.Transaction(tuple(undo)), None)
+            written = ((key, stored), (ids_key, added), (index_key, indexed))
+            bad_key, refusal = next((k, r) for k, r in written if isinstance(r, ResponseError))
+            raise ResponseError(f"{errors.BADVALUE} {bad_key} {refusal}")
         if stored is not None and codec.as_bytes(stored) != raw:
             raise ResponseError(f"{errors.CONFLICT} {key}")  # SET NX wrote nothing
         if found != deadline:
-            found = self._script(scripts.SETTLE_APPEND, session_id, keys, [message_id, raw])
+            self._deadline = None  # until the settle says where it is: a write that fails meanwhile is a script
+            args = [message_id, raw, suffix, int(added == 1), int(indexed == 1)]
+            found = self._script(scripts.SETTLE_APPEND, session_id, keys, args)
         self._deadline = found
         self._heartbeat.refreshed = sent  # the session had over 0.9 ttl left, as after a script
+        if shortfall is not None:
+            raise shortfall
         return True
 
     def _fresh_deadline(self) -> int | None:
-        """Return the session's deadline if writes may go as plain commands: known, not fenced, no refresh due.
+        """Return the session's deadline if an append may go as plain commands: a deadline, no lock, none due.
 
-        Due as the scripts judge it (lua/session.lua's life(): under 0.9 ttl left), by this host's clock set to
-        the server's as read when the manager opened (read_session). Never due without a ttl, or in a session
-        without a deadline.
+        Due as the scripts judge it (lua/session.lua's life(): under 0.9 ttl left), on the server's clock as
+        estimated from its ``TIME`` read when the manager opened (read_session) plus the time elapsed since on
+        this host's monotonic clock: a step of this host's wall clock changes nothing. Not without a ttl or in a
+        session without a deadline (-1): a block that a crash cuts off from its settle must leave keys that
+        expire (architecture.md).
         """
         deadline, clock = self._deadline, self._clock_ms
-        if deadline is None or clock is None or self._lock is not None:
+        if deadline is None or deadline < 0 or clock is None or self._lock is not None or not self.ttl_ms:
             return None
-        if deadline == -1 or not self.ttl_ms or deadline - (time.time() * 1000 + clock) >= 0.9 * self.ttl_ms:
+        if deadline - (time.monotonic() * 1000 + clock) >= 0.9 * self.ttl_ms:
             return deadline
         return None
 

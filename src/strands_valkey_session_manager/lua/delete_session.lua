@@ -1,11 +1,25 @@
 #!lua flags=allow-oom
 -- allow-oom: deleting is how a full server gets memory back.
--- Delete every key of one session, atomically, found through its index (no SCAN, no KEYS), and the
--- lock keys of its members; every one declared (walk in session.lua: the caller learns them first).
+-- Delete every key of one session, found through its index (no SCAN, no KEYS), and the lock keys of its
+-- members; every one declared (walk in session.lua: the caller learns them first).
+--   ARGV[4]  ''           the whole session, atomically (a delete on logout)
+--            'record'     the session record alone: once it is gone no write lands in the session (a script
+--                         fails NOSESSION, a plain append takes itself back), so a delete that other writers
+--                         kept outrunning (each call found keys it had not declared) can finish with
+--            'remnants'   every key of a session whose record is absent (after 'record'; or what a process
+--                         killed between a plain append and its settle left), nothing if the record exists
 -- A session record this library did not write is FOREIGN: nothing is deleted.
 -- Returns the number of keys deleted (0 = the session did not exist).
 
 open(KEYS, ARGV)
+local mode = ARGV[4]
+if mode == 'remnants' and redis.call('EXISTS', session_key) == 1 then
+  return 0                                     -- a live session: its keys are not remnants
+end
+if mode == 'record' then
+  check_own()
+  return redis.call('DEL', session_key)
+end
 local keys = walk(true)                        -- learnt first: the check below runs once
 check_own()
 return delete_all(keys)

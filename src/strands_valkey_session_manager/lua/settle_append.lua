@@ -1,26 +1,44 @@
 #!lua
--- Settle a plain append (session_manager._append_plain: SET NX + ZADD + PEXPIRETIME of the session in one
--- MULTI/EXEC, no script) that found the session's deadline other than the one it gave the message: another
--- process moved it (a refresh, a running invocation's keep-alive), or the session is gone.
+-- Settle a plain append (session_manager._append_plain: in one MULTI/EXEC, no script, the message SET NX with
+-- the deadline the manager last saw, its id ZADDed, the agent SADDed to the index, the ZSET and the index given
+-- that deadline if they had none, and the session's PEXPIRETIME read) that found the session's deadline other
+-- than the one it wrote: another process moved it (a refresh, a running invocation's keep-alive, a new session
+-- under the same id), or the session is gone.
 --   KEYS[3]  the agent's message-id ZSET
 --   KEYS[4]  the message key
 --   ARGV[4]  the message id
 --   ARGV[5]  the message JSON the append wrote
--- Session there: the message and the ZSET get its deadline, as if the append had been a script. Session gone
--- (deleted, or expired): what the append wrote is taken back (the message only if it still holds that JSON,
--- and its id) and the call fails NOSESSION, as a script's append does without writing. Returns the session's
--- deadline (PEXPIRETIME).
+--   ARGV[6]  the agent's suffix in the session index (agent:<id>)
+--   ARGV[7]  '1' if the append added the id to the ZSET, else '0'
+--   ARGV[8]  '1' if the append added the agent to the index, else '0'
+-- Session there: the message, the ZSET and the index get its deadline, as if the append had been a script; a
+-- message that expired on arrival (the deadline written had passed) is written again. Session gone (deleted,
+-- expired, evicted): what the append added is taken back (the message only if it still holds that JSON) and
+-- the call fails NOSESSION, as a script's append does without writing. Returns the session's deadline.
 
 open(KEYS, ARGV)
-local ids_key, key, id, value = KEYS[3], KEYS[4], ARGV[4], ARGV[5]
+local ids_key, key, id, value, suffix = KEYS[3], KEYS[4], ARGV[4], ARGV[5], ARGV[6]
 local at = redis.call('PEXPIRETIME', session_key)
+local stored = call_on(key, 'GET', key)
 if at == -2 then
-  if call_on(key, 'GET', key) == value then
+  if stored == value then
     redis.call('DEL', key)
   end
-  call_on(ids_key, 'ZREM', ids_key, id)        -- an empty ZSET is gone with it
+  if ARGV[7] == '1' then
+    call_on(ids_key, 'ZREM', ids_key, id)      -- an empty ZSET is gone with it
+  end
+  if ARGV[8] == '1' then
+    call_on(index_key, 'SREM', index_key, suffix)
+  end
   fail('NOSESSION', session_key)
 end
-expire_at(ids_key, at)                          -- exactly the session's deadline
-expire_at(key, at)
+if not stored then
+  set_until(key, value, at, 'NX')              -- expired on arrival: the acknowledged message is kept
+elseif stored ~= value then
+  fail('CONFLICT', key)                        -- another writer took the id since: nothing here to settle
+else
+  expire_at(key, at)                           -- exactly the session's deadline
+end
+expire_at(ids_key, at)
+expire_at(index_key, at)
 return at

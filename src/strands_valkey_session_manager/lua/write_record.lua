@@ -6,10 +6,10 @@
 --   ARGV[6]  created_at as a JSON string ('' = the record has no created_at)
 --   ARGV[7]  the rest of the JSON object: ',"field":...}' after created_at, or the whole object
 -- An update keeps the stored created_at, as FileSessionManager does, and replaces only a JSON object
--- (with a created_at, if the record has one); a create replaces only a string. Anything else is
--- BADVALUE, and leaves the store as it was. Returns the created_at used and the session's deadline
+-- (with a created_at, if the record has one), read before it writes; a create replaces only a string.
+-- Anything else is BADVALUE, and leaves the store as it was (its value and its TTL). Returns the created_at used and the session's deadline
 -- (PEXPIRETIME), for the manager's plain-command writes (session_manager._fresh_deadline).
--- An update costs PTTL, PEXPIRETIME and SET XX GET (and a second SET when the stored created_at differs from the caller's).
+-- An update costs PTTL, PEXPIRETIME, GET and SET XX.
 
 open(KEYS, ARGV)
 local record_key = KEYS[3]
@@ -35,31 +35,29 @@ local function stored_created_at(previous)
   return nil
 end
 
+-- The record's JSON with the given created_at ('' = none).
+local function record(with_created_at)
+  return with_created_at ~= '' and '{"created_at":' .. with_created_at .. body or body
+end
+
 local at = write_deadline()                     -- NOSESSION if the session is gone
-local value = created_at ~= '' and '{"created_at":' .. created_at .. body or body
 if mode == 'update' then
-  -- Write, and read what was there in the same command; put it back if it was not ours to replace.
-  local previous = set_until(record_key, value, at, 'XX', 'GET')
+  -- Read first: a value this library did not write is never replaced, not even for a moment.
+  local previous = call_on(record_key, 'GET', record_key)  -- BADVALUE <key> for a value of another type
   if not previous then
-    fail('NOTFOUND', record_key)                -- XX: nothing was written
+    fail('NOTFOUND', record_key)
   end
   local stored = stored_created_at(previous)
   if not stored then
-    -- Undone within the script, so no one saw the other value; it keeps the session's deadline, which it
-    -- had unless it was written by hand.
-    set_until(record_key, previous, at)
     fail('BADVALUE', record_key .. ' is not a JSON object' .. (created_at ~= '' and ' with a created_at' or ''))
   end
-  if stored ~= created_at then                  -- keep the created_at first stored
-    created_at = stored
-    set_until(record_key, '{"created_at":' .. stored .. body, at)
-  end
-  return { created_at, at }
+  set_until(record_key, record(stored), at, 'XX')  -- keeping the created_at first stored
+  return { stored, at }
 end
 -- A create (once per agent) checks before it writes: it replaces a string only, never another type.
 call_on(record_key, 'GET', record_key)          -- BADVALUE <key> for a value of another type
 if suffix ~= '' and call_on(index_key, 'SADD', index_key, suffix) == 1 then
   expire_at(index_key, at)
 end
-set_until(record_key, value, at)
+set_until(record_key, record(created_at), at)
 return { created_at, at }
