@@ -159,3 +159,9 @@ def recording_client(port: int) -> tuple[valkey.Valkey, list[tuple[Any, ...]]]:
     connection_class = type("Recording", (RecordingConnection,), {"sent": sent})
     pool = valkey.ConnectionPool(port=port, connection_class=connection_class, decode_responses=True)
     return valkey.Valkey(connection_pool=pool), sent
+
+
+def has_ifeq(client: valkey.Valkey) -> bool:
+    """Whether the server takes ``SET ... IFEQ`` (Valkey 8.1+; no Redis OSS release does)."""
+    version = client.info("server").get("valkey_version")
+    return version is not None and tuple(int(part) for part in str(version).split(".")[:2]) >= (8, 1)

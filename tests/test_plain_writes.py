@@ -219,13 +219,17 @@ def test_an_id_set_evicted_under_volatile_lru_comes_back_with_the_sessions_deadl
         week = 7 * 24 * 3600
         raw = local.client(decode_responses=False)
         raw.restore(ids, raw.pttl(ids), raw.dump(ids), replace=True, idletime=2 * week)  # the least recently used
+        raw.set("filler", "x" * 10_000)
+        filler = raw.dump("filler")
+        raw.delete("filler")
         client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 100_000)
-        filler = 0
-        while client.exists(ids):  # volatile keys of another application push it out
-            client.set(f"filler:{filler}", "x" * 10_000, ex=3600)
-            filler += 1
-            assert filler < 1000, "the id set was never evicted"
+        number = 0
+        while client.exists(ids):  # volatile keys of another application, idle a week, push it out (then each other)
+            raw.restore(f"filler:{number}", 3_600_000, filler, idletime=week)
+            number += 1
+            assert number < 1000, "the id set was never evicted"
         client.config_set("maxmemory", 0)
+        assert client.exists("session:s", "session:s:index", "session:s:agent:assistant") == 3  # only the id set
 
         say(agent._session_manager, agent, "two")
 

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import time
+import weakref
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 _errors = functools.partial(errors.translated, SessionException)
 
 DEFAULT_TTL = 3600
+
+#: Clients whose server refused ``SET ... IFEQ`` (before Valkey 8.1; Redis OSS): their agent updates are scripts.
+_NO_IFEQ: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class ValkeySessionManager(RepositorySessionManager, SessionRepository):
@@ -114,6 +118,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._held = HeldRecords(self)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
         self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+        # What this manager last stored or read at each agent record of its session (by key): an update writes over
+        # exactly that, or goes by the script (_update_plain).
+        self._stored: dict[str, bytes] = {}
         # Keys of this manager's session it knows exist (records, message-id ZSETs, messages it wrote or read,
         # and those a walk asked for): declared up front when a script must reach every key (scripts.run).
         self._known: dict[str, None] = {}
@@ -410,8 +417,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     def _write_record(
         self, operation: str, session_id: str, key: str, record: codec.Encodable, walk: Sequence[str] = (), **how: str
-    ) -> str:
-        """Create or update one JSON record; returns the ``created_at`` it was stored with.
+    ) -> tuple[str, bytes]:
+        """Create or update one JSON record; returns the ``created_at`` it was stored with, and what was stored.
 
         ``walk``: keys a due TTL refresh will need that the caller knows of (an agent's message ids).
         """
@@ -424,7 +431,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if session_id == self.session_id:
             self._deadline = deadline
         logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
-        return str(json.loads(stored)) if stored else ""
+        if not stored:
+            return "", body
+        stored = codec.as_bytes(stored)
+        return str(json.loads(stored)), b'{"created_at":' + stored + body
 
     def _read_record(self, operation: str, session_id: str, key: str, walk: Sequence[str] = ()) -> bytes | str | None:
         """Read one record, sliding the session's expiry if it is due (``walk`` as for ``_write_record``)."""
@@ -441,7 +451,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
         suffix = self.keys.agent_suffix(agent_id)
-        self._write_record("create agent", session_id, key, session_agent, suffix=suffix)
+        self._stored[key] = self._write_record("create agent", session_id, key, session_agent, suffix=suffix)[1]
         self._exist_agent(session_id, agent_id)
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
@@ -451,21 +461,58 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if raw is None:
             return None
         self._exist_agent(session_id, agent_id)
+        self._stored[key] = codec.as_bytes(raw)
         return codec.load_record(SessionAgent, raw, key)
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
-        """Update an existing agent, keeping its stored ``created_at``; one round trip, one script.
-
-        Always the script (lua/write_record.lua), which reads the record before it writes: a plain ``SET XX GET``
-        would replace a value this library did not write before it could see it (issue 18).
-        """
+        """Update an existing agent, keeping its stored ``created_at``; one round trip."""
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
+        if self._update_plain(session_id, key, session_agent):
+            return
         not_found = f"Agent {agent_id} in session {session_id} does not exist"
         ids = [self.keys.messages(session_id, agent_id)]
-        session_agent.created_at = self._write_record(
+        session_agent.created_at, self._stored[key] = self._write_record(
             "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
         )
+
+    def _update_plain(self, session_id: str, key: str, session_agent: SessionAgent) -> bool:
+        """Update a known agent of this session with one ``SET ... IFEQ <what we stored> KEEPTTL``, if it can.
+
+        ``IFEQ`` (Valkey 8.1+) writes only over the exact bytes this manager last stored or read there, so only
+        into this library's record (never over a value it did not write, not even for a moment), only into a
+        live session (a record exists only with its session; a delete takes every key at once), and never over
+        another writer's newer update; ``KEEPTTL`` keeps the session's deadline, so only while no refresh is due.
+        Anything else (the value changed, a server without ``IFEQ``: Valkey 8.0, Redis OSS 7) goes through the
+        script (lua/write_record.lua), which reads before it writes. Returns False then (nothing was changed).
+        """
+        previous = self._stored.get(key)
+        if session_id != self.session_id or previous is None or self.client in _NO_IFEQ:
+            return False
+        if self._fresh_deadline() is None:
+            return False
+        created_at = previous[14 : previous.index(b'"', 15) + 1] if previous.startswith(b'{"created_at":"') else b""
+        if not created_at:
+            return False
+        value = b'{"created_at":' + created_at + codec.split_created_at(codec.to_dict(session_agent))[1]
+        sent = time.monotonic()
+        with _errors("update agent", key):
+            try:
+                command = ("SET", key, value, "IFEQ", previous, "KEEPTTL")
+                written = replication.execute(self.client, key, command, self.replica_wait)
+            except ResponseError as error:
+                if "syntax" in str(error).lower():  # no IFEQ on this server: the script, from now on
+                    _NO_IFEQ.add(self.client)
+                    return False
+                if str(error).startswith("WRONGTYPE"):
+                    return False  # nothing written: the script names the key and what it holds
+                raise
+        if not written:
+            return False  # not what this manager last saw there: the script reads it and says what to do
+        self._stored[key] = value
+        session_agent.created_at = json.loads(created_at)
+        self._heartbeat.refreshed = sent  # the session had over 0.9 ttl left, as after a script
+        return True
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -602,7 +649,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Update an existing message (a redaction), keeping its ``created_at``; one round trip."""
         message_id = session_message.message_id
         key = self.keys.message(session_id, agent_id, message_id)
-        session_message.created_at = self._write_record(
+        session_message.created_at, _ = self._write_record(
             "update message",
             session_id,
             key,
