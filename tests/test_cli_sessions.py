@@ -82,8 +82,8 @@ def test_sessions_piped_is_a_plain_aligned_table(cli, seed) -> None:
     result = cli("sessions")
 
     header, row = result.stdout.splitlines()
-    assert header.split() == ["SESSION", "AGENTS", "MESSAGES", "TTL", "UPDATED"]
-    assert row.split()[:3] == ["user-1", "1", "6"]
+    assert header.split() == ["SESSION", "LAYOUT", "AGENTS", "MESSAGES", "SIZE", "TTL", "UPDATED"]
+    assert row.split()[:5] == ["user-1", "manager", "1", "6", "-"]
     assert "\x1b[" not in result.stdout and "─" not in result.stdout
 
 

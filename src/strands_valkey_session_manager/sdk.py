@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from strands._context_manager import stash as _stash
+from strands.session import snapshot_session_manager as _snapshots
 from strands.session.repository_session_manager import RepositorySessionManager
 from strands.storage import storage as _storage
 from strands.types.session import SessionMessage
@@ -24,6 +26,16 @@ if TYPE_CHECKING:
 NAMESPACED: object = _storage._NAMESPACED
 normalize_key: Callable[[str], str] = _storage._normalize_key
 normalize_prefix: Callable[[str], str] = _storage._normalize_prefix
+
+# The CLI (cli/snapshots.py) reads what SnapshotSessionManager writes through a storage, as 1.62 lays it out
+# (strands/session/snapshot_session_manager.py, strands/_context_manager/stash.py):
+# ``session/<session_id>/scopes/agent/<agent_id>/snapshots/snapshot_latest.json``, its immutable checkpoints
+# ``.../snapshots/immutable_history/snapshot_<uuid7>.json``, an orchestrator's ``scopes/multiAgent/<id>/...``,
+# and the context manager's stash under ``context/<session_id>/`` (which ``delete_session()`` deletes too).
+SNAPSHOT_NAMESPACE: str = _snapshots._SESSIONS_NAMESPACE
+SNAPSHOT_LATEST: str = _snapshots._SNAPSHOT_LATEST
+IMMUTABLE_HISTORY: str = _snapshots._IMMUTABLE_HISTORY
+STASH_NAMESPACE: str = _stash.STASH_PREFIX
 
 # 1.62's ``RepositorySessionManager._prune_held_records(agent)`` is overridden by the manager: the SDK's sync
 # calls it (on every sync) to drop the held records whose message left ``agent.messages``; ours notes the sync

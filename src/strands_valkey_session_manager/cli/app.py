@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..keys import validate_id, validate_prefix
-from . import connect, demo, models, transcript, transfer
+from . import connect, demo, models, snapshots, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, named, plural, seconds, shorten, ttl_seconds
 from .store import SCAN_COUNT, SessionDump, SessionExists, SessionSummary, Store
@@ -87,6 +87,48 @@ def _store_options(fn: F) -> F:
     return _connection(fn)
 
 
+#: Where --storage-prefix and --layout keep their values for the command that runs (``ctx.meta``).
+_SNAPSHOT_META = "strands_valkey.snapshots"
+
+
+def _snapshot_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Keep the value of --storage-prefix (checked as --key-prefix is) or --layout for :func:`_snapshot_choice`."""
+    if param.name == "storage_prefix" and value is not None:
+        value = _prefix(ctx, param, value)
+    ctx.meta.setdefault(_SNAPSHOT_META, {})[param.name] = value
+    return value
+
+
+def _snapshot_choice() -> tuple[str, str | None]:
+    """Return the running command's --storage-prefix and --layout (``None``: both layouts)."""
+    given = click.get_current_context().meta.get(_SNAPSHOT_META, {})
+    return given.get("storage_prefix", "strands"), given.get("layout")
+
+
+def _snapshot_options(fn: F) -> F:
+    """Add --storage-prefix and --layout: where ValkeyStorage keeps SnapshotSessionManager sessions; which layout.
+
+    They are read with :func:`_snapshot_choice`, not passed to the command: its signature stays the same.
+    """
+    fn = click.option(
+        "--layout",
+        type=click.Choice([snapshots.MANAGER, snapshots.SNAPSHOT]),
+        expose_value=False,
+        callback=_snapshot_option,
+        help="Only this layout: manager (ValkeySessionManager) or snapshot (SnapshotSessionManager through "
+        "ValkeyStorage). Needed when a session id exists in both.",
+    )(fn)
+    return click.option(
+        "--storage-prefix",
+        default="strands",
+        show_default=True,
+        metavar="PREFIX",
+        expose_value=False,
+        callback=_snapshot_option,
+        help="The key_prefix of the ValkeyStorage that keeps SnapshotSessionManager sessions.",
+    )(fn)
+
+
 def _json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")(fn)
 
@@ -126,7 +168,17 @@ def _open(url: str | None, key_prefix: str, cluster: bool = False) -> AbstractCo
 
 def _not_found(session_ids: list[str], key_prefix: str) -> CliError:
     listing = "List sessions with: strands-valkey sessions"
-    return CliError(f"no session {named(session_ids)} (under key prefix {key_prefix!r}). {listing}", NOT_FOUND)
+    given = click.get_current_context().meta.get(_SNAPSHOT_META, {})
+    also = given.get("layout") != snapshots.MANAGER and "storage_prefix" in given
+    storage = f", nor under storage prefix {given.get('storage_prefix')!r}" if also else ""
+    return CliError(f"no session {named(session_ids)} (under key prefix {key_prefix!r}{storage}). {listing}", NOT_FOUND)
+
+
+def _pick(store: Store, session_id: str) -> snapshots.SnapshotStore | None:
+    """Return the snapshot sessions if ``session_id`` is to be found there, else ``None`` (the manager's layout)."""
+    storage_prefix, layout = _snapshot_choice()
+    found = snapshots.beside(store, storage_prefix)
+    return found if snapshots.pick(store, found, session_id, layout) == snapshots.SNAPSHOT else None
 
 
 def _counts(dumps: list[SessionDump]) -> str:
@@ -200,9 +252,12 @@ def demo_resume(url: str | None, key_prefix: str, model: str, session: str) -> N
 def _summary_json(summary: SessionSummary) -> dict[str, Any]:
     return {
         "session_id": summary.session_id,
+        "layout": snapshots.MANAGER,
         "agents": summary.agents,
         "multi_agents": summary.multi_agents,
         "messages": summary.messages,
+        "checkpoints": None,
+        "size": None,
         "ttl": ttl_seconds(summary.ttl_ms),
         "created_at": summary.created_at,
         "updated_at": summary.updated_at,
@@ -217,53 +272,104 @@ def _summary_json(summary: SessionSummary) -> dict[str, Any]:
 @click.option("--match", default="*", show_default=True, metavar="GLOB", help="Only session ids matching this glob.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Stop after N sessions.")
 @_store_options
+@_snapshot_options
 @_json_option
 def sessions(match: str, limit: int | None, url: str | None, key_prefix: str, cluster: bool, as_json: bool) -> None:
-    """List sessions with agents, messages, TTL and last update.
+    """List sessions of both layouts with agents, messages, TTL and last update.
 
-    Sorted by session id.
+    Sorted by session id. LAYOUT is manager (ValkeySessionManager) or snapshot (SnapshotSessionManager
+    through ValkeyStorage, whose SIZE is the bytes of its snapshots and stash).
 
     Scans incrementally (SCAN MATCH <prefix>:<glob> TYPE string COUNT 1000) and reads each batch's counts
-    from the session indexes in two pipelined round trips, so it stays usable on millions of keys.
+    from the session indexes in two pipelined round trips, so it stays usable on millions of keys. Snapshot
+    sessions are found in the storage's registry of groups (no SCAN) and summarised in two more round trips.
     """
     out = Output(as_json)
+    storage_prefix, layout = _snapshot_choice()
     found: list[SessionSummary] = []
+    snapshot_found: list[snapshots.SnapshotSummary] = []
     with _open(url, key_prefix, cluster) as store, out.progress("scanning") as tick:
+        if layout != snapshots.MANAGER:
+            snapshot_store = snapshots.beside(store, storage_prefix)
+            snapshot_found = snapshot_store.summaries(snapshot_store.session_ids(match)[:limit])
         total = store.client.dbsize()
 
         def progress(matched: int, sessions_found: int) -> None:
             tick(advance=0, text=f"scanning {total} keys: {matched} matched, {sessions_found} sessions")
 
         batch = min(limit, SCAN_COUNT) if limit else SCAN_COUNT
-        for summary in store.summaries(match, batch=batch, progress=progress):
+        for summary in store.summaries(match, batch=batch, progress=progress) if layout != snapshots.SNAPSHOT else ():
             found.append(summary)
             if limit is not None and len(found) >= limit:
                 out.note(f"showing the first {limit} sessions found (--limit)")
                 break
-    found.sort(key=lambda summary: summary.session_id)
+    listed = sorted(
+        [_summary_json(summary) for summary in found] + [snapshots.summary_json(s) for s in snapshot_found],
+        key=lambda entry: (entry["session_id"], entry["layout"]),
+    )[:limit]
     if as_json:
-        out.json([_summary_json(summary) for summary in found])
+        out.json(listed)
         return
-    if not found:
-        out.note(f"no sessions matching {match!r} under key prefix {key_prefix!r}")
+    if not listed:
+        where = f"under key prefix {key_prefix!r} or storage prefix {storage_prefix!r}"
+        out.note(f"no sessions matching {match!r} {where}")
         return
-    rows = [[s.session_id, s.agents, s.messages, seconds(s.ttl_ms), transcript.stamp(s.updated_at)] for s in found]
-    out.table(["SESSION", "AGENTS", "MESSAGES", "TTL", "UPDATED"], rows, right=["AGENTS", "MESSAGES", "TTL"])
+    rows = [
+        [
+            entry["session_id"],
+            entry["layout"],
+            entry["agents"],
+            "-" if entry["messages"] is None else entry["messages"],
+            "-" if entry["size"] is None else entry["size"],
+            seconds(None if entry["ttl"] is None else entry["ttl"] * 1000),
+            transcript.stamp(entry["updated_at"]),
+        ]
+        for entry in listed
+    ]
+    columns = ["SESSION", "LAYOUT", "AGENTS", "MESSAGES", "SIZE", "TTL", "UPDATED"]
+    out.table(columns, rows, right=["AGENTS", "MESSAGES", "SIZE", "TTL"])
 
 
-@command("strands-valkey show workflow-001", "strands-valkey show workflow-001 --json | jq '.agents.writer'")
+@command(
+    "strands-valkey show workflow-001",
+    "strands-valkey show workflow-001 --json | jq '.agents.writer'",
+    "strands-valkey show user-43 --checkpoints",
+    "strands-valkey show user-43 --checkpoint 019ae0c4-4e1c-7d2a-9c1f-2b6f0e8a1d37",
+)
 @_session_argument
+@click.option("--checkpoints", is_flag=True, help="Snapshot layout: list the immutable checkpoints, oldest first.")
+@click.option(
+    "--checkpoint", metavar="SNAPSHOT_ID", help="Snapshot layout: show this checkpoint instead of the latest."
+)
 @_store_options
+@_snapshot_options
 @_json_option
-def show(session: str, url: str | None, key_prefix: str, cluster: bool, as_json: bool) -> None:
+def show(
+    session: str,
+    checkpoints: bool,
+    checkpoint: str | None,
+    url: str | None,
+    key_prefix: str,
+    cluster: bool,
+    as_json: bool,
+) -> None:
     """Print a session's transcript per agent.
 
-    Roles, text, tool calls and results, media noted by size, agent state, timestamps.
+    Roles, text, tool calls and results, media noted by size, agent state, timestamps. For a snapshot
+    session, the latest snapshot of each agent; --checkpoints lists its checkpoints, --checkpoint shows one.
 
-    --json prints the session as one entry of the export format (docs/cli.md).
+    --json prints the session as one entry of the export format (docs/cli.md); a snapshot session as its
+    latest snapshots, as the SDK stores them, with the ids of its checkpoints.
     """
     out = Output(as_json)
     with _open(url, key_prefix, cluster) as store:
+        snapshot_store = _pick(store, session)
+        if snapshot_store is not None:
+            if not snapshots.show(out, snapshot_store, session, checkpoints, checkpoint):
+                raise _not_found([session], key_prefix)
+            return
+        if checkpoints or checkpoint is not None:
+            raise CliError(f"session {shorten(session)} is no snapshot session: it has no checkpoints", USAGE)
         dump = store.dump(session)
     if dump is None:
         raise _not_found([session], key_prefix)
@@ -276,6 +382,7 @@ def show(session: str, url: str | None, key_prefix: str, cluster: bool, as_json:
 @command("strands-valkey keys workflow-001", "strands-valkey keys workflow-001 --json")
 @_session_argument
 @_store_options
+@_snapshot_options
 @_json_option
 def keys(session: str, url: str | None, key_prefix: str, cluster: bool, as_json: bool) -> None:
     """List a session's raw keys with type, TTL and size.
@@ -283,12 +390,16 @@ def keys(session: str, url: str | None, key_prefix: str, cluster: bool, as_json:
     Size is LENGTH (a string's bytes, or the members of a set or sorted set) and MEMORY (MEMORY USAGE, bytes).
 
     The keys are found through the session's index key (<prefix>:<session>:index) in one Lua script,
-    not with KEYS or SCAN.
+    not with KEYS or SCAN; a snapshot session's through the indexes of its two storage groups, its
+    snapshots and its context stash.
     """
     out = Output(as_json)
     with _open(url, key_prefix, cluster) as store:
-        infos = store.key_infos(session)
-        index = store.keys.index(session)
+        snapshot_store = _pick(store, session)
+        if snapshot_store is None:
+            infos, index = store.key_infos(session), f"the session index {store.keys.index(session)}"
+        else:
+            infos, index = snapshot_store.key_infos(session), f"the storage indexes {snapshot_store.index(session)}..."
     if not infos:
         raise _not_found([session], key_prefix)
     if as_json:
@@ -301,7 +412,7 @@ def keys(session: str, url: str | None, key_prefix: str, cluster: bool, as_json:
         return
     rows = [[i.key, i.type, seconds(i.ttl_ms), i.length, i.memory] for i in infos]
     out.table(["KEY", "TYPE", "TTL", "LENGTH", "MEMORY"], rows, right=["TTL", "LENGTH", "MEMORY"])
-    out.note(f"{plural(len(infos), 'key')}, found through the session index {index} (no KEYS, no SCAN)")
+    out.note(f"{plural(len(infos), 'key')}, found through {index} (no KEYS, no SCAN)")
 
 
 # -- export and import ------------------------------------------------------------------------
@@ -333,39 +444,56 @@ def _write(path: str, data: bytes) -> None:
 @click.option("--match", metavar="GLOB", help="Also every session whose id matches this glob.")
 @click.option("-o", "--output", default="-", show_default=True, metavar="FILE", help="File to write; - is stdout.")
 @_store_options
+@_snapshot_options
 def export(
     session: tuple[str, ...], match: str | None, output: str, url: str | None, key_prefix: str, cluster: bool
 ) -> None:
     """Export sessions to a JSON file, byte for byte.
 
     Every record of each session, byte for byte, and the TTL it has left. Each session is read at
-    one instant (one Lua script). The format is in docs/cli.md.
+    one instant (one Lua script). A snapshot session is exported as every value of its storage keys
+    (latest snapshots, checkpoints, context stash). The format is in docs/cli.md.
     """
     out = Output()
+    storage_prefix, layout = _snapshot_choice()
     wanted = list(dict.fromkeys(session))
     if not wanted and match is None:
         raise CliError("name at least one SESSION, or --match GLOB", USAGE)
     dumps: list[SessionDump] = []
+    snapshot_dumps: list[snapshots.SnapshotDump] = []
     missing: list[str] = []
     with _open(url, key_prefix, cluster) as store:
         if match is not None:
             with out.progress(f"finding sessions matching {match!r}"):
-                wanted += [s.session_id for s in store.summaries(match) if s.session_id not in wanted]
+                found = [s.session_id for s in store.summaries(match)] if layout != snapshots.SNAPSHOT else []
+                if layout != snapshots.MANAGER:
+                    found += snapshots.beside(store, storage_prefix).session_ids(match)
+                wanted += [session_id for session_id in dict.fromkeys(found) if session_id not in wanted]
         with out.progress("exporting", total=len(wanted)) as tick:
             for session_id in wanted:
-                dump = store.dump(session_id)
+                snapshot_store = _pick(store, session_id)
+                dump = store.dump(session_id) if snapshot_store is None else snapshot_store.dump(session_id)
                 if dump is None:
                     missing.append(session_id)
-                else:
+                elif isinstance(dump, SessionDump):
                     dumps.append(dump)
+                else:
+                    snapshot_dumps.append(dump)
                 tick()
     if missing:
         raise _not_found(missing, key_prefix)
     for key in (key for dump in dumps for key in dump.skipped):
         out.note(f"[yellow]not exported: {escape(key)} is no record this library writes[/yellow]")
-    _write(output, transfer.to_bytes(transfer.document(transfer.session_entry(dump) for dump in dumps)))
+    entries = [transfer.session_entry(dump) for dump in dumps]
+    entries += [snapshots.export_entry(dump, transfer.encode_value) for dump in snapshot_dumps]
+    _write(output, transfer.to_bytes(transfer.document(entries)))
     where = "stdout" if output == "-" else output
-    out.note(f"exported {_counts(dumps)} to {escape(where)}")
+    values = sum(len(dump.values) for dump in snapshot_dumps)
+    counts = [_counts(dumps)] if dumps or not snapshot_dumps else []
+    counts += (
+        [f"{plural(len(snapshot_dumps), 'snapshot session')} ({plural(values, 'value')})"] if snapshot_dumps else []
+    )
+    out.note(f"exported {' and '.join(counts)} to {escape(where)}")
 
 
 @command(
@@ -429,10 +557,13 @@ def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: b
 @click.argument("session", nargs=-1, required=True, metavar="SESSION...", callback=_ids)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @_store_options
+@_snapshot_options
 def delete(session: tuple[str, ...], yes: bool, url: str | None, key_prefix: str, cluster: bool) -> None:
     """Delete sessions and every key of theirs.
 
-    Each session atomically, its keys found through its index, as delete_session() does.
+    Each session atomically, its keys found through its index, as delete_session() does. A snapshot
+    session: its snapshots and its context stash, as SnapshotSessionManager.delete_session() does, each
+    of the two storage groups atomically.
     """
     out = Output()
     if not yes:
@@ -445,9 +576,11 @@ def delete(session: tuple[str, ...], yes: bool, url: str | None, key_prefix: str
     missing = []
     with _open(url, key_prefix, cluster) as store:
         for session_id in session:
-            deleted = store.delete(session_id)
+            snapshot_store = _pick(store, session_id)
+            deleted = store.delete(session_id) if snapshot_store is None else snapshot_store.delete(session_id)
             if deleted:
-                out.say(f"deleted session {escape(session_id)} ({plural(deleted, 'key')})")
+                kind = "" if snapshot_store is None else "snapshot "
+                out.say(f"deleted {kind}session {escape(session_id)} ({plural(deleted, 'key')})")
             else:
                 missing.append(session_id)
     if missing:
@@ -456,7 +589,8 @@ def delete(session: tuple[str, ...], yes: bool, url: str | None, key_prefix: str
 
 def _expire(session: str, ttl_ms: int | None, url: str | None, key_prefix: str, cluster: bool) -> None:
     with _open(url, key_prefix, cluster) as store:
-        changed = store.expire(session, ttl_ms)
+        snapshot_store = _pick(store, session)
+        changed = store.expire(session, ttl_ms) if snapshot_store is None else snapshot_store.expire(session, ttl_ms)
     if not changed:
         raise _not_found([session], key_prefix)
     what = "never expire" if ttl_ms is None else f"expire in {seconds(ttl_ms)}"
@@ -468,6 +602,7 @@ def _expire(session: str, ttl_ms: int | None, url: str | None, key_prefix: str, 
 @_session_argument
 @click.argument("seconds_", metavar="SECONDS", type=click.IntRange(min=1))
 @_store_options
+@_snapshot_options
 def expire(session: str, seconds_: int, url: str | None, key_prefix: str, cluster: bool) -> None:
     """Make a session expire SECONDS from now.
 
@@ -481,6 +616,7 @@ def expire(session: str, seconds_: int, url: str | None, key_prefix: str, cluste
 @command("strands-valkey persist user-42")
 @_session_argument
 @_store_options
+@_snapshot_options
 def persist(session: str, url: str | None, key_prefix: str, cluster: bool) -> None:
     """Remove a session's expiry.
 

@@ -30,7 +30,8 @@ def stamp(iso: object) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") + zone
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """Return a value as text, cut after ``PREVIEW`` characters (saying how long it was)."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
     return text if len(text) <= PREVIEW else f"{text[:PREVIEW]}… ({len(text)} characters)"
 
@@ -41,7 +42,7 @@ def _media(kind: str, block: dict[str, Any]) -> str:
     data = source.get("bytes")
     size = f", {len(data)} bytes" if isinstance(data, bytes) else ""
     location = source.get("location") or source.get("s3Location")
-    where = f", at {_short(location)}" if location else ""
+    where = f", at {short(location)}" if location else ""
     name = f" {block['name']}" if isinstance(block.get("name"), str) else ""
     return f"[{kind}{name} {block.get('format', '?')}{size}{where}]"
 
@@ -52,7 +53,7 @@ def describe_block(block: dict[str, Any]) -> str:
         return escape(str(block["text"]))
     if "toolUse" in block:
         use = block["toolUse"]
-        return f"[magenta]→ {escape(str(use.get('name')))}[/magenta]({escape(_short(use.get('input')))})" + (
+        return f"[magenta]→ {escape(str(use.get('name')))}[/magenta]({escape(short(use.get('input')))})" + (
             f" [dim]{escape(str(use.get('toolUseId')))}[/dim]"
         )
     if "toolResult" in block:
@@ -63,13 +64,13 @@ def describe_block(block: dict[str, Any]) -> str:
             " ".join(parts)
         )
     if "json" in block:
-        return escape(_short(block["json"]))
+        return escape(short(block["json"]))
     for kind in ("image", "document", "video"):
         if kind in block and isinstance(block[kind], dict):
             return f"[yellow]{escape(_media(kind, block[kind]))}[/yellow]"
     if "reasoningContent" in block:
         reasoning = block["reasoningContent"].get("reasoningText", {})
-        return f"[dim]\\[reasoning] {escape(_short(reasoning.get('text', '')))}[/dim]"
+        return f"[dim]\\[reasoning] {escape(short(reasoning.get('text', '')))}[/dim]"
     return f"[dim]\\[{escape(', '.join(block))}][/dim]"
 
 
@@ -108,36 +109,50 @@ def render(out: Output, dump: SessionDump) -> None:
         out.heading(f"multi-agent {multi_id}")
         try:
             state = codec.loads(raw, f"multi-agent {multi_id}")
-            out.say(escape(_short(state)))
+            out.say(escape(short(state)))
         except SessionException as error:
             out.say(f"[red]{escape(str(error))}[/red]")
     if dump.skipped:
         out.say(f"[dim]other keys of the session, not shown: {escape(', '.join(dump.skipped))}[/dim]")
 
 
+#: A message to print: its number, when it was created (if known), the message (or why it is unreadable), redacted.
+Row = tuple[int, str | None, dict[str, Any] | SessionException, bool]
+
+
 def _render_messages(out: Output, messages: dict[int, bytes], agent_id: str) -> None:
-    """Print an agent's messages, ids right-aligned and roles padded so that every text starts in one column."""
-    records: list[tuple[int, SessionMessage | SessionException]] = []
+    """Print an agent's stored messages (SessionMessage records), each with its id and when it was created."""
+    rows: list[Row] = []
     for message_id, raw in messages.items():
         where = f"agent {agent_id}, message {message_id}"
         try:
-            records.append((message_id, codec.load_record(SessionMessage, raw, where)))
+            record = codec.load_record(SessionMessage, raw, where)
         except SessionException as error:
-            records.append((message_id, error))
-    shown = [_shown(record) for _, record in records if isinstance(record, SessionMessage)]
-    role_width = max((len(str(message.get("role"))) for message in shown), default=0)
-    id_width = max((len(str(message_id)) for message_id in messages), default=0)
-    for message_id, record in records:
-        number = f"#{message_id}".rjust(id_width + 1)
-        if isinstance(record, SessionException):
-            out.say(f"[red]{number} unreadable: {escape(str(record))}[/red]")
+            rows.append((message_id, None, error, False))
             continue
-        message = _shown(record)
-        lines = message_lines(dict(message)) or ["[dim](no content)[/dim]"]
-        if record.redact_message is not None:
+        rows.append((message_id, record.created_at, dict(_shown(record)), record.redact_message is not None))
+    render_messages(out, rows)
+
+
+def render_messages(out: Output, rows: list[Row]) -> None:
+    """Print messages, numbers right-aligned and roles padded so that every text starts in one column.
+
+    The one rendering of a conversation, for both layouts (a snapshot's messages have no time of their own).
+    """
+    shown = [message for _, _, message, _ in rows if isinstance(message, dict)]
+    role_width = max((len(str(message.get("role"))) for message in shown), default=0)
+    id_width = max((len(str(number)) for number, _, _, _ in rows), default=0)
+    for number, created_at, message, redacted in rows:
+        label = f"#{number}".rjust(id_width + 1)
+        if isinstance(message, SessionException):
+            out.say(f"[red]{label} unreadable: {escape(str(message))}[/red]")
+            continue
+        lines = message_lines(message) or ["[dim](no content)[/dim]"]
+        if redacted:
             lines[0] = f"[yellow](redacted)[/yellow] {lines[0]}"
         role = str(message.get("role"))
-        head = f"[dim]{number} {stamp(record.created_at)}[/dim] {_role(role)}{' ' * (role_width - len(role))}"
+        when = f" {stamp(created_at)}" if created_at is not None else ""
+        head = f"[dim]{label}{when}[/dim] {_role(role)}{' ' * (role_width - len(role))}"
         out.labelled(head, lines[0], indent=0)
         for line in lines[1:]:
             out.labelled(" " * 4, line, indent=0)

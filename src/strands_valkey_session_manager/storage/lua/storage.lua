@@ -2,12 +2,12 @@
 -- ValkeyStorage: write, read or delete one value, atomically with its group's index and registry entry.
 --   KEYS[1]  the group's index: ZSET of the group's keys (escaped), all scores 0. Its expiry is the group's
 --            deadline.
---   KEYS[2]  the value key
+--   KEYS[2]  the value key ('drop' and 'expire', which act on the whole group: the index again)
 --   KEYS[3]  the registry of groups (of this slot, on a cluster): ZSET of groups, all scores 0
 --   KEYS[4]  the registry's deadlines: ZSET of the same groups, scored by deadline in ms (+inf = none)
---   ARGV[1]  ttl in ms (0 = none)
---   ARGV[2]  'write', 'read' or 'delete'
---   ARGV[3]  the key (escaped): its member in KEYS[1]
+--   ARGV[1]  ttl in ms (0 = none); for 'expire', the group's new life from now
+--   ARGV[2]  'write', 'read' or 'delete' (one key); 'drop' or 'expire' (the whole group, for the CLI)
+--   ARGV[3]  the key (escaped): its member in KEYS[1] ('' for 'drop' and 'expire')
 --   ARGV[4]  the group (escaped): its member in KEYS[3] and KEYS[4]
 --   ARGV[5], ARGV[6]  head and cut: the value key of a member m of KEYS[1] is head .. m:sub(cut + 1)
 --   ARGV[7]  the value (write)
@@ -110,6 +110,30 @@ if operation == 'delete' then
     expire_registry()
   end
   return 1
+end
+
+-- The whole group (cli/snapshots.py: a session's snapshots, or its context stash), its registry entry following.
+if operation == 'drop' then                    -- returns the number of keys deleted (0: no such group)
+  local deleted = 0
+  for _, key in ipairs(group_keys()) do
+    deleted = deleted + redis.call('DEL', key)
+  end
+  call_on(registry, 'ZREM', registry, group)
+  call_on(deadlines, 'ZREM', deadlines, group)
+  expire_registry()
+  return deleted
+end
+
+if operation == 'expire' then                  -- returns the number of keys given the deadline (0: no such group)
+  if redis.call('EXISTS', group_key) == 0 then
+    return 0
+  end
+  local at, keys = deadline_in(ttl), group_keys()
+  for _, key in ipairs(keys) do
+    expire_at(key, at)
+  end
+  register(at)
+  return #keys
 end
 
 fail('BADVALUE', 'unknown storage operation ' .. operation)

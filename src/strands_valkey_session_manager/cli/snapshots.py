@@ -1,0 +1,458 @@
+"""The other layout: sessions that ``SnapshotSessionManager`` keeps through ``ValkeyStorage`` (docs/cli.md).
+
+The SDK writes a session through a storage as (strands 1.62, see ``sdk.py``)::
+
+    session/<id>/scopes/agent/<agent>/snapshots/snapshot_latest.json                       latest snapshot
+    session/<id>/scopes/agent/<agent>/snapshots/immutable_history/snapshot_<uuid7>.json    checkpoints
+    session/<id>/scopes/multiAgent/<orchestrator>/snapshots/snapshot_latest.json           a Swarm/Graph
+    context/<id>/...                                                                        the context stash
+
+``ValkeyStorage`` keeps ``session/<id>`` and ``context/<id>`` as two groups, each with an index of its keys,
+one deadline and an entry in the registry of groups (storage/keys.py). Everything here is found through them:
+the registry lists the sessions, the indexes their keys; no SCAN, no KEYS. Deleting and expiring a group is
+the storage's own script (storage/lua/storage.lua), atomic per group, its registry entry following.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from rich.markup import escape
+from strands.types.session import decode_bytes_values
+from valkey.exceptions import ResponseError
+
+from .. import errors, scripts
+from ..options import Client
+from ..sdk import IMMUTABLE_HISTORY, SNAPSHOT_LATEST, SNAPSHOT_NAMESPACE, STASH_NAMESPACE
+from ..storage.keys import StorageKeySchema, escape_storage_key, unescape_storage_key
+from ..storage.valkey_storage import STORAGE
+from . import transcript
+from .errors import USAGE, CliError
+from .output import Output, plural, seconds, shorten, ttl_seconds
+from .store import KeyInfo, Store, as_bytes, as_text, ttl_or_none
+
+MANAGER, SNAPSHOT = "manager", "snapshot"
+#: Bytes read from the start of a snapshot to find its ``created_at`` (its third field, ~90 bytes in).
+HEAD = 160
+_CREATED_AT = re.compile(r'"created_at"\s*:\s*"([^"]*)"')
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """One snapshot session of the listing."""
+
+    session_id: str
+    agents: int
+    multi_agents: int
+    checkpoints: int
+    size: int  # bytes of its stored values (snapshots, checkpoints and stash)
+    ttl_ms: int | None
+    updated_at: str | None  # when the newest latest snapshot was taken
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One immutable snapshot of an agent."""
+
+    agent_id: str
+    snapshot_id: str
+    created_at: str | None
+    size: int
+
+
+@dataclass
+class SnapshotDump:
+    """A snapshot session: every storage key of it (snapshots and stash), the values read, its remaining life."""
+
+    session_id: str
+    ttl_ms: int | None
+    keys: list[str]
+    values: dict[str, bytes] = field(default_factory=dict)
+
+
+def snapshot_of(session_id: str, key: str) -> tuple[str, str, str | None] | None:
+    """``(scope, id, snapshot_id)`` of a snapshot key of the session (``None`` id: the latest), else ``None``."""
+    head = f"{SNAPSHOT_NAMESPACE}/{session_id}/scopes/"
+    parts = key[len(head) :].split("/") if key.startswith(head) else []
+    if len(parts) < 4 or parts[2] != "snapshots":
+        return None
+    if parts[3:] == [SNAPSHOT_LATEST]:
+        return parts[0], parts[1], None
+    name = parts[4] if len(parts) == 5 and parts[3] == IMMUTABLE_HISTORY else ""
+    if name.startswith("snapshot_") and name.endswith(".json"):
+        return parts[0], parts[1], name[len("snapshot_") : -len(".json")]
+    return None
+
+
+def _created_at(head: Any) -> str | None:
+    found = _CREATED_AT.search(as_text(head)) if isinstance(head, (bytes, str)) else None
+    return found.group(1) if found else None
+
+
+@dataclass(frozen=True)
+class SnapshotStore:
+    """The snapshot sessions of one ``ValkeyStorage`` key prefix, read and changed through a synchronous client."""
+
+    client: Client
+    keys: StorageKeySchema
+
+    def groups(self, session_id: str) -> tuple[str, str]:
+        """Return the session's two groups (escaped): its snapshots, and its context stash."""
+        return escape_storage_key(f"{SNAPSHOT_NAMESPACE}/{session_id}"), escape_storage_key(
+            f"{STASH_NAMESPACE}/{session_id}"
+        )
+
+    def index(self, session_id: str) -> str:
+        """Return the index of the session's snapshots: the session exists in this layout while it does."""
+        return self.keys.index(self.groups(session_id)[0])
+
+    # -- listing --------------------------------------------------------------------------------------------
+
+    def session_ids(self, match: str = "*") -> list[str]:
+        """Ids of the snapshot sessions in the registry whose id matches the glob, sorted.
+
+        One ZRANGEBYLEX on a standalone server; on a cluster one per slot's registry, pipelined (a round trip
+        per primary). A group may have expired since the registry last pruned it: :meth:`summaries` drops it.
+        """
+        namespace = f"{SNAPSHOT_NAMESPACE}/".encode()
+        pipe = self.client.pipeline(transaction=False)
+        for registry in self.keys.registries():
+            pipe.zrangebylex(registry, b"[" + namespace, b"(" + namespace + b"\xff")
+        ids = {
+            unescape_storage_key(as_text(member))[len(namespace) :] for members in pipe.execute() for member in members
+        }
+        return sorted(session_id for session_id in ids if fnmatchcase(session_id, match))
+
+    def _members(self, session_ids: list[str]) -> list[tuple[list[str], int | None]]:
+        """For each session: the escaped keys of both its groups (snapshots first) and its PTTL; one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for session_id in session_ids:
+            snapshots, stash = self.groups(session_id)
+            pipe.zrange(self.keys.index(snapshots), 0, -1)
+            pipe.pttl(self.keys.index(snapshots))
+            pipe.zrange(self.keys.index(stash), 0, -1)
+        replies = iter(pipe.execute())
+        found = []
+        for _ in session_ids:
+            members, pttl, stashed = next(replies), next(replies), next(replies)
+            keys = [as_text(member) for member in [*members, *stashed]] if members else []
+            found.append((keys, ttl_or_none(pttl)))
+        return found
+
+    def summaries(self, session_ids: list[str]) -> list[SnapshotSummary]:
+        """Summarise sessions in two pipelined round trips whatever their number: keys and TTL, then sizes.
+
+        The last saved time is the newest ``created_at`` of the latest snapshots, read from their first
+        ``HEAD`` bytes (``GETRANGE``), never from whole snapshots.
+        """
+        listed = [
+            (session_id, keys, ttl)
+            for session_id, (keys, ttl) in zip(session_ids, self._members(session_ids), strict=True)
+        ]
+        listed = [entry for entry in listed if entry[1]]  # expired since the registry listed it
+        pipe = self.client.pipeline(transaction=False)
+        for session_id, keys, _ in listed:
+            for key in keys:
+                pipe.strlen(self.keys.value(key))
+                if (found := snapshot_of(session_id, unescape_storage_key(key))) and found[2] is None:
+                    pipe.getrange(self.keys.value(key), 0, HEAD - 1)
+        replies = iter(pipe.execute(raise_on_error=False))
+        summaries = []
+        for session_id, keys, ttl in listed:
+            size, saved, scopes = 0, [], []
+            for key in keys:
+                length = next(replies)
+                size += length if isinstance(length, int) else 0
+                found = snapshot_of(session_id, unescape_storage_key(key))
+                if found is not None:
+                    scopes.append(found)
+                    if found[2] is None:
+                        saved.append(_created_at(next(replies)))
+            stamps = [stamp for stamp in saved if stamp]
+            summaries.append(
+                SnapshotSummary(
+                    session_id,
+                    agents=len({member for scope, member, _ in scopes if scope == "agent"}),
+                    multi_agents=len({member for scope, member, _ in scopes if scope == "multiAgent"}),
+                    checkpoints=sum(snapshot_id is not None for _, _, snapshot_id in scopes),
+                    size=size,
+                    ttl_ms=ttl,
+                    updated_at=max(stamps) if stamps else None,
+                )
+            )
+        return summaries
+
+    # -- one session ------------------------------------------------------------------------------------------
+
+    def dump(self, session_id: str, wanted: Callable[[str], bool] = lambda key: True) -> SnapshotDump | None:
+        """Read the session's keys and the values of those ``wanted`` (two round trips); ``None``: no such session.
+
+        The snapshots are immutable but for the latest ones, each written whole: every value read is one
+        snapshot as the SDK wrote it. Reading slides no expiry.
+        """
+        ((members, ttl),) = self._members([session_id])
+        if not members:
+            return None
+        keys = sorted(unescape_storage_key(member) for member in members)
+        reading = [key for key in keys if wanted(key)]
+        pipe = self.client.pipeline(transaction=False)
+        for key in reading:
+            pipe.get(self.keys.value(escape_storage_key(key)))
+        values = {key: as_bytes(value) for key, value in zip(reading, pipe.execute(), strict=True) if value is not None}
+        return SnapshotDump(session_id, ttl, keys, values)
+
+    def checkpoints(self, session_id: str) -> list[Checkpoint] | None:
+        """Every immutable snapshot of the session's agents, oldest first per agent; ``None`` if no session."""
+        dump = self.dump(session_id, wanted=lambda key: False)
+        if dump is None:
+            return None
+        found = [(key, parsed) for key in dump.keys if (parsed := snapshot_of(session_id, key)) and parsed[2]]
+        pipe = self.client.pipeline(transaction=False)
+        for key, _ in found:
+            pipe.getrange(self.keys.value(escape_storage_key(key)), 0, HEAD - 1)
+            pipe.strlen(self.keys.value(escape_storage_key(key)))
+        replies = iter(pipe.execute())
+        listed = [
+            Checkpoint(member, str(snapshot_id), _created_at(next(replies)), next(replies))
+            for key, (_, member, snapshot_id) in found
+        ]
+        return sorted(listed, key=lambda checkpoint: (checkpoint.agent_id, checkpoint.snapshot_id))
+
+    def key_infos(self, session_id: str) -> list[KeyInfo]:
+        """Every key of the session (both groups' indexes and values) with type, TTL, length and memory."""
+        ((members, _),) = self._members([session_id])
+        if not members:
+            return []
+        indexes = [self.keys.index(group) for group in self.groups(session_id)]
+        names = [*indexes, *(self.keys.value(member) for member in members)]
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.type(name)
+            pipe.pttl(name)
+            pipe.zcard(name) if name in indexes else pipe.strlen(name)
+            pipe.memory_usage(name)
+        replies = iter(pipe.execute(raise_on_error=False))
+        infos = [KeyInfo(name, as_text(next(replies)), *_life_and_sizes(replies)) for name in names]
+        return [info for info in infos if info.type != "none"]
+
+    def delete(self, session_id: str) -> int:
+        """Delete the session's snapshots and its context stash, each group atomically; returns the keys deleted."""
+        return sum(self._group(group, "drop") for group in self.groups(session_id))
+
+    def expire(self, session_id: str, ttl_ms: int | None) -> int:
+        """Give every key of both groups one deadline ``ttl_ms`` from now (``None``: none); returns how many."""
+        return sum(self._group(group, "expire", ttl_ms or 0) for group in self.groups(session_id))
+
+    def _group(self, group: str, operation: str, ttl_ms: int = 0) -> int:
+        """Run the storage script's whole-group ``operation``, declaring the keys it reports undeclared."""
+        index = self.keys.index(group)
+        head, cut = self.keys.head(group)
+        keys, args = [index, index, *self.keys.registry(group)], [ttl_ms, operation, "", group, head, cut]
+        for _ in range(scripts.MAX_WALKS):
+            try:
+                return int(STORAGE(self.client, keys, args))
+            except ResponseError as error:
+                keys += scripts.undeclared(error, index)
+        raise errors.SessionChanging(f"{index}: its keys changed during {scripts.MAX_WALKS} calls")
+
+
+def _life_and_sizes(replies: Any) -> tuple[int | None, int, int]:
+    pttl, length, memory = next(replies), next(replies), next(replies)
+    return ttl_or_none(pttl if isinstance(pttl, int) else -2), length if isinstance(length, int) else 0, memory or 0
+
+
+def beside(store: Store, prefix: str = "strands") -> SnapshotStore:
+    """Return the snapshot sessions under the storage ``prefix`` on ``store``'s server (cluster layout alike)."""
+    return SnapshotStore(store.client, StorageKeySchema(prefix, cluster=store.keys.cluster))
+
+
+# -- which layout ---------------------------------------------------------------------------------------------
+
+
+def layouts_of(store: Store, snapshots: SnapshotStore, session_id: str) -> list[str]:
+    """Return the layouts in which the session exists (``manager``, ``snapshot``): one pipelined round trip."""
+    pipe = store.client.pipeline(transaction=False)
+    pipe.exists(store.keys.session(session_id))
+    pipe.exists(snapshots.index(session_id))
+    found = pipe.execute()
+    return [layout for layout, count in zip((MANAGER, SNAPSHOT), found, strict=True) if count]
+
+
+def pick(store: Store, snapshots: SnapshotStore, session_id: str, layout: str | None) -> str | None:
+    """Return the layout to act on for the session (``None``: none holds it); ``--layout`` decides when given.
+
+    Raises:
+        CliError: If the id exists in both layouts and ``layout`` is ``None`` (usage: pass --layout).
+    """
+    if layout is not None:
+        return layout
+    found = layouts_of(store, snapshots, session_id)
+    if len(found) > 1:
+        raise CliError(
+            f"session {shorten(session_id)} exists in both layouts: as a ValkeySessionManager session "
+            f"({store.keys.session(session_id)}) and as a SnapshotSessionManager one ({snapshots.index(session_id)}). "
+            "Pass --layout manager or --layout snapshot.",
+            USAGE,
+        )
+    return found[0] if found else None
+
+
+# -- what the commands print ------------------------------------------------------------------------------------
+
+
+def summary_json(summary: SnapshotSummary) -> dict[str, Any]:
+    """Describe a snapshot session for ``sessions --json`` (the manager's fields where they mean the same)."""
+    return {
+        "session_id": summary.session_id,
+        "layout": SNAPSHOT,
+        "agents": summary.agents,
+        "multi_agents": summary.multi_agents,
+        "messages": None,
+        "checkpoints": summary.checkpoints,
+        "size": summary.size,
+        "ttl": ttl_seconds(summary.ttl_ms),
+        "created_at": None,
+        "updated_at": summary.updated_at,
+    }
+
+
+def _snapshot(raw: bytes, where: str) -> dict[str, Any]:
+    """Parse a stored snapshot as the SDK reads it (JSON, bytes base64-decoded); ``CliError`` if it is none."""
+    try:
+        data = decode_bytes_values(json.loads(raw))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CliError(f"{where} is no snapshot: {error}", USAGE) from error
+    if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+        raise CliError(f"{where} is no snapshot: not a JSON object with a 'data' object", USAGE)
+    return data
+
+
+def _render_snapshot(out: Output, snapshot: dict[str, Any], checkpoints: int) -> None:
+    """Print one agent snapshot: when it was taken, its state, then its conversation as for the other layout."""
+    data = snapshot["data"]
+    kept = f"  {plural(checkpoints, 'checkpoint')}" if checkpoints else ""
+    out.say(f"saved {transcript.stamp(snapshot.get('created_at'))}{kept}")
+    if data.get("state"):
+        out.say(f"state {escape(json.dumps(data['state'], ensure_ascii=False, default=repr))}")
+    messages = data.get("messages") if isinstance(data.get("messages"), list) else []
+    transcript.render_messages(out, [(number, None, message, False) for number, message in enumerate(messages)])
+
+
+def render(out: Output, dump: SnapshotDump, storage_prefix: str) -> None:
+    """Print a snapshot session: the latest snapshot of each agent, then orchestrators and the stash."""
+    out.say(
+        f"[bold]Session {escape(dump.session_id)}[/bold]  snapshot layout (SnapshotSessionManager, "
+        f"storage prefix {escape(storage_prefix)})  ttl {seconds(dump.ttl_ms)}"
+    )
+    parsed = [(key, found) for key in dump.keys if (found := snapshot_of(dump.session_id, key))]
+    for key, (scope, member, snapshot_id) in parsed:
+        if snapshot_id is not None or key not in dump.values:
+            continue
+        snapshot = _snapshot(dump.values[key], key)
+        if scope == "agent":
+            out.heading(f"agent {member}")
+            count = sum(1 for _, found in parsed if found[:2] == (scope, member) and found[2] is not None)
+            _render_snapshot(out, snapshot, count)
+        else:
+            out.heading(f"{'multi-agent' if scope == 'multiAgent' else scope} {member}")
+            out.say(f"saved {transcript.stamp(snapshot.get('created_at'))}")
+            out.say(escape(transcript.short(snapshot["data"])))
+    stash = [key for key in dump.keys if key.startswith(f"{STASH_NAMESPACE}/")]
+    if stash:
+        where = f"{STASH_NAMESPACE}/{dump.session_id}/"
+        out.say(f"\n[dim]context stash: {plural(len(stash), 'key')} under {escape(where)}[/dim]")
+
+
+def show_json(dump: SnapshotDump) -> dict[str, Any]:
+    """``show --json`` of a snapshot session: each agent's latest snapshot and its checkpoint ids, in order."""
+    agents: dict[str, Any] = {}
+    multi_agents: dict[str, Any] = {}
+    for key in dump.keys:
+        found = snapshot_of(dump.session_id, key)
+        if found is None:
+            continue
+        scope, member, snapshot_id = found
+        into = agents if scope == "agent" else multi_agents
+        entry: dict[str, Any] = into.setdefault(member, {"latest": None, "checkpoints": []})
+        if snapshot_id is not None:
+            entry["checkpoints"].append(snapshot_id)
+        elif key in dump.values:
+            entry["latest"] = json.loads(dump.values[key])
+    return {
+        "session_id": dump.session_id,
+        "layout": SNAPSHOT,
+        "ttl_ms": dump.ttl_ms,
+        "agents": agents,
+        "multi_agents": multi_agents,
+        "stash": [key for key in dump.keys if key.startswith(f"{STASH_NAMESPACE}/")],
+    }
+
+
+def show(
+    out: Output, snapshots: SnapshotStore, session_id: str, list_checkpoints: bool, checkpoint: str | None
+) -> bool:
+    """``show`` of a snapshot session: its latest snapshots, its checkpoints, or one checkpoint. False: no session."""
+    if list_checkpoints:
+        found = snapshots.checkpoints(session_id)
+        if found is None:
+            return False
+        if out.as_json:
+            out.json(
+                [
+                    {"agent_id": c.agent_id, "snapshot_id": c.snapshot_id, "created_at": c.created_at, "size": c.size}
+                    for c in found
+                ]
+            )
+        elif found:
+            rows = [[c.agent_id, c.snapshot_id, transcript.stamp(c.created_at), c.size] for c in found]
+            out.table(["AGENT", "SNAPSHOT", "SAVED", "SIZE"], rows, right=["SIZE"])
+        else:
+            out.note(
+                f"session {escape(session_id)} has no checkpoints (the SDK writes one when snapshot_trigger fires)"
+            )
+        return True
+    if checkpoint is None:
+        dump = snapshots.dump(session_id, wanted=lambda key: (snapshot_of(session_id, key) or ("", "", ""))[2] is None)
+        if dump is None:
+            return False
+        if out.as_json:
+            out.json(show_json(dump))
+        else:
+            render(out, dump, snapshots.keys.prefix)
+        return True
+    name = f"/{IMMUTABLE_HISTORY}/snapshot_{checkpoint}.json"
+    dump = snapshots.dump(session_id, wanted=lambda key: key.endswith(name))
+    if dump is None:
+        return False
+    if not dump.values:
+        raise CliError(
+            f"session {shorten(session_id)} has no checkpoint {checkpoint!r}. "
+            f"List them with: strands-valkey show {session_id} --checkpoints",
+            1,
+        )
+    key, raw = next(iter(dump.values.items()))
+    agent_id = (snapshot_of(session_id, key) or ("", "?", None))[1]
+    snapshot = _snapshot(raw, key)
+    if out.as_json:
+        out.json(
+            {"session_id": session_id, "agent_id": agent_id, "snapshot_id": checkpoint, "snapshot": json.loads(raw)}
+        )
+        return True
+    out.say(f"[bold]Session {escape(session_id)}[/bold]  checkpoint {escape(checkpoint)} of agent {escape(agent_id)}")
+    _render_snapshot(out, snapshot, 0)
+    return True
+
+
+def export_entry(dump: SnapshotDump, encode: Callable[[bytes], Any]) -> dict[str, Any]:
+    """Describe a snapshot session for the export file: every stored value by storage key, byte for byte."""
+    return {
+        "session_id": dump.session_id,
+        "layout": SNAPSHOT,
+        "ttl_ms": dump.ttl_ms,
+        "values": {key: encode(value) for key, value in dump.values.items()},
+    }
