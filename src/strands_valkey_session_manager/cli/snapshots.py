@@ -32,7 +32,7 @@ from ..sdk import IMMUTABLE_HISTORY, SNAPSHOT_LATEST, SNAPSHOT_NAMESPACE, STASH_
 from ..storage.keys import StorageKeySchema, escape_storage_key, unescape_storage_key
 from ..storage.valkey_storage import STORAGE
 from . import transcript
-from .errors import USAGE, CliError
+from .errors import NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, plural, seconds, shorten, ttl_seconds
 from .store import KeyInfo, Store, as_bytes, as_text, ttl_or_none
 
@@ -263,7 +263,8 @@ class SnapshotStore:
 
 def _life_and_sizes(replies: Any) -> tuple[int | None, int, int]:
     pttl, length, memory = next(replies), next(replies), next(replies)
-    return ttl_or_none(pttl if isinstance(pttl, int) else -2), length if isinstance(length, int) else 0, memory or 0
+    sizes = [size if isinstance(size, int) else 0 for size in (length, memory)]  # an error reply (no MEMORY): 0
+    return ttl_or_none(pttl if isinstance(pttl, int) else -2), sizes[0], sizes[1]
 
 
 def beside(store: Store, prefix: str = "strands") -> SnapshotStore:
@@ -326,9 +327,9 @@ def _snapshot(raw: bytes, where: str) -> dict[str, Any]:
     try:
         data = decode_bytes_values(json.loads(raw))
     except (ValueError, UnicodeDecodeError) as error:
-        raise CliError(f"{where} is no snapshot: {error}", USAGE) from error
+        raise CliError(f"{where} holds no snapshot the SDK wrote ({error}); it is left untouched", REFUSED) from error
     if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
-        raise CliError(f"{where} is no snapshot: not a JSON object with a 'data' object", USAGE)
+        raise CliError(f"{where} holds no snapshot the SDK wrote (no 'data' object); it is left untouched", REFUSED)
     return data
 
 
@@ -433,7 +434,7 @@ def show(
         raise CliError(
             f"session {shorten(session_id)} has no checkpoint {checkpoint!r}. "
             f"List them with: strands-valkey show {session_id} --checkpoints",
-            1,
+            NOT_FOUND,
         )
     key, raw = next(iter(dump.values.items()))
     agent_id = (snapshot_of(session_id, key) or ("", "?", None))[1]
