@@ -475,3 +475,11 @@ def test_layout_picks_which_session_show_renders_for_an_id_in_both(target: Targe
 
     assert "snapshot layout" in snapshot.stdout and "checkpoints" in snapshot.stdout
     assert "snapshot layout" not in manager.stdout and "#0" in manager.stdout
+
+
+def test_checkpoints_of_a_manager_session_are_a_usage_error(target: Target) -> None:
+    target.manager_session("user-42")
+
+    result = target.cli("show", "user-42", "--checkpoints")
+
+    assert result.exit_code == 2 and "is no snapshot session" in result.stderr
