@@ -331,16 +331,100 @@ def test_export_match_takes_sessions_of_both_layouts(target: Target) -> None:
     ]
 
 
-def test_import_refuses_a_snapshot_session_of_an_export_and_writes_nothing(target: Target) -> None:
+def test_export_delete_import_gives_back_the_identical_snapshot_session(target: Target) -> None:
     target.snapshot_session("user-43")
+    before = {key: target.client.get(key) for key in session_keys(target, "user-43") if not key.endswith("/")}
     exported = target.cli("export", "user-43").stdout
     target.cli("delete", "user-43", "--yes")
 
     result = target.cli("import", "-", input=exported)
 
-    assert result.exit_code == 2
-    assert "SnapshotSessionManager session" in result.stderr and "not supported" in result.stderr
+    assert result.exit_code == 0, result.stderr
+    assert "imported 1 snapshot session (4 values)" in result.stderr
+    keys = session_keys(target, "user-43")  # found again through the registry and the indexes
+    assert {key: target.client.get(key) for key in keys if not key.endswith("/")} == before
+    pttls = target.pttls(keys)
+    assert all(3_500_000 <= pttl <= 3_600_000 for pttl in pttls) and max(pttls) - min(pttls) <= 2000
+
+
+def test_an_imported_snapshot_session_is_restored_by_the_sdk(target: Target) -> None:
+    target.snapshot_session("user-43")
+    exported = target.cli("export", "user-43").stdout
+    target.cli("delete", "user-43", "--yes")
+    target.cli("import", "-", input=exported)
+
+    agent = Agent(
+        agent_id="assistant",
+        model=ScriptedModel(),
+        session_manager=SnapshotSessionManager("user-43", storage=target.storage()),
+        callback_handler=None,
+    )
+
+    assert [message["role"] for message in agent.messages] == ["user", "assistant"] * 2
+    assert agent.state.get("stage") == "draft"
+
+
+def test_import_refuses_an_existing_snapshot_session_without_force(target: Target) -> None:
+    target.snapshot_session("user-43")
+    exported = target.cli("export", "user-43").stdout
+    before = {key: target.client.get(key) for key in target.keyspace() if target.client.type(key) == "string"}
+
+    result = target.cli("import", "-", input=exported)
+
+    assert result.exit_code == 4 and "user-43 exists; nothing imported" in result.stderr
+    assert {key: target.client.get(key) for key in before} == before
+
+
+def test_import_force_replaces_every_key_of_the_snapshot_session(target: Target) -> None:
+    manager = target.snapshot_session("user-43")
+    exported = target.cli("export", "user-43").stdout
+    agent = Agent(agent_id="assistant", model=ScriptedModel(), session_manager=manager, callback_handler=None)
+    agent("one more turn")  # a third checkpoint, not in the file
+    asyncio.run(Stash(manager._raw_storage, "user-43", "assistant").store("later", 0, b"{}"))
+
+    result = target.cli("import", "-", "--force", input=exported)
+
+    assert result.exit_code == 0, result.stderr
+    assert len(session_keys(target, "user-43")) == 6  # as exported: 2 indexes, latest, 2 checkpoints, 1 stash entry
+    assert json.loads(target.cli("sessions", "--json").stdout)[0]["checkpoints"] == 2
+
+
+def test_import_refuses_a_key_the_sdk_does_not_put_under_the_session(target: Target) -> None:
+    target.snapshot_session("user-43")
+    document = json.loads(target.cli("export", "user-43").stdout)
+    target.cli("delete", "user-43", "--yes")
+    document["sessions"][0]["values"]["session/user-44/scopes/agent/a/snapshots/snapshot_latest.json"] = "{}"
+
+    result = target.cli("import", "-", input=json.dumps(document))
+
+    assert result.exit_code == 2 and "'session/user-44/" in result.stderr and "no key" in result.stderr
     assert target.keyspace() == []
+
+
+def test_import_leaves_a_value_storage_did_not_write_untouched(target: Target) -> None:
+    target.snapshot_session("user-43")
+    exported = target.cli("export", "user-43").stdout
+    target.cli("delete", "user-43", "--yes")
+    tag = "{session/user-43}" if target.cluster else "session/user-43"
+    foreign = f"strands:{tag}/scopes/agent/assistant/snapshots/snapshot_latest.json"
+    target.client.set(foreign, "another application's value")
+
+    result = target.cli("import", "-", input=exported)
+
+    assert result.exit_code == 4 and foreign in result.stderr
+    assert target.keyspace() == [foreign] and target.client.get(foreign) == "another application's value"
+
+
+def test_import_writes_a_snapshot_session_under_another_storage_prefix(target: Target) -> None:
+    target.snapshot_session("user-43")
+    exported = target.cli("export", "user-43").stdout
+
+    result = target.cli("import", "-", "--storage-prefix", "tenant-b", input=exported)
+
+    assert result.exit_code == 0, result.stderr
+    assert len(session_keys(target, "user-43", prefix="tenant-b")) == 6
+    listed = json.loads(target.cli("sessions", "--storage-prefix", "tenant-b", "--json").stdout)
+    assert [(entry["session_id"], entry["checkpoints"]) for entry in listed] == [("user-43", 2)]
 
 
 # -- delete, expire, persist ---------------------------------------------------------------------------------------

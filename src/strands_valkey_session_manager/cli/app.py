@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,6 +105,19 @@ def _snapshot_choice() -> tuple[str, str | None]:
     return given.get("storage_prefix", "strands"), given.get("layout")
 
 
+def _storage_prefix_option(fn: F) -> F:
+    """Add --storage-prefix: where ValkeyStorage keeps SnapshotSessionManager sessions (read by _snapshot_choice)."""
+    return click.option(
+        "--storage-prefix",
+        default="strands",
+        show_default=True,
+        metavar="PREFIX",
+        expose_value=False,
+        callback=_snapshot_option,
+        help="The key_prefix of the ValkeyStorage that keeps SnapshotSessionManager sessions.",
+    )(fn)
+
+
 def _snapshot_options(fn: F) -> F:
     """Add --storage-prefix and --layout: where ValkeyStorage keeps SnapshotSessionManager sessions; which layout.
 
@@ -118,15 +131,7 @@ def _snapshot_options(fn: F) -> F:
         help="Only this layout: manager (ValkeySessionManager) or snapshot (SnapshotSessionManager through "
         "ValkeyStorage). Needed when a session id exists in both.",
     )(fn)
-    return click.option(
-        "--storage-prefix",
-        default="strands",
-        show_default=True,
-        metavar="PREFIX",
-        expose_value=False,
-        callback=_snapshot_option,
-        help="The key_prefix of the ValkeyStorage that keeps SnapshotSessionManager sessions.",
-    )(fn)
+    return _storage_prefix_option(fn)
 
 
 def _json_option(fn: F) -> F:
@@ -181,14 +186,20 @@ def _pick(store: Store, session_id: str) -> snapshots.SnapshotStore | None:
     return found if snapshots.pick(store, found, session_id, layout) == snapshots.SNAPSHOT else None
 
 
-def _counts(dumps: list[SessionDump]) -> str:
+def _counts(dumps: Sequence[SessionDump | snapshots.SnapshotDump]) -> str:
     """``2 sessions (3 records, 5000 messages)``: what export wrote and import read, counted alike.
 
-    Records are the session, agent and Swarm/Graph records; messages are counted apart.
+    Records are the session, agent and Swarm/Graph records; messages are counted apart. Snapshot sessions
+    are counted apart too, by stored value: ``and 1 snapshot session (4 values)``.
     """
-    records = sum(1 + len(d.multi_agents) + sum(a.record is not None for a in d.agents.values()) for d in dumps)
-    messages = sum(len(agent.messages) for dump in dumps for agent in dump.agents.values())
-    return f"{plural(len(dumps), 'session')} ({plural(records, 'record')}, {plural(messages, 'message')})"
+    managed = [dump for dump in dumps if isinstance(dump, SessionDump)]
+    snapped = [dump for dump in dumps if isinstance(dump, snapshots.SnapshotDump)]
+    records = sum(1 + len(d.multi_agents) + sum(a.record is not None for a in d.agents.values()) for d in managed)
+    messages = sum(len(agent.messages) for dump in managed for agent in dump.agents.values())
+    counts = [f"{plural(len(managed), 'session')} ({plural(records, 'record')}, {plural(messages, 'message')})"]
+    values = sum(len(dump.values) for dump in snapped)
+    snapshot_count = f"{plural(len(snapped), 'snapshot session')} ({plural(values, 'value')})"
+    return " and ".join(counts[: 1 if managed or not snapped else 0] + ([snapshot_count] if snapped else []))
 
 
 # -- the demo ---------------------------------------------------------------------------------
@@ -459,8 +470,7 @@ def export(
     wanted = list(dict.fromkeys(session))
     if not wanted and match is None:
         raise CliError("name at least one SESSION, or --match GLOB", USAGE)
-    dumps: list[SessionDump] = []
-    snapshot_dumps: list[snapshots.SnapshotDump] = []
+    dumps: list[SessionDump | snapshots.SnapshotDump] = []
     missing: list[str] = []
     with _open(url, key_prefix, cluster) as store:
         if match is not None:
@@ -475,25 +485,20 @@ def export(
                 dump = store.dump(session_id) if snapshot_store is None else snapshot_store.dump(session_id)
                 if dump is None:
                     missing.append(session_id)
-                elif isinstance(dump, SessionDump):
-                    dumps.append(dump)
                 else:
-                    snapshot_dumps.append(dump)
+                    dumps.append(dump)
                 tick()
     if missing:
         raise _not_found(missing, key_prefix)
-    for key in (key for dump in dumps for key in dump.skipped):
+    for key in (key for dump in dumps if isinstance(dump, SessionDump) for key in dump.skipped):
         out.note(f"[yellow]not exported: {escape(key)} is no record this library writes[/yellow]")
-    entries = [transfer.session_entry(dump) for dump in dumps]
-    entries += [snapshots.export_entry(dump, transfer.encode_value) for dump in snapshot_dumps]
+    entries = [
+        transfer.session_entry(dump) if isinstance(dump, SessionDump) else transfer.snapshot_entry(dump)
+        for dump in dumps
+    ]
     _write(output, transfer.to_bytes(transfer.document(entries)))
     where = "stdout" if output == "-" else output
-    values = sum(len(dump.values) for dump in snapshot_dumps)
-    counts = [_counts(dumps)] if dumps or not snapshot_dumps else []
-    counts += (
-        [f"{plural(len(snapshot_dumps), 'snapshot session')} ({plural(values, 'value')})"] if snapshot_dumps else []
-    )
-    out.note(f"exported {' and '.join(counts)} to {escape(where)}")
+    out.note(f"exported {_counts(dumps)} to {escape(where)}")
 
 
 @command(
@@ -505,6 +510,7 @@ def export(
 @click.argument("file", metavar="FILE")
 @click.option("--force", is_flag=True, help="Replace sessions that exist (all their keys).")
 @_store_options
+@_storage_prefix_option
 def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: bool) -> None:
     """Import sessions from an export file.
 
@@ -512,6 +518,7 @@ def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: b
 
     Refuses (exit 4, nothing written) when a session exists, unless --force. The session index and
     message-id sets are rebuilt as the session manager writes them, for this --key-prefix and client.
+    A snapshot session is written back under --storage-prefix, each of its two storage groups atomically.
     """
     out = Output()
     try:
@@ -525,11 +532,17 @@ def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: b
     except ValueError as error:
         raise CliError(f"{file}: {error}", USAGE) from error
     with _open(url, key_prefix, cluster) as store:
+        snapshot_store = snapshots.beside(store, _snapshot_choice()[0])
         if not force:
             pipe = store.client.pipeline(transaction=False)
             for dump in dumps:
-                pipe.exists(store.keys.session(dump.session_id), store.keys.index(dump.session_id))
-            existing = [dump.session_id for dump, count in zip(dumps, pipe.execute(), strict=True) if count]
+                keys = [store.keys.session(dump.session_id), store.keys.index(dump.session_id)]
+                if isinstance(dump, snapshots.SnapshotDump):
+                    keys = [snapshot_store.keys.index(group) for group in snapshot_store.groups(dump.session_id)]
+                for key in keys:  # one key per EXISTS: a snapshot session's two groups are in two slots
+                    pipe.exists(key)
+            counts = iter(pipe.execute())
+            existing = [dump.session_id for dump in dumps if next(counts) + next(counts)]
             if existing:
                 exists = "exists" if len(existing) == 1 else "exist"
                 raise CliError(
@@ -538,7 +551,10 @@ def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: b
         with out.progress("importing", total=len(dumps)) as tick:
             for position, dump in enumerate(dumps):
                 try:
-                    store.restore(dump, force=force)
+                    if isinstance(dump, SessionDump):
+                        store.restore(dump, force=force)
+                    else:
+                        snapshot_store.restore(dump, force=force)
                 except SessionExists as error:  # created since the check above
                     done = f"{_counts(dumps[:position])} imported before it" if position else "nothing imported"
                     raise CliError(

@@ -29,12 +29,12 @@ from valkey.exceptions import ResponseError
 from .. import errors, scripts
 from ..options import Client
 from ..sdk import IMMUTABLE_HISTORY, SNAPSHOT_LATEST, SNAPSHOT_NAMESPACE, STASH_NAMESPACE
-from ..storage.keys import StorageKeySchema, escape_storage_key, unescape_storage_key
+from ..storage.keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
 from ..storage.valkey_storage import STORAGE
 from . import transcript
 from .errors import NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, plural, seconds, shorten, ttl_seconds
-from .store import KeyInfo, Store, as_bytes, as_text, ttl_or_none
+from .store import ForeignRecord, KeyInfo, SessionExists, Store, as_bytes, as_text, ttl_or_none
 
 MANAGER, SNAPSHOT = "manager", "snapshot"
 #: Bytes read from the start of a snapshot to find its ``created_at`` (its third field, ~90 bytes in).
@@ -75,6 +75,11 @@ class SnapshotDump:
     values: dict[str, bytes] = field(default_factory=dict)
 
 
+def owned_prefixes(session_id: str) -> tuple[str, str]:
+    """Return the storage key prefixes of all the SDK puts under a session: its snapshots, its context stash."""
+    return f"{SNAPSHOT_NAMESPACE}/{session_id}/", f"{STASH_NAMESPACE}/{session_id}/"
+
+
 def snapshot_of(session_id: str, key: str) -> tuple[str, str, str | None] | None:
     """``(scope, id, snapshot_id)`` of a snapshot key of the session (``None`` id: the latest), else ``None``."""
     head = f"{SNAPSHOT_NAMESPACE}/{session_id}/scopes/"
@@ -101,11 +106,9 @@ class SnapshotStore:
     client: Client
     keys: StorageKeySchema
 
-    def groups(self, session_id: str) -> tuple[str, str]:
+    def groups(self, session_id: str) -> list[str]:
         """Return the session's two groups (escaped): its snapshots, and its context stash."""
-        return escape_storage_key(f"{SNAPSHOT_NAMESPACE}/{session_id}"), escape_storage_key(
-            f"{STASH_NAMESPACE}/{session_id}"
-        )
+        return [escape_storage_key(prefix.rstrip("/")) for prefix in owned_prefixes(session_id)]
 
     def index(self, session_id: str) -> str:
         """Return the index of the session's snapshots: the session exists in this layout while it does."""
@@ -240,6 +243,35 @@ class SnapshotStore:
         infos = [KeyInfo(name, as_text(next(replies)), *_life_and_sizes(replies)) for name in names]
         return [info for info in infos if info.type != "none"]
 
+    def restore(self, dump: SnapshotDump, force: bool = False) -> int:
+        """Write an exported snapshot session back, each of its two groups atomically; returns the values written.
+
+        Every key gets the dump's remaining life from now. With ``force`` the session's keys that exist are
+        replaced (a group absent from the dump is deleted); without, an existing session is left alone.
+
+        Raises:
+            SessionExists: If the session exists and ``force`` is false (nothing is written).
+            ForeignRecord: If a key to write exists but is no key of its group (nothing of that group changed).
+        """
+        groups: dict[str, list[str]] = {group: [] for group in self.groups(dump.session_id)}
+        for key in dump.values:  # transfer.read allows only keys of these two groups
+            groups[storage_group(escape_storage_key(key))].append(key)
+        if not force and any(self.client.exists(self.keys.index(group)) for group in groups):
+            raise SessionExists(f"Session {dump.session_id} already exists")
+        written = 0
+        for group, keys in groups.items():
+            if not keys:
+                if force:
+                    self._group(group, "drop")
+                continue
+            values = [item for key in keys for item in (escape_storage_key(key), dump.values[key])]
+            declared = [self.keys.value(escape_storage_key(key)) for key in keys]
+            count = self._group(group, "put", dump.ttl_ms or 0, "force" if force else "", values, declared)
+            if count < 0:
+                raise SessionExists(f"Session {dump.session_id} already exists")
+            written += count
+        return written
+
     def delete(self, session_id: str) -> int:
         """Delete the session's snapshots and its context stash, each group atomically; returns the keys deleted."""
         return sum(self._group(group, "drop") for group in self.groups(session_id))
@@ -248,15 +280,32 @@ class SnapshotStore:
         """Give every key of both groups one deadline ``ttl_ms`` from now (``None``: none); returns how many."""
         return sum(self._group(group, "expire", ttl_ms or 0) for group in self.groups(session_id))
 
-    def _group(self, group: str, operation: str, ttl_ms: int = 0) -> int:
-        """Run the storage script's whole-group ``operation``, declaring the keys it reports undeclared."""
+    def _group(
+        self,
+        group: str,
+        operation: str,
+        ttl_ms: int = 0,
+        flag: str = "",
+        values: list[str | bytes] | None = None,
+        declared: list[str] | None = None,
+    ) -> int:
+        """Run the storage script's whole-group ``operation``, declaring the keys it reports undeclared.
+
+        Raises:
+            ForeignRecord: If the script found a key this library did not write (nothing changed).
+        """
         index = self.keys.index(group)
         head, cut = self.keys.head(group)
-        keys, args = [index, index, *self.keys.registry(group)], [ttl_ms, operation, "", group, head, cut]
+        keys = [index, index, *self.keys.registry(group), *(declared or [])]
+        args = [ttl_ms, operation, flag, group, head, cut, *(values or [])]
         for _ in range(scripts.MAX_WALKS):
             try:
                 return int(STORAGE(self.client, keys, args))
             except ResponseError as error:
+                code, detail = errors.error_code(error)
+                if code == errors.FOREIGN:
+                    key, _, holds = detail.partition(" ")
+                    raise ForeignRecord(errors.foreign(operation, key, holds)) from error
                 keys += scripts.undeclared(error, index)
         raise errors.SessionChanging(f"{index}: its keys changed during {scripts.MAX_WALKS} calls")
 
@@ -363,7 +412,7 @@ def render(out: Output, dump: SnapshotDump, storage_prefix: str) -> None:
             out.heading(f"{'multi-agent' if scope == 'multiAgent' else scope} {member}")
             out.say(f"saved {transcript.stamp(snapshot.get('created_at'))}")
             out.say(escape(transcript.short(snapshot["data"])))
-    stash = [key for key in dump.keys if key.startswith(f"{STASH_NAMESPACE}/")]
+    stash = [key for key in dump.keys if key.startswith(owned_prefixes(dump.session_id)[1])]
     if stash:
         where = f"{STASH_NAMESPACE}/{dump.session_id}/"
         out.say(f"\n[dim]context stash: {plural(len(stash), 'key')} under {escape(where)}[/dim]")
@@ -390,7 +439,7 @@ def show_json(dump: SnapshotDump) -> dict[str, Any]:
         "ttl_ms": dump.ttl_ms,
         "agents": agents,
         "multi_agents": multi_agents,
-        "stash": [key for key in dump.keys if key.startswith(f"{STASH_NAMESPACE}/")],
+        "stash": [key for key in dump.keys if key.startswith(owned_prefixes(dump.session_id)[1])],
     }
 
 
@@ -447,13 +496,3 @@ def show(
     out.say(f"[bold]Session {escape(session_id)}[/bold]  checkpoint {escape(checkpoint)} of agent {escape(agent_id)}")
     _render_snapshot(out, snapshot, 0)
     return True
-
-
-def export_entry(dump: SnapshotDump, encode: Callable[[bytes], Any]) -> dict[str, Any]:
-    """Describe a snapshot session for the export file: every stored value by storage key, byte for byte."""
-    return {
-        "session_id": dump.session_id,
-        "layout": SNAPSHOT,
-        "ttl_ms": dump.ttl_ms,
-        "values": {key: encode(value) for key, value in dump.values.items()},
-    }

@@ -14,9 +14,13 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from strands.types.exceptions import StorageError
+
 from .. import codec
 from ..keys import validate_id, validate_message_id
 from ..options import number as checked_number
+from ..sdk import normalize_key
+from .snapshots import SNAPSHOT, SnapshotDump, owned_prefixes
 from .store import AgentDump, SessionDump
 
 FORMAT = "strands-valkey-sessions"
@@ -60,6 +64,16 @@ def session_entry(dump: SessionDump) -> dict[str, Any]:
     }
 
 
+def snapshot_entry(dump: SnapshotDump) -> dict[str, Any]:
+    """One snapshot session of the file: every stored value by storage key (under the storage's prefix)."""
+    return {
+        "session_id": dump.session_id,
+        "layout": SNAPSHOT,
+        "ttl_ms": dump.ttl_ms,
+        "values": {key: encode_value(value) for key, value in dump.values.items()},
+    }
+
+
 def document(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Build the whole file from :func:`session_entry` results."""
     return {
@@ -81,18 +95,21 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _session(entry: Any, where: str) -> SessionDump:
-    entry = _object(entry, where)
-    if entry.get("layout") == "snapshot":  # export writes them (cli/snapshots.py); import does not read them yet
-        raise ValueError(
-            f"{where}: session {entry.get('session_id')!r} is a SnapshotSessionManager session; importing that "
-            "layout is not supported: export it apart, and import only the other sessions"
-        )
+def _identity(entry: dict[str, Any], where: str, kind: str) -> tuple[str, str, int | None]:
+    """Return a session's id, its name for messages (``session user-42``) and its ``ttl_ms``, each checked."""
     session_id = validate_id(entry.get("session_id"), f"{where}.session_id")
-    where = f"session {session_id}"
+    where = f"{kind} {session_id}"
     ttl_ms = entry.get("ttl_ms")
     if ttl_ms is not None:
         checked_number(f"{where}.ttl_ms", ttl_ms, least=1, integer=True)
+    return session_id, where, ttl_ms
+
+
+def _session(entry: Any, where: str) -> SessionDump | SnapshotDump:
+    entry = _object(entry, where)
+    if entry.get("layout") == SNAPSHOT:
+        return _snapshot_session(entry, where)
+    session_id, where, ttl_ms = _identity(entry, where, "session")
     agents = {}
     for agent_id, agent in _object(entry.get("agents", {}), f"{where}.agents").items():
         at = f"{where}, agent {validate_id(agent_id, 'agent_id')}"
@@ -114,7 +131,24 @@ def _session(entry: Any, where: str) -> SessionDump:
     return SessionDump(session_id, ttl_ms, decode_value(entry["session"], where), agents, multi_agents)
 
 
-def read(data: bytes) -> list[SessionDump]:
+def _snapshot_session(entry: dict[str, Any], where: str) -> SnapshotDump:
+    """Read a snapshot session of the file; each key must be one the SDK puts under it (snapshots or stash)."""
+    session_id, where, ttl_ms = _identity(entry, where, "snapshot session")
+    values = {}
+    for key, value in _object(entry.get("values"), f"{where}.values").items():
+        try:
+            usable = key.startswith(owned_prefixes(session_id)) and normalize_key(key) == key
+        except StorageError:  # a '..' segment or a backslash
+            usable = False
+        if not usable:
+            raise ValueError(f"{where}: {key!r} is no key SnapshotSessionManager puts under this session")
+        values[key] = decode_value(value, f"{where}, {key}")
+    if not values:
+        raise ValueError(f"{where}: it has no values")
+    return SnapshotDump(session_id, ttl_ms, sorted(values), values)
+
+
+def read(data: bytes) -> list[SessionDump | SnapshotDump]:
     """Return the sessions of a file; ``ValueError`` saying what is wrong with a file that is not one."""
     try:
         doc = json.loads(data)

@@ -2,15 +2,15 @@
 -- ValkeyStorage: write, read or delete one value, atomically with its group's index and registry entry.
 --   KEYS[1]  the group's index: ZSET of the group's keys (escaped), all scores 0. Its expiry is the group's
 --            deadline.
---   KEYS[2]  the value key ('drop' and 'expire', which act on the whole group: the index again)
+--   KEYS[2]  the value key ('drop', 'expire' and 'put', which act on the whole group: the index again)
 --   KEYS[3]  the registry of groups (of this slot, on a cluster): ZSET of groups, all scores 0
 --   KEYS[4]  the registry's deadlines: ZSET of the same groups, scored by deadline in ms (+inf = none)
---   ARGV[1]  ttl in ms (0 = none); for 'expire', the group's new life from now
---   ARGV[2]  'write', 'read' or 'delete' (one key); 'drop' or 'expire' (the whole group, for the CLI)
---   ARGV[3]  the key (escaped): its member in KEYS[1] ('' for 'drop' and 'expire')
+--   ARGV[1]  ttl in ms (0 = none); for 'expire' and 'put', the group's new life from now
+--   ARGV[2]  'write', 'read' or 'delete' (one key); 'drop', 'expire' or 'put' (the whole group, for the CLI)
+--   ARGV[3]  the key (escaped): its member in KEYS[1] ('' for 'drop' and 'expire'; 'put': 'force' or '')
 --   ARGV[4]  the group (escaped): its member in KEYS[3] and KEYS[4]
 --   ARGV[5], ARGV[6]  head and cut: the value key of a member m of KEYS[1] is head .. m:sub(cut + 1)
---   ARGV[7]  the value (write)
+--   ARGV[7]  the value (write); 'put': ARGV[7], ARGV[8], ... the group's keys (escaped) and values, in pairs
 --   KEYS[5], ...  when the group's TTL refresh is due: its value keys, learnt from an UNDECLARED reply
 -- A group's keys, its index and its registry score share one deadline: a value is never listed after it
 -- expired, and an index never outlives its values.
@@ -132,6 +132,42 @@ if operation == 'expire' then                  -- returns the number of keys giv
   for _, key in ipairs(keys) do
     expire_at(key, at)
   end
+  register(at)
+  return #keys
+end
+
+-- Write a whole group (an import): refused (-1) if it exists, unless 'force', which first deletes what its index
+-- lists. A value key that exists but is no key of the group was not written by ValkeyStorage: FOREIGN, nothing
+-- changed. Returns the number of values written; every key of the group gets the deadline now + ttl.
+if operation == 'put' then
+  local exists = redis.call('EXISTS', group_key) == 1
+  if exists and member ~= 'force' then
+    return -1
+  end
+  local old = exists and group_keys() or {}
+  local listed = {}
+  for _, key in ipairs(old) do
+    listed[key] = true
+  end
+  local keys = {}
+  for i = 7, #ARGV, 2 do
+    keys[#keys + 1] = head .. string.sub(ARGV[i], cut + 1)
+  end
+  require_declared(KEYS, keys)
+  for _, key in ipairs(keys) do
+    if not listed[key] and redis.call('EXISTS', key) == 1 then
+      fail('FOREIGN', key .. ' ' .. redis.call('TYPE', key).ok .. ' (not a key of ' .. group .. ')')
+    end
+  end
+  for _, key in ipairs(old) do
+    redis.call('DEL', key)
+  end
+  local at = deadline_in(ttl)
+  for i = 7, #ARGV, 2 do
+    call_on(group_key, 'ZADD', group_key, 0, ARGV[i])
+    set_until(keys[(i - 5) / 2], ARGV[i + 1], at)
+  end
+  expire_at(group_key, at)
   register(at)
   return #keys
 end
