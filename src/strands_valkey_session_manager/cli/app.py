@@ -36,6 +36,8 @@ def app() -> None:
 
     Every command but the demo takes -u/--url (default: $VALKEY_URL, else $REDIS_URL, else
     valkey://localhost:6379), --key-prefix (default: session) and --cluster. Read commands take --json.
+    Both layouts are seen: ValkeySessionManager's, and SnapshotSessionManager's through ValkeyStorage
+    (--storage-prefix, default: strands); --layout manager|snapshot picks one where an id is in both.
 
     Exit codes: 0 ok, 1 not found, 2 usage error, 3 Valkey unreachable or failing, 4 refused (would
     overwrite, not confirmed, or a key this library did not write), 130 interrupted.
