@@ -19,6 +19,7 @@ from cli_support import PNG, invoke
 from helpers import CommandCounter
 from strands import Agent
 from strands._context_manager.stash import Stash
+from strands.multiagent import Swarm
 from strands.session import SnapshotSessionManager
 from valkey.cluster import ValkeyCluster
 
@@ -567,3 +568,16 @@ def test_checkpoints_of_a_manager_session_are_a_usage_error(target: Target) -> N
     result = target.cli("show", "user-42", "--checkpoints")
 
     assert result.exit_code == 2 and "is no snapshot session" in result.stderr
+
+
+def test_a_swarm_of_a_snapshot_session_is_listed_and_shown(target: Target) -> None:
+    manager = SnapshotSessionManager("team-1", storage=target.storage())
+    node = Agent(name="node", agent_id="node", model=ScriptedModel(["done"]), callback_handler=None)
+    Swarm([node], session_manager=manager)("task")
+
+    listed = json.loads(target.cli("sessions", "--json").stdout)
+    shown = target.cli("show", "team-1")
+
+    assert [(entry["session_id"], entry["multi_agents"]) for entry in listed] == [("team-1", 1)]
+    assert shown.exit_code == 0, shown.stderr
+    assert "multi-agent default_swarm" in shown.stdout
