@@ -448,33 +448,40 @@ def show(
 ) -> bool:
     """``show`` of a snapshot session: its latest snapshots, its checkpoints, or one checkpoint. False: no session."""
     if list_checkpoints:
-        found = snapshots.checkpoints(session_id)
-        if found is None:
-            return False
-        if out.as_json:
-            out.json(
-                [
-                    {"agent_id": c.agent_id, "snapshot_id": c.snapshot_id, "created_at": c.created_at, "size": c.size}
-                    for c in found
-                ]
-            )
-        elif found:
-            rows = [[c.agent_id, c.snapshot_id, transcript.stamp(c.created_at), c.size] for c in found]
-            out.table(["AGENT", "SNAPSHOT", "SAVED", "SIZE"], rows, right=["SIZE"])
-        else:
-            out.note(
-                f"session {escape(session_id)} has no checkpoints (the SDK writes one when snapshot_trigger fires)"
-            )
-        return True
-    if checkpoint is None:
-        dump = snapshots.dump(session_id, wanted=lambda key: (snapshot_of(session_id, key) or ("", "", ""))[2] is None)
-        if dump is None:
-            return False
-        if out.as_json:
-            out.json(show_json(dump))
-        else:
-            render(out, dump, snapshots.keys.prefix)
-        return True
+        return _show_checkpoints(out, snapshots, session_id)
+    if checkpoint is not None:
+        return _show_checkpoint(out, snapshots, session_id, checkpoint)
+    dump = snapshots.dump(session_id, wanted=lambda key: _is_latest(session_id, key))
+    if dump is None:
+        return False
+    if out.as_json:
+        out.json(show_json(dump))
+    else:
+        render(out, dump, snapshots.keys.prefix)
+    return True
+
+
+def _is_latest(session_id: str, key: str) -> bool:
+    found = snapshot_of(session_id, key)
+    return found is not None and found[2] is None
+
+
+def _show_checkpoints(out: Output, snapshots: SnapshotStore, session_id: str) -> bool:
+    found = snapshots.checkpoints(session_id)
+    if found is None:
+        return False
+    if out.as_json:
+        fields = ("agent_id", "snapshot_id", "created_at", "size")
+        out.json([{name: getattr(checkpoint, name) for name in fields} for checkpoint in found])
+    elif found:
+        rows = [[c.agent_id, c.snapshot_id, transcript.stamp(c.created_at), c.size] for c in found]
+        out.table(["AGENT", "SNAPSHOT", "SAVED", "SIZE"], rows, right=["SIZE"])
+    else:
+        out.note(f"session {escape(session_id)} has no checkpoints (the SDK writes one when snapshot_trigger fires)")
+    return True
+
+
+def _show_checkpoint(out: Output, snapshots: SnapshotStore, session_id: str, checkpoint: str) -> bool:
     name = f"/{IMMUTABLE_HISTORY}/snapshot_{checkpoint}.json"
     dump = snapshots.dump(session_id, wanted=lambda key: key.endswith(name))
     if dump is None:
@@ -485,7 +492,7 @@ def show(
             f"List them with: strands-valkey show {session_id} --checkpoints",
             NOT_FOUND,
         )
-    key, raw = next(iter(dump.values.items()))
+    ((key, raw),) = dump.values.items()
     agent_id = (snapshot_of(session_id, key) or ("", "?", None))[1]
     snapshot = _snapshot(raw, key)
     if out.as_json:
