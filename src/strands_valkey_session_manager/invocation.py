@@ -179,7 +179,14 @@ class Heartbeat:
         return not (math.isinf(self.period) and math.isinf(self.renew_every))
 
     def guard(self, target: Any, member: Member | None) -> None:
-        """Wrap every invocation of ``target`` (an Agent, a Swarm, a Graph): kept alive, and locked if ``member``."""
+        """Wrap every invocation of ``target``: kept alive, and locked if ``member``.
+
+        An Agent, a Swarm or a Graph is invoked through its ``stream_async``; a ``BidiAgent`` (a voice session) is
+        invoked from its ``start()`` to its ``stop()``.
+        """
+        if not hasattr(target, "stream_async"):
+            self._guard_connection(target, member)
+            return
         invoke = target.stream_async
 
         @functools.wraps(invoke)
@@ -193,6 +200,33 @@ class Heartbeat:
                     await events.aclose()  # the SDK's own cleanup (its last sync), still kept alive and locked
 
         target.stream_async = stream_async
+
+    def _guard_connection(self, target: Any, member: Member | None) -> None:
+        """Wrap a ``BidiAgent``'s connection: one invocation from ``start()`` to ``stop()`` (or a failed start)."""
+        start, stop = target.start, target.stop
+        running: list[contextlib.AsyncExitStack] = []
+
+        @functools.wraps(start)
+        async def guarded_start(*args: Any, **kwargs: Any) -> Any:
+            invocation = contextlib.AsyncExitStack()
+            await invocation.enter_async_context(self._running_invocation(member))
+            try:
+                started = await start(*args, **kwargs)
+            except BaseException:
+                await invocation.aclose()
+                raise
+            running.append(invocation)
+            return started
+
+        @functools.wraps(stop)
+        async def guarded_stop(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await stop(*args, **kwargs)  # the SDK's last writes, still kept alive and locked
+            finally:
+                while running:
+                    await running.pop().aclose()
+
+        target.start, target.stop = guarded_start, guarded_stop
 
     @contextlib.asynccontextmanager
     async def _running_invocation(self, member: Member | None) -> AsyncIterator[None]:

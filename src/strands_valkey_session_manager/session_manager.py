@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from strands.hooks import HookRegistry, MessageUpdatedEvent
 from strands.session.repository_session_manager import RepositorySessionManager
 from strands.session.session_repository import SessionRepository
 from strands.types.content import Message
@@ -753,6 +754,32 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         session_message = SessionMessage.from_message(message, latest.message_id + 1 if latest else 0)
         sdk.track_appended(self, agent.agent_id, session_message)
         self.create_message(self.session_id, agent.agent_id, session_message)
+
+    def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
+        """Register the SDK's hooks, and store anew a message the framework replaced (``MessageUpdatedEvent``).
+
+        A ``BidiAgent`` appends each reply as it starts (empty, pending) and replaces it once streamed: without
+        this, the stored conversation would keep the empty reply (as the SDK's FileSessionManager does).
+        """
+        super().register_hooks(registry, **kwargs)
+        registry.add_callback(
+            MessageUpdatedEvent, lambda event: self._update_tracked(event.agent, event.tracking_id, event.message)
+        )
+
+    def _update_tracked(self, agent: LocalAgent, tracking_id: str, message: Message) -> None:
+        """Store a replaced message under its id: the held record with its ``tracking_id`` (one round trip)."""
+        for record in reversed(sdk.held_records(self, agent.agent_id)):
+            if record.message.get("tracking_id") == tracking_id:
+                record.message = message
+                self.update_message(self.session_id, agent.agent_id, record)
+                return
+        logger.warning(
+            "session_id=<%s>, agent_id=<%s>, tracking_id=<%s> | a replaced message is no longer held: its stored "
+            "version stays as it was appended",
+            self.session_id,
+            agent.agent_id,
+            tracking_id,
+        )
 
     # -- invocations: kept alive, and locked with lock_timeout (invocation.py, lock.py) -------
 

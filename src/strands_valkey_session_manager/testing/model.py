@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from strands.bidi.models.model import BidiModel
+from strands.bidi.types import BidiMessage
+from strands.bidi.types.events import (
+    BidiConnectionStartEvent,
+    BidiOutputEvent,
+    BidiResponseStartEvent,
+    BidiResponseStopEvent,
+    BidiTextDeltaEvent,
+    BidiTextStartEvent,
+    BidiTextStopEvent,
+)
 from strands.models.model import Model
-from strands.types.content import Messages
+from strands.types.content import Messages, TextBlock
 from strands.types.streaming import StreamEvent
 from strands.types.tools import ToolSpec
 
@@ -97,3 +108,67 @@ class ScriptedModel(Model):
         """Not supported by the scripted model."""
         raise NotImplementedError("ScriptedModel does not produce structured output")
         yield {}  # pragma: no cover - makes this an async generator
+
+
+class ScriptedBidiModel(BidiModel):
+    """A stand-in bidirectional (voice) model: answers each user message with the next scripted text, offline.
+
+    For ``BidiAgent`` tests and demos: no connection, no audio. Each complete user message sent gets one response
+    (response start, a text block streamed in two deltas, response stop); with no script left, it echoes.
+    """
+
+    def __init__(self, replies: Iterable[str] = ()) -> None:
+        """Answer with ``replies`` in turn, then echo."""
+        self._replies = list(replies)
+        self._events: asyncio.Queue[Any] | None = None
+        self._count = 0
+
+    def update_config(self, **model_config: Any) -> None:
+        """Nothing to configure."""
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the model's id."""
+        return {"model_id": "scripted-bidi"}
+
+    async def start(
+        self,
+        system_prompt: str | None = None,
+        tools: list[ToolSpec] | None = None,
+        messages: Messages | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Open the (pretend) connection."""
+        self._events = asyncio.Queue()
+        await self._events.put(BidiConnectionStartEvent(connection_id="scripted", model=self.model_id))
+
+    async def stop(self) -> None:
+        """Close it: ``receive`` ends."""
+        if self._events is not None:
+            await self._events.put(None)
+
+    async def receive(self) -> AsyncIterator[BidiOutputEvent]:
+        """Yield the events of each response, until ``stop``."""
+        assert self._events is not None, "start() first"
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def send(self, content: Any) -> None:
+        """Queue the response to a complete user message (audio deltas and tool results are ignored)."""
+        if self._events is None or not isinstance(content, BidiMessage):
+            return
+        texts = [block.text for block in content.content if isinstance(block, TextBlock)]
+        if not texts:
+            return
+        reply = self._replies.pop(0) if self._replies else " ".join(texts)
+        self._count += 1
+        response, block = f"response-{self._count}", f"text-{self._count}"
+        half = len(reply) // 2
+        for event in (
+            BidiResponseStartEvent(response),
+            BidiTextStartEvent(block),
+            BidiTextDeltaEvent(reply[:half], block),
+            BidiTextDeltaEvent(reply[half:], block),
+            BidiTextStopEvent(block),
+            BidiResponseStopEvent(response),
+        ):
+            await self._events.put(event)
