@@ -150,7 +150,9 @@ def test_delete_session_succeeds_while_other_agents_keep_writing(client: valkey.
             # wait until the writers have written into this incarnation of the session, then log out
             wait_until(lambda: len(client.smembers("session:s:index")) >= 3, what="writers in the session")
             ValkeySessionManager(session_id="s", client=client).delete_session("s")
-            make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="main")("login")
+            login = make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="main")
+            assert login.messages == []  # nothing of the session logged out comes back
+            login("login")
     finally:
         stop.set()
         for writer in writers:

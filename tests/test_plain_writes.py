@@ -133,7 +133,9 @@ def test_logout_and_login_while_another_process_writes_leaves_no_orphan_and_no_k
     try:
         for _ in range(100):
             ValkeySessionManager(session_id="s", client=client, ttl=ttl).delete_session("s")  # logout
-            make_agent(ValkeySessionManager(session_id="s", client=client, ttl=ttl), agent_id="main")("login")
+            login = make_agent(ValkeySessionManager(session_id="s", client=client, ttl=ttl), agent_id="main")
+            assert login.messages == []  # nothing of the session logged out comes back
+            login("login")
     finally:
         stop.set()
         writer.join()

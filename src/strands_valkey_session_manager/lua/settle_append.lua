@@ -11,8 +11,8 @@
 --   ARGV[6]  the agent's suffix in the session index (agent:<id>)
 --   ARGV[7]  '1' if the append added the id to the ZSET, else '0'
 --   ARGV[8]  '1' if the append added the agent to the index, else '0'
--- Session there: the message, the ZSET and the index get its deadline, as if the append had been a script; a
--- message that expired on arrival (the deadline written had passed) is written again. Session gone (deleted,
+-- Session there: the message, its id and the agent are in it, and get its deadline, as if the append had been a
+-- script; a message that expired on arrival (the deadline written had passed) is written again. Session gone (deleted,
 -- expired, evicted): what the append added is taken back (the message only if it still holds that JSON) and
 -- the call fails NOSESSION, as a script's append does without writing. Returns the session's deadline.
 
@@ -33,12 +33,16 @@ if at == -2 then
   fail('NOSESSION', session_key)
 end
 if not stored then
-  set_until(key, value, at, 'NX')              -- expired on arrival: the acknowledged message is kept
+  set_until(key, value, at, 'NX')              -- expired on arrival, or purged with remnants: written again
 elseif stored ~= value then
   fail('CONFLICT', key)                        -- another writer took the id since: nothing here to settle
 else
   expire_at(key, at)                           -- exactly the session's deadline
 end
+-- Listed where a walk finds it, whatever happened between the block and here (a new session under the id
+-- purged the old one's remnants, the block's included): no-ops when the block's writes are still there.
+call_on(ids_key, 'ZADD', ids_key, id, id)
+call_on(index_key, 'SADD', index_key, suffix)
 expire_at(ids_key, at)
 expire_at(index_key, at)
 return at
