@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import threading
 from contextlib import contextmanager
 
 import pytest
@@ -122,8 +126,6 @@ def test_keys_written_while_a_delete_reads_the_session_are_deleted_too(
 
 
 def test_delete_session_succeeds_while_other_agents_keep_writing(client: valkey.Valkey, make_agent) -> None:
-    import threading
-
     stop = threading.Event()
     failures: list[BaseException] = []
 
@@ -160,3 +162,36 @@ def test_delete_session_succeeds_while_other_agents_keep_writing(client: valkey.
     assert failures == []
     ValkeySessionManager(session_id="s", client=client).delete_session("s")
     assert client.keys("*") == []
+
+
+def test_a_delete_killed_between_the_record_and_the_rest_leaves_nothing_a_new_login_sees(
+    server, client: valkey.Valkey, make_agent
+) -> None:
+    populate_session(client, make_agent, "s")
+    child = textwrap.dedent(
+        f"""
+        import os
+        import valkey
+        from strands_valkey_session_manager import ValkeySessionManager, errors, scripts
+
+        manager = ValkeySessionManager("s", valkey.Valkey(port={server.port}))
+        run = manager._script
+        def outrun_then_killed(script, session_id, own, args, *rest, **kwargs):
+            if script is scripts.DELETE_SESSION and args == [""]:
+                raise errors.SessionChanging("writers outran the walk")  # as busy writers make it
+            if script is scripts.DELETE_SESSION and args == ["remnants"]:
+                os._exit(9)  # the record is gone; the process dies before the rest
+            return run(script, session_id, own, args, *rest, **kwargs)
+        manager._script = outrun_then_killed
+        manager._delete_watched = lambda *args: None  # the script's way, as under load
+        manager.delete_session("s")
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert killed.returncode == 9, killed.stderr
+    assert not client.exists("session:user-42") and not client.exists("session:s") and client.keys("session:s:*")
+
+    login = make_agent(ValkeySessionManager(session_id="s", client=client), agent_id="researcher")
+
+    assert login.messages == []
+    assert client.keys("session:s:agent:writer*") == []  # the remnants went before the new session was created
