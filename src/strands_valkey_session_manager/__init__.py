@@ -1,8 +1,9 @@
 """Strands Agents sessions in Valkey: ``ValkeySessionManager`` and ``ValkeyStorage``."""
 
+__version__ = "0.2.0"  # first: the modules below read it
+
 from .lock import SessionBusyError
 from .session_manager import ValkeySessionManager
 from .storage import ValkeyStorage
 
 __all__ = ["SessionBusyError", "ValkeySessionManager", "ValkeyStorage"]
-__version__ = "0.2.0"

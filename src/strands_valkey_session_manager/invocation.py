@@ -40,9 +40,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context as otel_context
 from strands.types.exceptions import SessionException
 
-from . import errors
+from . import errors, telemetry
 from .lock import Member, SessionLock
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class _Run:
     stopped: bool = False  # its invocations ended
     kept_alive: bool = False  # it sent a keep-alive: the session's deadline may be more than ttl ahead
     gone: bool = False  # it found the session gone (deleted, or expired)
+    context: otel_context.Context | None = None  # the first invocation's: its beats' spans are its children
 
 
 class _Beats:
@@ -253,7 +255,7 @@ class Heartbeat:
             keep_at = math.inf
             if self._ttl_ms:  # a period from now, sooner if the session may have less than 0.1 ttl by then
                 keep_at = min(now + self.period, self.refreshed + 8 * self.period)
-            run = self._run = _Run(self, keep_at, now + self.renew_every)
+            run = self._run = _Run(self, keep_at, now + self.renew_every, context=otel_context.get_current())
         _BEATS.schedule(run)
 
     def _end(self) -> None:
@@ -279,7 +281,9 @@ class Heartbeat:
             now = time.monotonic()
             keep = now >= run.keep_at
             run.kept_alive |= keep
-            if not self._send(keep):
+            with telemetry.within(run.context):
+                sent = self._send(keep)
+            if not sent:
                 run.gone = True
                 return
             if keep:

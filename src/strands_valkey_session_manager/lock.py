@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from strands.types.exceptions import SessionException
 
-from . import codec, errors
+from . import codec, errors, telemetry
 from .keys import KeySchema
 from .options import MAX_TTL, number
 
@@ -217,6 +217,12 @@ class SessionLock:
                 return lease.member.lock_key, lease.token
         return None
 
+    def _operation(self, name: str, member: Member) -> telemetry.Operation:
+        """Return the span and metrics of a lock operation on ``member`` (the manager's server, as its others)."""
+        key = telemetry.AGENT_ID if member.ids_key is not None else telemetry.MULTI_AGENT_ID
+        where = telemetry.target(getattr(self._run, "__self__", None))
+        return telemetry.Operation(name, where, lambda: {key: member.id})
+
     # -- one invocation ----------------------------------------------------------------------
 
     async def enter(self, member: Member) -> Lease:
@@ -227,7 +233,8 @@ class SessionLock:
                 lease.depth += 1
                 return lease
         token = uuid.uuid4().hex
-        found = await self._acquire(member, token)
+        with self._operation(telemetry.LOCK_ACQUIRE, member):
+            found = await self._acquire(member, token)
         lease = Lease(member, token)
         with self._mutex:
             self._held[member.lock_key] = lease
@@ -251,6 +258,7 @@ class SessionLock:
         started = time.monotonic()
         delays = backoff(self._rng)
         while True:
+            telemetry.attempted()
             reply = self._run("acquire session lock", member, ["acquire", token, self._lease_ms])
             if reply is not None:
                 return fingerprint(reply)
@@ -277,7 +285,10 @@ class SessionLock:
         for lease in leases:
             try:
                 args = ["renew", lease.token, self._lease_ms, *keep_alive]
-                reply = self._run("renew session lock", lease.member, args)
+                with self._operation(telemetry.LOCK_RENEW, lease.member):
+                    reply = self._run("renew session lock", lease.member, args)
+                    if keep_alive:
+                        telemetry.refreshed()
             except SessionException as error:
                 if errors.session_gone(error.__cause__):
                     raise
@@ -307,7 +318,8 @@ class SessionLock:
                 del self._held[member.lock_key]
         member.seen = None
         try:
-            reply = self._run("release session lock", member, ["release", lease.token])
+            with self._operation(telemetry.LOCK_RELEASE, member):
+                reply = self._run("release session lock", member, ["release", lease.token])
         except SessionException as error:
             if errors.session_gone(error.__cause__):
                 logger.warning("%s | nothing to release", error)

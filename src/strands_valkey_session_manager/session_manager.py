@@ -22,7 +22,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import ResponseError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from . import codec, connection, errors, replication, scripts, sdk
+from . import codec, connection, errors, replication, scripts, sdk, telemetry
 from .held_records import HeldRecords
 from .invocation import Heartbeat
 from .keys import AGENT, MESSAGE, MESSAGES, MULTI_AGENT, KeySchema, parse_suffix, validate_id, validate_message_id
@@ -216,6 +216,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         with _errors(operation, member.lock_key):
             return scripts.run(scripts.LOCK, self.client, member.keys, args, ttl_ms=self.ttl_ms, known=self._known)
 
+    @telemetry.traced(telemetry.KEEP_ALIVE)
     def _keep_alive(self, due_ms: int, extend_ms: int) -> None:
         """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py), every key it knows declared."""
         keys = [self.keys.session(self.session_id), self.keys.index(self.session_id)]
@@ -224,9 +225,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             known, walk = self._known, list(self._known)  # list(): one step, while the agent's thread adds keys
             self._deadline = None  # it may move: the next append is a script, which says where to
             scripts.run(scripts.KEEP_ALIVE, self.client, keys, args, ttl_ms=self.ttl_ms, walk=walk, known=known)
+        telemetry.refreshed()
 
     # -- sessions ---------------------------------------------------------------------------
 
+    @telemetry.traced(telemetry.CREATE_SESSION)
     def create_session(self, session: Session, **kwargs: Any) -> Session:
         """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
         key = self.keys.session(session.session_id)
@@ -241,6 +244,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             self._joined_existing = True
         return session
 
+    @telemetry.traced(telemetry.READ_SESSION)
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
         """Read a session record, or ``None``.
 
@@ -291,6 +295,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         elif parsed is not None and parsed[0] == MULTI_AGENT:
             self._exist(session_id, self.keys.member(session_id, suffix), self.keys.lock(session_id, suffix))
 
+    @telemetry.traced(telemetry.DELETE_SESSION)
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete every key of the session in one atomic step; no other session is touched.
 
@@ -431,6 +436,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             stored, deadline = self._script(scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
         if session_id == self.session_id:
             self._deadline = deadline
+        telemetry.wrote(telemetry.SCRIPT, 0, len(created_at) + len(body))
         logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
         if not stored:
             return "", body
@@ -447,6 +453,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             self._lock.saw(key, raw)
         return raw
 
+    @telemetry.traced(telemetry.CREATE_AGENT)
     def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
         """Create (or overwrite, as FileSessionManager does) an agent in the session."""
         agent_id = session_agent.agent_id
@@ -455,6 +462,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._stored[key] = self._write_record("create agent", session_id, key, session_agent, suffix=suffix)[1]
         self._exist_agent(session_id, agent_id)
 
+    @telemetry.traced(telemetry.READ_AGENT)
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
         key = self.keys.agent(session_id, agent_id)
@@ -465,6 +473,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._stored[key] = codec.as_bytes(raw)
         return codec.load_record(SessionAgent, raw, key)
 
+    @telemetry.traced(telemetry.UPDATE_AGENT)
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
         """Update an existing agent, keeping its stored ``created_at``; one round trip."""
         agent_id = session_agent.agent_id
@@ -513,6 +522,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._stored[key] = value
         session_agent.created_at = json.loads(created_at)
         self._heartbeat.refreshed = sent  # the session had over 0.9 ttl left, as after a script
+        telemetry.wrote(telemetry.PLAIN, 0, len(value))
         return True
 
     # -- messages ---------------------------------------------------------------------------
@@ -523,13 +533,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         keys = [self.keys.messages(session_id, agent_id), *message_keys]
         pairs = [item for message_id, raw in batch for item in (message_id, raw)]
         with _errors("append message", keys[-1]):
-            if not self._append_plain(session_id, agent_id, batch, keys):
+            plain = self._append_plain(session_id, agent_id, batch, keys)
+            if not plain:
                 previous = str(batch[0][0] - 1) if batch[0][0] > 0 else ""  # how the script knows the agent
                 args = [self.keys.agent_suffix(agent_id), previous, *pairs]
                 deadline = self._script(scripts.APPEND_MESSAGES, session_id, keys, args)
                 if session_id == self.session_id:
                     self._deadline = deadline
         self._exist(session_id, *keys)
+        telemetry.wrote(telemetry.PLAIN if plain else telemetry.SCRIPT, len(batch), sum(len(raw) for _, raw in batch))
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
 
     def _append_plain(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]], keys: list[str]) -> bool:
@@ -615,6 +627,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             return deadline
         return None
 
+    @telemetry.traced(telemetry.CREATE_MESSAGE)
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Create a message in one round trip; identical content under its id is a retry and succeeds.
 
@@ -626,6 +639,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """
         record = (validate_message_id(session_message.message_id), codec.encode(session_message))
         batch = [*self._unconfirmed.pop((session_id, agent_id), []), record]
+        telemetry.retried(len(batch) - 1)
         try:
             self._append(session_id, agent_id, batch)
         except SessionException as error:
@@ -639,6 +653,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 )
             raise
 
+    @telemetry.traced(telemetry.READ_MESSAGE)
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
         key = self.keys.message(session_id, agent_id, message_id)
@@ -646,6 +661,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             (raw,) = replication.read(self.client, key, ("GET", key))
         return None if raw is None else codec.load_record(SessionMessage, raw, key)
 
+    @telemetry.traced(telemetry.UPDATE_MESSAGE)
     def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Update an existing message (a redaction), keeping its ``created_at``; one round trip."""
         message_id = session_message.message_id
@@ -659,6 +675,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             not_found=f"Message {message_id} does not exist",
         )
 
+    @telemetry.traced(telemetry.LIST_MESSAGES)
     def list_messages(
         self, session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any
     ) -> list[SessionMessage]:
@@ -700,10 +717,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             )
         found = [(key, raw) for key, raw in zip(keys, values, strict=True) if raw is not None]
         self._exist(session_id, ids_key, *(key for key, _ in found))
+        telemetry.restored(len(found))
         return [codec.load_record(SessionMessage, raw, key) for key, raw in found]
 
     # -- multi-agent (Swarm, Graph) ---------------------------------------------------------
 
+    @telemetry.traced(telemetry.CREATE_MULTI_AGENT)
     def create_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
         """Create (or overwrite) a Swarm's or Graph's state in the session."""
         key = self.keys.multi_agent(session_id, multi_agent.id)
@@ -711,6 +730,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._write_record("create multi-agent", session_id, key, multi_agent.serialize_state(), suffix=suffix)
         self._exist(session_id, key, self.keys.lock(session_id, suffix))
 
+    @telemetry.traced(telemetry.READ_MULTI_AGENT)
     def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
         """Read a Swarm's or Graph's state, or ``None``; slides the session's expiry."""
         key = self.keys.multi_agent(session_id, multi_agent_id)
@@ -720,6 +740,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._exist(session_id, key, self.keys.lock(session_id, self.keys.multi_agent_suffix(multi_agent_id)))
         return codec.loads(raw, key)
 
+    @telemetry.traced(telemetry.UPDATE_MULTI_AGENT)
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
         """Update an existing Swarm's or Graph's state; ``SessionException`` if it was never created.
 
@@ -744,6 +765,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     # -- the session manager side -----------------------------------------------------------
 
+    @telemetry.traced(telemetry.APPEND_MESSAGE)
     def append_message(self, message: Message, agent: LocalAgent, **kwargs: Any) -> None:
         """Append a message to the agent's session (``create_message``: one round trip, failed writes re-sent).
 
@@ -781,8 +803,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             tracking_id,
         )
 
+    sync_agent = telemetry.traced(telemetry.SYNC_AGENT)(RepositorySessionManager.sync_agent)
+    sync_multi_agent = telemetry.traced(telemetry.SYNC_MULTI_AGENT)(RepositorySessionManager.sync_multi_agent)
+
     # -- invocations: kept alive, and locked with lock_timeout (invocation.py, lock.py) -------
 
+    @telemetry.traced(telemetry.RESTORE_AGENT)
     def initialize(self, agent: LocalAgent, **kwargs: Any) -> None:
         """Restore or create the agent; its invocations keep the session alive (and take the lock, if on)."""
         super().initialize(agent, **kwargs)
@@ -793,6 +819,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 member = self._lock.agent(agent, functools.partial(self._reload_agent, agent), newest)
             self._heartbeat.guard(agent, member)
 
+    @telemetry.traced(telemetry.RESTORE_MULTI_AGENT)
     def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
         """Restore or create a Swarm's or Graph's state; its runs keep the session alive (and lock it, if on)."""
         super().initialize_multi_agent(source, **kwargs)
@@ -828,6 +855,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Where the SDK's sync prunes its held records (a walk of every message): note the sync instead."""
         self._held.synced(agent)
 
+    @telemetry.traced(telemetry.REDACT_MESSAGE)
     def redact_latest_message(self, redact_message: Message, agent: LocalAgent, **kwargs: Any) -> None:
         """Redact the latest message (and its aliases from a retried prompt), exactly as the SDK does."""
         self._held.before_redaction(agent.agent_id)

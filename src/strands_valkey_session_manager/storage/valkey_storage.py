@@ -22,7 +22,7 @@ from strands.storage.storage import Storage, StorageSearchResult
 from strands.types.exceptions import StorageError
 from valkey.exceptions import ResponseError
 
-from .. import connection, errors, scripts, sdk
+from .. import connection, errors, scripts, sdk, telemetry
 from ..options import ttl_ms
 from ..scripts import BASE, Script
 from .client_loop import AsyncClient, ClientLoop, clone_client
@@ -84,6 +84,7 @@ class ValkeyStorage:
         """
         self.keys = StorageKeySchema(key_prefix, cluster=connection.check_client(client, "ValkeyStorage", asyncio=True))
         clone_client(client)  # refuse now, not on first use, a client whose settings cannot be copied
+        self._telemetry_target = telemetry.Target(client)
         self.ttl_ms = ttl_ms(ttl)
         self._io = ClientLoop(lambda: clone_client(client))
         self._prefix = ""
@@ -129,6 +130,7 @@ class ValkeyStorage:
         args: list[Any] = [self.ttl_ms, operation, member, group, head, cut]
         if operation == "write":
             args.append(value)
+            telemetry.wrote(telemetry.SCRIPT, 0, len(value))
         with _errors(operation, full):
             return await self._io.run(lambda client: self._declaring(client, keys, args))
 
@@ -143,6 +145,7 @@ class ValkeyStorage:
                 extra += scripts.undeclared(error, keys[0])
         raise errors.SessionChanging(f"{keys[0]}: its keys changed during {scripts.MAX_WALKS} calls")
 
+    @telemetry.traced(telemetry.STORAGE_WRITE)
     async def write(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any value; atomic with the key's index entry.
 
@@ -152,6 +155,7 @@ class ValkeyStorage:
         await self._script("write", key, bytes(data))
         logger.debug("key=<%s>, bytes=<%d> | wrote", key, len(data))
 
+    @telemetry.traced(telemetry.STORAGE_READ)
     async def read(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or ``None``; slides the key's group's expiry when due.
 
@@ -161,6 +165,7 @@ class ValkeyStorage:
         value: bytes | None = await self._script("read", key)
         return value
 
+    @telemetry.traced(telemetry.STORAGE_DELETE)
     async def delete(self, key: str) -> None:
         """Delete ``key``; a no-op if it does not exist.
 
@@ -169,6 +174,7 @@ class ValkeyStorage:
         """
         await self._script("delete", key)
 
+    @telemetry.traced(telemetry.STORAGE_LIST)
     async def list(self, query: str = "") -> builtins.list[str]:
         """Keys starting with ``query``, sorted ascending ('' lists all), from the indexes: no SCAN, no KEYS.
 
@@ -222,6 +228,7 @@ class ValkeyStorage:
         ]
         return [key for keys in await asyncio.gather(*calls) for key in keys]
 
+    @telemetry.traced(telemetry.STORAGE_SEARCH)
     async def search(self, query: str) -> builtins.list[StorageSearchResult]:
         """Search with the SDK's keyword search (``KeywordSearchStrategy``: query words in key and content).
 
