@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..keys import validate_id, validate_prefix
-from . import connect, demo, models, snapshots, transcript, transfer
+from . import connect, demo, models, snapshots, tail, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, named, plural, seconds, shorten, ttl_seconds
 from .store import SCAN_COUNT, SessionDump, SessionExists, SessionSummary, Store
@@ -426,6 +426,43 @@ def keys(session: str, url: str | None, key_prefix: str, cluster: bool, as_json:
     rows = [[i.key, i.type, seconds(i.ttl_ms), i.length, i.memory] for i in infos]
     out.table(["KEY", "TYPE", "TTL", "LENGTH", "MEMORY"], rows, right=["TTL", "LENGTH", "MEMORY"])
     out.note(f"{plural(len(infos), 'key')}, found through {index} (no KEYS, no SCAN)")
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    try:
+        return None if value is None else tail.parse_since(value)
+    except ValueError as error:
+        expected = "expected a duration (90s, 10m, 2h, 1d) or an ISO time"
+        raise click.BadParameter(f"{value!r}: {expected}", ctx, param) from error
+
+
+@command(
+    "strands-valkey tail workflow-001",
+    "strands-valkey tail workflow-001 -n 20",
+    "strands-valkey tail workflow-001 --since 10m --json | jq -r .role",
+    name="tail",
+)
+@_session_argument
+@click.option("-n", "--lines", "last", type=click.IntRange(min=0), default=0, help="First show the N newest messages.")
+@click.option("--since", metavar="WHEN", callback=_since, help="First show what was written since WHEN (10m, a time).")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=tail.INTERVAL, show_default=True, help="Seconds per look."
+)
+@_store_options
+@_json_option
+def tail_command(
+    session: str, last: int, since: Any, interval: float, url: str | None, key_prefix: str, cluster: bool, as_json: bool
+) -> None:
+    """Follow a session live: a line per new message of every agent, and per Swarm/Graph state change.
+
+    Time (UTC), agent, role and a short rendering of text, tool use and tool result; --json prints one
+    object per line (the message as stored). Runs until Ctrl-C, or until the session is deleted or
+    expires, which it says. Reads the session's indexes (never SCAN or KEYS); woken by keyspace
+    notifications where the server has them on, else it looks every --interval seconds.
+    """
+    with _open(url, key_prefix, cluster) as store:
+        if not tail.follow(Output(as_json), store, session, last=last, since=since, interval=interval):
+            raise _not_found([session], key_prefix)
 
 
 # -- export and import ------------------------------------------------------------------------

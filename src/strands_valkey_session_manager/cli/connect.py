@@ -140,7 +140,11 @@ def _client(url: str, cluster: bool) -> valkey.Valkey | ValkeyCluster:
     options = {"decode_responses": False, "socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT}
     if not cluster:
         client = valkey.Valkey.from_url(url, **options)
-        if str(cast("dict[str, Any]", client.info("cluster")).get("cluster_enabled", 0)) != "1":
+        try:
+            cluster_info = cast("dict[str, Any]", client.info("cluster"))
+        except NoPermissionError:  # an ACL user of the manager's rule (docs/production.md): --cluster says if it is one
+            return client
+        if str(cluster_info.get("cluster_enabled", 0)) != "1":
             return client
         client.close()  # type: ignore[no-untyped-call]
     try:
