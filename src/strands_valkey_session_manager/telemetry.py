@@ -15,8 +15,9 @@ registry has no Valkey value yet; it is the product this library is for, whichev
 stored value is ever recorded, and the session id (a user identifier) only if the environment variable
 ``STRANDS_VALKEY_TRACE_SESSION_ID`` is ``true`` (or ``1``) when the manager or storage is created.
 
-With no tracer or meter provider configured, the API hands out no-op ones: an operation then costs a few
-microseconds (docs/observability.md has the figures). Attributes are built only for a span that records.
+With no tracer or meter provider configured, an operation does nothing but check that (:func:`live`): the
+hooks' time per turn is that of a manager without telemetry (docs/observability.md has the figures).
+Attributes are built only for a span that records.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_METER_PROVIDER, OTEL_PYTHON_TRACER_PROVIDER
+from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from valkey.exceptions import ResponseError
 
@@ -41,6 +44,25 @@ from . import __version__, errors
 NAME = "strands_valkey_session_manager"
 TRACER = trace.get_tracer(NAME, __version__)
 METER = metrics.get_meter(NAME, __version__)
+
+if OTEL_PYTHON_TRACER_PROVIDER in os.environ or OTEL_PYTHON_METER_PROVIDER in os.environ:
+    trace.get_tracer_provider(), metrics.get_meter_provider()  # providers named in the environment: load them now
+
+_live = False
+
+
+def live() -> bool:
+    """Whether a tracer or meter provider is set; until one is, operations do nothing at all (free when off).
+
+    Reads the API's globals (opentelemetry-api 1.x: ``trace._TRACER_PROVIDER``, ``metrics._internal.
+    _METER_PROVIDER``) since ``get_tracer_provider()`` reads ``os.environ`` on every call (2 us, more than
+    the rest of an operation). A provider, once set, stays: so does the answer.
+    """
+    global _live
+    if not _live:
+        _live = trace._TRACER_PROVIDER is not None or metrics_internal._METER_PROVIDER is not None
+    return _live
+
 
 #: ``db.system.name``: the registry has no Valkey value yet (``redis`` would misname a Valkey server).
 SYSTEM = "valkey"
@@ -105,12 +127,11 @@ STORAGE_SEARCH = "storage.search"
 DURATION = METER.create_histogram(
     "db.client.operation.duration",
     unit="s",
-    description="Duration of session operations, by db.operation.name and error.type (absent: success).",
+    description="Duration of session operations, by db.operation.name, error.type (absent: success) and write mode.",
     explicit_bucket_boundaries_advisory=[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0],
 )
 MESSAGES = METER.create_counter("strands_valkey.messages.written", "{message}", "Messages written, by write mode.")
 BYTES = METER.create_counter("strands_valkey.bytes.written", "By", "Bytes of records written, by write mode.")
-WRITES = METER.create_counter("strands_valkey.writes", "{write}", "Writes, by operation and write mode.")
 RESTORED = METER.create_counter("strands_valkey.messages.restored", "{message}", "Messages read by restores.")
 CONFLICTS = METER.create_counter("strands_valkey.conflicts", "{conflict}", "Writes refused: a different message.")
 RETRIES_SENT = METER.create_counter("strands_valkey.retries", "{message}", "Messages re-sent after a failed write.")
@@ -136,6 +157,14 @@ class Target:
         if port is not None:
             self.attributes[SERVER_PORT] = int(port)
         self.session_ids = os.environ.get(SESSION_ID_ENV, "").strip().lower() in ("1", "true", "yes")
+        self._starts: dict[str, dict[str, Any]] = {}
+
+    def start(self, operation: str) -> dict[str, Any]:
+        """Return the attributes every span of ``operation`` starts with (one dict per operation, made once)."""
+        found = self._starts.get(operation)
+        if found is None:
+            found = self._starts[operation] = {**self.attributes, DB_OPERATION: operation}
+        return found
 
 
 def _server(client: Any) -> tuple[str | None, int | None, int]:
@@ -198,6 +227,7 @@ class Operation:
         "retries",
         "refreshes",
         "attempts",
+        "_inert",
     )
 
     def __init__(self, name: str, where: Target, attributes: Callable[[], dict[str, Any]] | None = None) -> None:
@@ -212,9 +242,13 @@ class Operation:
         self._started = 0.0
         self.messages = self.bytes = self.restored = self.retries = self.refreshes = self.attempts = 0
         self.mode: str | None = None
+        self._inert = False
 
     def __enter__(self) -> Operation:
         """Start the span (a child of the current one), or join the operation already running."""
+        if not live():
+            self._inert = True
+            return self
         outer = _CURRENT.get()
         if outer is not None:
             self.outer = outer
@@ -223,10 +257,8 @@ class Operation:
                 outer.span.set_attributes({key: value for key, value in found.items() if key not in _set(outer)})
             return outer
         self._reset = _CURRENT.set(self)
-        span = self.span = TRACER.start_span(self.name, kind=SpanKind.CLIENT)
+        span = self.span = TRACER.start_span(self.name, kind=SpanKind.CLIENT, attributes=self.target.start(self.name))
         if span.is_recording():
-            span.set_attributes(self.target.attributes)
-            span.set_attribute(DB_OPERATION, self.name)
             if self.attributes is not None:
                 span.set_attributes(self.attributes())
             self._attached = otel_context.attach(trace.set_span_in_context(span))
@@ -235,7 +267,7 @@ class Operation:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         """End the span and record the metrics (the outermost operation only)."""
-        if self.outer is not None:
+        if self.outer is not None or self._inert:
             return
         elapsed = time.perf_counter() - self._started
         assert self._reset is not None
@@ -280,14 +312,15 @@ class Operation:
             attributes[ERROR_TYPE] = failure
             if failure == errors.CONFLICT:
                 CONFLICTS.add(1, attributes)
-        DURATION.record(elapsed, attributes)
         if self.mode is not None:
             written = {DB_OPERATION: self.name, WRITE_MODE: self.mode}
-            WRITES.add(1, written)
+            DURATION.record(elapsed, {**attributes, WRITE_MODE: self.mode})
             if self.messages:
                 MESSAGES.add(self.messages, written)
             if self.bytes:
                 BYTES.add(self.bytes, written)
+        else:
+            DURATION.record(elapsed, attributes)
         if self.restored:
             RESTORED.add(self.restored, {DB_OPERATION: self.name})
         if self.retries:
@@ -423,6 +456,8 @@ def traced(name: str) -> Callable[[F], F]:
 
             @functools.wraps(method)
             async def run_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+                if not _live and not live():
+                    return await method(self, *args, **kwargs)
                 with operation(self, args, kwargs):
                     return await method(self, *args, **kwargs)
 
@@ -430,6 +465,8 @@ def traced(name: str) -> Callable[[F], F]:
 
         @functools.wraps(method)
         def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not _live and not live():
+                return method(self, *args, **kwargs)
             with operation(self, args, kwargs):
                 return method(self, *args, **kwargs)
 
