@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 import valkey
+from conftest import SERVER_BINARY
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
@@ -172,7 +173,7 @@ def test_a_conflict_is_an_error_on_its_span(client: valkey.Valkey, make_agent: C
 
 
 def test_a_lost_connection_is_an_error_on_its_span(make_agent: Callable[..., Agent]) -> None:
-    with LocalValkey() as local:
+    with LocalValkey(binary=SERVER_BINARY) as local:
         agent = make_agent(ValkeySessionManager("user-42", local.client(socket_connect_timeout=1)), "assistant")
         agent("one")
         local.stop()
