@@ -8,6 +8,8 @@ once, recording only inside ``capture()``), around real agents on the scripted m
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -18,8 +20,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 from strands import Agent
 from strands.types.exceptions import SessionException
+from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import SessionBusyError, ValkeySessionManager, ValkeyStorage, telemetry
+from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 from strands_valkey_session_manager.testing.telemetry import Captured, capture
@@ -268,3 +272,46 @@ def test_storage_operations(make_storage: Callable[..., ValkeyStorage]) -> None:
         assert span.attributes["db.system.name"] == "valkey"
         for text in everything_emitted(span):
             assert SECRET_SESSION not in text and SECRET_TEXT not in text
+
+
+def test_spans_carry_the_clusters_node_and_database(cluster: LocalCluster, cluster_client: ValkeyCluster) -> None:
+    with capture() as seen:
+        agent = Agent(
+            agent_id="assistant",
+            model=ScriptedModel(["hi"]),
+            session_manager=ValkeySessionManager(SECRET_SESSION, cluster_client),
+            callback_handler=None,
+        )
+        agent("hello")
+    node = cluster_client.get_default_node()
+    appends = named(seen, telemetry.APPEND_MESSAGE)
+    assert len(appends) == 2
+    for span in ours(seen):
+        assert (span.attributes["server.address"], span.attributes["server.port"]) == (node.host, node.port)
+        assert span.attributes["db.namespace"] == "0"
+        assert all(SECRET_SESSION not in text for text in everything_emitted(span))
+
+
+# With no provider (a fresh process), no operation starts a span or records a measurement: it calls straight through.
+NO_PROVIDER = """
+import sys, valkey
+from strands import Agent
+from strands_valkey_session_manager import ValkeySessionManager, telemetry
+from strands_valkey_session_manager.testing.model import ScriptedModel
+
+def refuse(*args, **kwargs):
+    raise AssertionError("telemetry ran with no provider")
+
+telemetry.TRACER.start_span = refuse
+telemetry.DURATION.record = refuse
+manager = ValkeySessionManager("user-42", valkey.Valkey(port=int(sys.argv[1])), lock_timeout=5, ttl=1)
+model = ScriptedModel(["hi"], delay=0.3)  # beats (ttl=1) and the lock (lock_timeout) run too
+agent = Agent(agent_id="assistant", model=model, session_manager=manager, callback_handler=None)
+agent("hello")
+assert len(agent.messages) == 2 and not telemetry.live()
+"""
+
+
+def test_with_no_provider_operations_do_no_telemetry_at_all(server: LocalValkey, client: valkey.Valkey) -> None:
+    done = subprocess.run([sys.executable, "-c", NO_PROVIDER, str(server.port)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
