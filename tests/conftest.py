@@ -53,7 +53,7 @@ def cluster_client(cluster: LocalCluster) -> Iterator[ValkeyCluster]:
 def tls_server() -> Iterator[LocalValkey]:
     """A TLS-only server (``--port 0``); ``tls_server.tls_files.ca`` is the CA, ``tls_server.url`` a valkeys:// URL."""
     if SERVER_BINARY == embedded_server():
-        pytest.skip(f"{SERVER_BINARY} (the embedded Valkey) is built without TLS: TLS runs on a system valkey-server")
+        pytest.skip("the embedded Valkey is built without TLS: TLS runs on a system valkey-server")
     with LocalValkey(binary=SERVER_BINARY, tls=True) as local:
         yield local
 
