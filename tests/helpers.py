@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,11 @@ from valkey.cluster import ValkeyCluster
 
 from strands_valkey_session_manager import codec
 from strands_valkey_session_manager.keys import KeySchema
+
+#: For a test of what happens with a system ``valkey-server`` on PATH (without one, the embedded Valkey serves).
+NEEDS_VALKEY_SERVER_ON_PATH = pytest.mark.skipif(
+    shutil.which("valkey-server") is None, reason="no valkey-server on PATH: this test is about one found there"
+)
 
 
 def command_counts(client: valkey.Valkey | ValkeyCluster) -> dict[str, int]:

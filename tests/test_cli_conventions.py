@@ -12,6 +12,7 @@ from cli_support import invoke
 
 from strands_valkey_session_manager import ValkeySessionManager, __version__
 from strands_valkey_session_manager.cli import connect
+from strands_valkey_session_manager.cli.app import app
 from strands_valkey_session_manager.cli.output import shorten
 from strands_valkey_session_manager.testing.server import free_port
 
@@ -94,6 +95,25 @@ def test_u_is_short_for_url(server, client) -> None:
     result = invoke("sessions", "-u", server.url, "--json")
 
     assert [entry["session_id"] for entry in json.loads(result.stdout)] == ["user-42"]
+
+
+def test_url_may_come_before_the_command_as_with_valkey_cli(server, client) -> None:
+    ValkeySessionManager("user-42", client)
+
+    listed = invoke("-u", server.url, "sessions", "--json")
+    keys = invoke("--url", server.url, "keys", "user-42", "--json")
+    after_wins = invoke("-u", f"valkey://127.0.0.1:{free_port()}", "sessions", "--url", server.url, "--json")
+
+    assert [entry["session_id"] for entry in json.loads(listed.stdout)] == ["user-42"]
+    assert [entry["key"] for entry in json.loads(keys.stdout)] == ["session:user-42"]
+    assert after_wins.exit_code == 0 and json.loads(after_wins.stdout)
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in app.commands)])
+def test_help_needs_no_file_an_installed_wheel_lacks(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+
+    assert result.exit_code == 0 and "docs/" not in result.stdout
 
 
 def test_version_prints_the_package_version() -> None:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from cli_support import invoke, run_process
-from helpers import wait_until
+from helpers import NEEDS_VALKEY_SERVER_ON_PATH, wait_until
 
 from strands_valkey_session_manager.cli import connect
 from strands_valkey_session_manager.testing import server as server_module
@@ -72,6 +72,7 @@ def nothing_at_the_default(monkeypatch) -> None:
     monkeypatch.setattr(connect, "DEFAULT_URL", f"valkey://127.0.0.1:{free_port()}")
 
 
+@NEEDS_VALKEY_SERVER_ON_PATH
 def test_demo_starts_and_stops_a_throwaway_valkey_server_from_path_when_nothing_answers(nothing_at_the_default):
     result = invoke("demo")
 

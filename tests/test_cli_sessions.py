@@ -66,6 +66,34 @@ def test_sessions_limit_stops_after_n_sessions(cli, client) -> None:
     assert "first 2 sessions" in result.stderr
 
 
+def test_sessions_lists_a_page_of_50_by_default_and_says_how_to_see_the_rest(cli, client) -> None:
+    for number in range(53):
+        ValkeySessionManager(session_id=f"s{number:02}", client=client)
+
+    page, every, scripted = cli("sessions"), cli("sessions", "--all"), cli("sessions", "--json")
+
+    rows = page.stdout.splitlines()[1:]
+    assert len(rows) == 50 and rows == sorted(rows)
+    assert "showing the first 50 sessions found" in page.stderr and "--limit N or --all" in page.stderr
+    assert len(every.stdout.splitlines()[1:]) == 53 and not every.stderr
+    assert len(json.loads(scripted.stdout)) == 53  # a script gets every session unless it asks for fewer
+
+
+def test_sessions_says_nothing_of_more_when_the_page_holds_them_all(cli, client) -> None:
+    for number in range(50):
+        ValkeySessionManager(session_id=f"s{number:02}", client=client)
+
+    result = cli("sessions")
+
+    assert len(result.stdout.splitlines()[1:]) == 50 and not result.stderr
+
+
+def test_sessions_all_with_limit_is_a_usage_error(cli) -> None:
+    result = cli("sessions", "--all", "--limit", "5")
+
+    assert result.exit_code == 2 and "leave out --limit" in result.stderr
+
+
 def test_sessions_skips_strings_under_the_prefix_that_are_not_session_records(cli, client) -> None:
     ValkeySessionManager(session_id="real", client=client)
     client.set("session:web-login", "flask session cookie data")

@@ -77,6 +77,7 @@ def test_close_leaves_a_client_passed_in_open(server: LocalValkey, client) -> No
     ("options", "says"),
     [
         ({"ttll": 60}, "unknown option 'ttll'. Did you mean 'ttl'?"),
+        ({"ttl_seconds": 60}, "unknown option 'ttl_seconds'. Did you mean 'ttl'?"),
         ({"sockettimeout": 1}, "unknown option 'sockettimeout'. Did you mean 'socket_timeout'?"),
         ({"read_from_replicas": True}, "It is a setting of valkey.cluster.ValkeyCluster: pass cluster=True"),
     ],
@@ -84,6 +85,23 @@ def test_close_leaves_a_client_passed_in_open(server: LocalValkey, client) -> No
 def test_an_unknown_option_is_a_type_error_naming_it_and_nothing_is_written(server, client, options, says) -> None:
     with pytest.raises(TypeError) as raised:
         ValkeySessionManager.from_url(server.url, "user-42", **options)
+
+    assert says in str(raised.value)
+    assert client.exists("session:user-42") == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"ttl_seconds": 60}, "unknown option 'ttl_seconds'. Did you mean 'ttl'? It takes the options ttl, key_prefix"),
+        ({"lock_timeout_s": 5}, "unknown option 'lock_timeout_s'. Did you mean 'lock_timeout'?"),
+        ({"key_prefx": "tenant"}, "unknown option 'key_prefx'. Did you mean 'key_prefix'?"),
+        ({"owner": "ada"}, "unknown option 'owner'. It takes the options ttl, key_prefix"),  # no close name
+    ],
+)
+def test_the_constructor_refuses_an_unknown_option_naming_the_closest_and_writes_nothing(client, options, says) -> None:
+    with pytest.raises(TypeError) as raised:
+        ValkeySessionManager("user-42", client, **options)
 
     assert says in str(raised.value)
     assert client.exists("session:user-42") == 0

@@ -1,20 +1,21 @@
-"""The README's and the PyPI readme's promises that code can check: the Quick start runs offline, links work on PyPI."""
+"""The README's and the PyPI readme's promises that code can check: every snippet runs offline, links work on PyPI."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import re
 from pathlib import Path
-
-from strands import Agent
 
 from strands_valkey_session_manager.testing import ScriptedModel
 
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).parent.parent
+
+
+QUICK_START, QUERY, LOGOUT = "## Quick start", "### Query Valkey directly", "### Clean up on logout"
+TESTING_KIT = "## Testing your agents: `strands_valkey_session_manager.testing`"
 
 
 def python_block(readme: str, section: str) -> str:
@@ -24,16 +25,45 @@ def python_block(readme: str, section: str) -> str:
     return re.search(r"```python\n(.*?)```", after, re.DOTALL).group(1)
 
 
-def test_the_quick_start_runs_without_credentials_and_resumes_the_conversation(server, client) -> None:
-    code = python_block("README.md", "## Quick start")
-    assert "port=6379" in code
-    printed = io.StringIO()
+def python_blocks(readme: str) -> list[tuple[str, str]]:
+    """Every ```python block of a readme, in order, with the heading it is under (code comments have one ``#``)."""
+    text = (ROOT / readme).read_text()
+    return [
+        (re.findall(r"^#{2,4} .*$", text[: block.start()], re.MULTILINE)[-1], block.group(1))
+        for block in re.finditer(r"```python\n(.*?)```", text, re.DOTALL)
+    ]
 
-    with contextlib.redirect_stdout(printed):
-        exec(code.replace("port=6379", f"port={server.port}"), {})
 
-    assert printed.getvalue().endswith("Hello! How can I help?\n")
-    assert client.exists("session:user-42:agent:assistant:message:1")
+def test_every_readme_snippet_runs_offline_in_order_and_prints_what_it_says(server, client, monkeypatch) -> None:
+    """A newcomer pastes each block, in order, into one Python session: nothing needs credentials or a network."""
+    monkeypatch.setenv("VALKEY_URL", server.url)
+    blocks = python_blocks("README.md")
+    namespace: dict = {}
+    printed: dict[str, str] = {}
+
+    for heading, code in blocks:
+        if heading == TESTING_KIT:  # a pytest test: test_the_testing_kit_example_passes_as_a_users_test runs it
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(
+                code.replace("localhost:6379", server.url[len("valkey://") :]).replace("6379", str(server.port)),
+                namespace,
+            )
+        printed[heading] = out.getvalue()
+        if heading == LOGOUT:
+            assert client.keys("session:user-42*") == []
+    namespace["storage"].close()
+
+    assert len(printed) == len(blocks) - 1 >= 9
+    assert printed.pop(QUICK_START) == "Hello! How can I help?\n"  # once: the agent itself printed nothing
+    said = [line[2:] for line in python_block("README.md", QUERY).splitlines() if line.startswith("# session:")]
+    shown = printed.pop(QUERY).splitlines()
+    assert [re.sub(r"TTL: \d+s", "TTL: 3598s", line) for line in shown] == said
+    assert all(3590 <= int(ttl) <= 3600 for ttl in re.findall(r"TTL: (\d+)s", "\n".join(shown)))
+    assert printed == dict.fromkeys(printed, "")  # the other blocks print nothing, as they say
+    for agent_id in ("researcher", "writer"):  # each agent's prompt got its reply: no user message left alone
+        assert client.zcard(f"session:workflow-001:agent:{agent_id}:messages") == 2
 
 
 def test_the_connecting_example_builds_its_client_from_a_url(server, client) -> None:
@@ -52,8 +82,8 @@ def test_the_fastapi_example_resumes_each_session_across_requests(server, client
     monkeypatch.setenv("VALKEY_URL", server.url)
     namespace: dict = {}
     exec(python_block("README.md", "## Inside async apps (FastAPI, invoke_async)"), namespace)
-    # The endpoint looks Agent up in these globals: give each agent a model that says how much it was told.
-    namespace["Agent"] = functools.partial(Agent, model=ScriptedModel(lambda messages: f"{len(messages)} messages"))
+    # The endpoint looks its model up in these globals: one that says how much it was told.
+    namespace["model"] = ScriptedModel(lambda messages: f"{len(messages)} messages")
 
     with TestClient(namespace["app"]) as http:
         replies = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from helpers import NEEDS_VALKEY_SERVER_ON_PATH
 
 from strands_valkey_session_manager.testing import LocalCluster, LocalValkey, embedded_server
 from strands_valkey_session_manager.testing import server as server_module
@@ -36,6 +37,7 @@ def test_local_valkey_ended_leaves_no_open_pipe(end: str) -> None:
     assert process.stderr.closed and process.returncode is not None
 
 
+@NEEDS_VALKEY_SERVER_ON_PATH
 def test_local_valkey_prefers_valkey_server_on_path_to_the_embedded_one() -> None:
     local = LocalValkey()
     local.stop()

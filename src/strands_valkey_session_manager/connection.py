@@ -93,15 +93,39 @@ def split_options(
     for name in theirs:
         if name in client_names:
             continue
+        hint = None
         if name in client_option_names(client_class(asyncio, not cluster)):
             switch = "leave out cluster=True" if cluster else "pass cluster=True"
-            hint = f" It is a setting of {_CLASSES[asyncio, not cluster][1]}: {switch}."
-        else:
-            close = difflib.get_close_matches(name, [*owner_names, *client_names], n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = f"It is a setting of {_CLASSES[asyncio, not cluster][1]}: {switch}."
         takes = f"the options of {owner} ({', '.join(owner_names)}) and " if owner_names else ""
-        raise TypeError(f"{caller} got an unknown option {name!r}.{hint} It takes {takes}the settings of {kind_name}.")
+        known = [*owner_names, *client_names]
+        raise unknown_option(caller, name, known, f"{takes}the settings of {kind_name}", hint)
     return mine, theirs
+
+
+def closest(name: str, known: Collection[str]) -> str | None:
+    """Return the known name that ``name`` most likely misspells, if any.
+
+    The most similar one (``ttll``, ``key_prefx``), else the known name its first words make (``ttl_seconds``,
+    ``lock_timeout_s``), which similarity alone misses when the rest is long.
+    """
+    similar = difflib.get_close_matches(name, known, n=1)
+    if similar:
+        return similar[0]
+    words = name.split("_")
+    heads = ("_".join(words[:count]) for count in range(len(words) - 1, 0, -1))
+    return next((head for head in heads if head in known), None)
+
+
+def unknown_option(caller: str, name: str, known: Collection[str], takes: str, hint: str | None = None) -> TypeError:
+    """Return the ``TypeError`` for an option ``caller`` does not take: it names it, and the closest known one.
+
+    ``takes`` says what ``caller`` takes instead; ``hint`` replaces the "Did you mean" (a better lead, if any).
+    """
+    if hint is None:
+        close = closest(name, known)
+        hint = f"Did you mean {close!r}?" if close else ""
+    return TypeError(f"{caller} got an unknown option {name!r}. {hint}{' ' if hint else ''}It takes {takes}.")
 
 
 def defaults(asyncio: bool, cluster: bool) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import time
@@ -42,6 +43,15 @@ DEFAULT_TTL = 3600
 
 #: Clients whose server refused ``SET ... IFEQ`` (before Valkey 8.1; Redis OSS): their agent updates are scripts.
 _NO_IFEQ: weakref.WeakSet[Any] = weakref.WeakSet()
+
+#: The options ``RepositorySessionManager.__init__`` takes by name, passed on to it (none in strands-agents 1.62,
+#: which drops any other keyword argument without a word: the constructor refuses those instead).
+_REPOSITORY_OPTIONS = frozenset(inspect.signature(RepositorySessionManager.__init__).parameters) - {
+    "self",
+    "session_id",
+    "session_repository",
+    "kwargs",
+}
 
 
 class ValkeySessionManager(RepositorySessionManager, SessionRepository):
@@ -98,14 +108,21 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 Swarm/Graph using this manager) first takes a lock on it in this session, waiting up to
                 this long (``0``: try once), else raises ``SessionBusyError``. See docs/locking.md.
             lock_lease: Seconds a lock outlives a holder that died; renewed while the invocation runs.
-            **kwargs: Passed on to ``RepositorySessionManager``.
+            **kwargs: Options of ``RepositorySessionManager`` by name, passed on to it (it takes none in
+                strands-agents 1.62).
 
         Raises:
-            TypeError: If ``client`` is not a synchronous Valkey client (a URL, a pool, an asyncio client).
+            TypeError: If ``client`` is not a synchronous Valkey client (a URL, a pool, an asyncio client), or an
+                option is unknown (``ttl_seconds=``: the closest known one is named); nothing is sent.
             ValueError: If ``session_id``, ``ttl``, ``key_prefix`` or a lock setting is not usable; nothing
                 is written.
             SessionException: If Valkey cannot be reached or holds a foreign value for the session.
         """
+        unknown = [name for name in kwargs if name not in _REPOSITORY_OPTIONS]
+        if unknown:  # a typo (ttl_seconds=) must not leave the default in force unnoticed
+            options = [*connection.keyword_options(ValkeySessionManager.__init__), *_REPOSITORY_OPTIONS]
+            takes = f"the options {', '.join(options)}"
+            raise connection.unknown_option("ValkeySessionManager()", unknown[0], options, takes)
         validate_id(session_id, "session_id")
         cluster = connection.check_client(client, "ValkeySessionManager", asyncio=False)  # before anything is sent
         self.client = client

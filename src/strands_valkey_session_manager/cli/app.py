@@ -26,18 +26,26 @@ from .store import SCAN_COUNT, SessionDump, SessionExists, SessionSummary, Store
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+URL_HELP = (
+    "valkey://, valkeys:// (TLS), redis://, rediss:// or unix:// URL. "
+    f"Default: $VALKEY_URL, else $REDIS_URL, else {connect.DEFAULT_URL}."
+)
+
+
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog="Start with: strands-valkey demo. Docs: docs/cli.md.",
+    epilog="Start with: strands-valkey demo. Each command's options and examples: strands-valkey COMMAND --help.",
 )
 @click.version_option(__version__, "--version", prog_name="strands-valkey", message="%(prog)s %(version)s")
-def app() -> None:
+@click.option("-u", "--url", metavar="URL", help=f"{URL_HELP} Before the command or after it.")
+def app(url: str | None) -> None:
     """Run the Valkey session tutorial as a demo, and inspect and manage Strands Agents sessions in Valkey.
 
-    Every command but the demo takes -u/--url (default: $VALKEY_URL, else $REDIS_URL, else
-    valkey://localhost:6379), --key-prefix (default: session) and --cluster. Read commands take --json.
-    Both layouts are seen: ValkeySessionManager's, and SnapshotSessionManager's through ValkeyStorage
-    (--storage-prefix, default: strands); --layout manager|snapshot picks one where an id is in both.
+    Every command takes -u/--url, before it or after it (default: $VALKEY_URL, else $REDIS_URL, else
+    valkey://localhost:6379), and --key-prefix (default: session); those that read or change sessions also
+    take --cluster, and those that read --json. Both layouts are seen: ValkeySessionManager's, and
+    SnapshotSessionManager's through ValkeyStorage (--storage-prefix, default: strands); --layout
+    manager|snapshot picks one where an id is in both.
 
     Exit codes: 0 ok, 1 not found, 2 usage error, 3 Valkey unreachable or failing, 4 refused (would
     overwrite, not confirmed, or a key this library did not write), 130 interrupted.
@@ -63,12 +71,6 @@ def _prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(error), ctx, param) from error
 
 
-URL_HELP = (
-    "valkey://, valkeys:// (TLS), redis://, rediss:// or unix:// URL. "
-    f"Default: $VALKEY_URL, else $REDIS_URL, else {connect.DEFAULT_URL}."
-)
-
-
 def _connection(fn: F) -> F:
     """Add the options that say where the sessions are: --url and --key-prefix."""
     fn = click.option(
@@ -79,7 +81,12 @@ def _connection(fn: F) -> F:
         callback=_prefix,
         help="First part of every key.",
     )(fn)
-    return click.option("-u", "--url", metavar="URL", help=URL_HELP)(fn)
+    return click.option("-u", "--url", metavar="URL", callback=_url, help=URL_HELP)(fn)
+
+
+def _url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--url after the command, else -u/--url before it (valkey-cli's habit: strands-valkey -u URL sessions)."""
+    return value if value is not None else ctx.find_root().params.get("url")
 
 
 def _store_options(fn: F) -> F:
@@ -277,49 +284,67 @@ def _summary_json(summary: SessionSummary) -> dict[str, Any]:
     }
 
 
+#: How many sessions ``sessions`` lists in a table by default (--limit N, --all: more).
+PAGE = 50
+
+
 @command(
     "strands-valkey sessions",
     "strands-valkey sessions --match 'user-*' --limit 20",
+    "strands-valkey sessions --all",
     "strands-valkey sessions --json | jq -r '.[].session_id'",
 )
 @click.option("--match", default="*", show_default=True, metavar="GLOB", help="Only session ids matching this glob.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Stop after N sessions.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help=f"Stop after N sessions (default: {PAGE}, --json: all)."
+)
+@click.option("--all", "every", is_flag=True, help="List every session (no --limit).")
 @_store_options
 @_snapshot_options
 @_json_option
-def sessions(match: str, limit: int | None, url: str | None, key_prefix: str, cluster: bool, as_json: bool) -> None:
+def sessions(
+    match: str, limit: int | None, every: bool, url: str | None, key_prefix: str, cluster: bool, as_json: bool
+) -> None:
     """List sessions of both layouts with agents, messages, TTL and last update.
 
-    Sorted by session id. LAYOUT is manager (ValkeySessionManager) or snapshot (SnapshotSessionManager
-    through ValkeyStorage, whose SIZE is the bytes of its snapshots and stash).
+    The first 50 found, sorted by session id (--limit N for N, --all for every one; --json lists all).
+    LAYOUT is manager (ValkeySessionManager) or snapshot (SnapshotSessionManager through ValkeyStorage,
+    whose SIZE is the bytes of its snapshots and stash).
 
     Scans incrementally (SCAN MATCH <prefix>:<glob> TYPE string COUNT 1000) and reads each batch's counts
     from the session indexes in two pipelined round trips, so it stays usable on millions of keys. Snapshot
     sessions are found in the storage's registry of groups (no SCAN) and summarised in two more round trips.
     """
+    if every and limit is not None:
+        raise click.UsageError("--all lists every session: leave out --limit")
+    if limit is None and not every and not as_json:
+        limit = PAGE
     out = Output(as_json)
     storage_prefix, layout = _snapshot_choice()
     found: list[SessionSummary] = []
     snapshot_found: list[snapshots.SnapshotSummary] = []
+    fetch = None if limit is None else limit + 1  # one more than shown: whether more match
     with _open(url, key_prefix, cluster) as store, out.progress("scanning") as tick:
         if layout != snapshots.MANAGER:
             snapshot_store = snapshots.beside(store, storage_prefix)
-            snapshot_found = snapshot_store.summaries(snapshot_store.session_ids(match)[:limit])
+            snapshot_found = snapshot_store.summaries(snapshot_store.session_ids(match)[:fetch])
         total = store.client.dbsize()
 
         def progress(matched: int, sessions_found: int) -> None:
             tick(advance=0, text=f"scanning {total} keys: {matched} matched, {sessions_found} sessions")
 
-        batch = min(limit, SCAN_COUNT) if limit else SCAN_COUNT
+        batch = min(fetch, SCAN_COUNT) if fetch else SCAN_COUNT
         for summary in store.summaries(match, batch=batch, progress=progress) if layout != snapshots.SNAPSHOT else ():
             found.append(summary)
-            if limit is not None and len(found) >= limit:
-                out.note(f"showing the first {limit} sessions found (--limit)")
+            if fetch is not None and len(found) >= fetch:
                 break
     listed = sorted(
         [_summary_json(summary) for summary in found] + [snapshots.summary_json(s) for s in snapshot_found],
         key=lambda entry: (entry["session_id"], entry["layout"]),
-    )[:limit]
+    )
+    if limit is not None and len(listed) > limit:
+        listed = listed[:limit]
+        out.note(f"showing the first {limit} sessions found, sorted by id; more match: --limit N or --all to see them")
     if as_json:
         out.json(listed)
         return
@@ -371,8 +396,8 @@ def show(
     Roles, text, tool calls and results, media noted by size, agent state, timestamps. For a snapshot
     session, the latest snapshot of each agent; --checkpoints lists its checkpoints, --checkpoint shows one.
 
-    --json prints the session as one entry of the export format (docs/cli.md); a snapshot session as its
-    latest snapshots, as the SDK stores them, with the ids of its checkpoints.
+    --json prints the session as one entry of the export format (strands-valkey export --help); a snapshot
+    session as its latest snapshots, as the SDK stores them, with the ids of its checkpoints.
     """
     out = Output(as_json)
     with _open(url, key_prefix, cluster) as store:
@@ -502,7 +527,12 @@ def export(
 
     Every record of each session, byte for byte, and the TTL it has left. Each session is read at
     one instant (one Lua script). A snapshot session is exported as every value of its storage keys
-    (latest snapshots, checkpoints, context stash). The format is in docs/cli.md.
+    (latest snapshots, checkpoints, context stash).
+
+    The file is one JSON document: {"format": "strands-valkey-sessions", "version": 1, "exported_at", "sessions":
+    [{"session_id", "ttl_ms", "session", "agents": {ID: {"agent", "messages": {ID: record}}}, "multi_agents"}]};
+    each record is the JSON object stored (or its text, when re-encoding it would not give the same bytes). A
+    snapshot session has "layout": "snapshot" and "values": {storage key: value} in place of the records.
     """
     out = Output()
     storage_prefix, layout = _snapshot_choice()

@@ -50,8 +50,12 @@ def _is_free(port: int) -> bool:
         return True
 
 
-def _cli_for(binary: str) -> str:
-    """``valkey-cli`` next to ``valkey-server`` (``redis-cli`` next to ``redis-server``), else on PATH."""
+def cli_for(binary: str) -> str:
+    """``valkey-cli`` next to ``valkey-server`` (``redis-cli`` next to ``redis-server``), else on PATH.
+
+    ``reshard`` runs it; ``FileNotFoundError`` saying what to install when there is none (the embedded Valkey
+    ships no ``valkey-cli``).
+    """
     name = Path(binary).name.replace("-server", "-cli")
     sibling = Path(binary).with_name(name)
     found = str(sibling) if sibling.is_file() else shutil.which(name)
@@ -328,7 +332,7 @@ class LocalCluster(Running):
         the new slot map.
         """
         self.wait_ready(timeout)  # valkey-cli refuses a cluster whose nodes disagree or have open slots
-        command = [_cli_for(self.binary), "--cluster", "reshard", f"127.0.0.1:{source.port}"]
+        command = [cli_for(self.binary), "--cluster", "reshard", f"127.0.0.1:{source.port}"]
         command += ["--cluster-from", self.node_id(source), "--cluster-to", self.node_id(target)]
         command += ["--cluster-slots", str(slots), "--cluster-pipeline", str(pipeline), "--cluster-yes"]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
