@@ -5,5 +5,6 @@ __version__ = "0.2.0"  # first: the modules below read it
 from .lock import SessionBusyError
 from .session_manager import ValkeySessionManager
 from .storage import ValkeyStorage
+from .values import Keyring
 
-__all__ = ["SessionBusyError", "ValkeySessionManager", "ValkeyStorage"]
+__all__ = ["Keyring", "SessionBusyError", "ValkeySessionManager", "ValkeyStorage"]

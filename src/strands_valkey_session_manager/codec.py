@@ -1,7 +1,8 @@
 """(De)serialisation of the SDK's session records to the JSON strings stored in Valkey.
 
 Values are plain UTF-8 JSON, readable with ``GET``: ``json.loads(value)`` is the record's
-``to_dict()``. Anything that does not decode to the expected shape raises ``SessionException``
+``to_dict()``; or, with encryption or compression on, that JSON sealed (values.py), which every read
+here opens first (``values=``). Anything that does not decode to the expected shape raises ``SessionException``
 naming the key, so a foreign value never surfaces as a raw traceback from deep inside the SDK.
 """
 
@@ -14,6 +15,8 @@ from typing import Any, TypeVar
 
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, decode_bytes_values, encode_bytes_values
+
+from .values import PLAIN, Values
 
 _BYTES_MARKER = b"__bytes_encoded__"
 
@@ -97,6 +100,22 @@ def split_created_at(data: dict[str, Any]) -> tuple[bytes, bytes]:
     return created_at, (b"," + body[1:]) if len(body) > 2 else b"}"
 
 
+def created_at_of(stored: bytes, key: str, values: Values) -> bytes:
+    """Return the ``created_at`` of a stored record as a JSON string (as ``split_created_at`` gives it), or ``b""``.
+
+    A plain record of this library starts with it; a sealed one is opened (``b""`` if it cannot be).
+    """
+    if stored.startswith(b'{"created_at":"'):
+        return stored[14 : stored.index(b'"', 15) + 1]
+    if not values.is_sealed(stored):
+        return b""
+    try:
+        created_at = loads(stored, key, values).get("created_at")
+    except SessionException:
+        return b""
+    return dumps({"v": created_at})[5:-1] if isinstance(created_at, str) else b""
+
+
 def _json_loads(raw: bytes | str) -> Any:
     """``json.loads(raw)``, without its per-call overhead in the usual case (a whole UTF-8 JSON text).
 
@@ -113,8 +132,9 @@ def _json_loads(raw: bytes | str) -> Any:
     return json.loads(raw)
 
 
-def loads(raw: bytes | str, key: str) -> dict[str, Any]:
-    """Decode a stored JSON object, or raise ``SessionException`` naming the key."""
+def loads(raw: bytes | str, key: str, values: Values = PLAIN) -> dict[str, Any]:
+    """Decode a stored JSON object (opened by ``values`` first), or raise ``SessionException`` naming the key."""
+    raw = values.open(key, raw)
     try:
         data = _json_loads(raw)
     except (ValueError, TypeError) as error:
@@ -126,8 +146,9 @@ def loads(raw: bytes | str, key: str) -> dict[str, Any]:
     return data
 
 
-def load_record(cls: type[Record], raw: bytes | str, key: str) -> Record:
-    """Build a ``Session``, ``SessionAgent`` or ``SessionMessage`` from its stored JSON."""
+def load_record(cls: type[Record], raw: bytes | str, key: str, values: Values = PLAIN) -> Record:
+    """Build a ``Session``, ``SessionAgent`` or ``SessionMessage`` from its stored value (opened by ``values``)."""
+    raw = values.open(key, raw)
     fields = loads(raw, key)
     if not fields.keys() <= _FIELDS[cls]:  # extra fields (allowed by the contract) are dropped, as from_dict() does
         fields = {name: value for name, value in fields.items() if name in _FIELDS[cls]}

@@ -114,8 +114,8 @@ def explain(error: Exception, operation: str, key: str, not_found: str = "") -> 
     if isinstance(error, UnicodeDecodeError):
         return (
             f"key=<{key}> | {operation} failed: it holds a value that is not UTF-8 text, which a client with "
-            f"decode_responses=True cannot read ({error}). This library writes UTF-8 JSON only: another writer put "
-            "it there. Delete or repair that key."
+            f"decode_responses=True cannot read ({error}). This library writes UTF-8 JSON, or values it reads as "
+            "bytes (encrypted, compressed): another writer put it there. Delete or repair that key."
         )
     if isinstance(error, ValkeyConnectionError) and "Too many connections" in str(error):
         return (

@@ -167,7 +167,7 @@ def _send(
         if isinstance(command, Transaction):
             pipe.response_callbacks = {}  # the server's replies as they are: QUEUED is no command's reply
             for part in (("MULTI",), *command.commands, ("EXEC",)):
-                pipe.execute_command(*part)
+                pipe.execute_command(*part, **options)
         else:
             pipe.execute_command(*command, **options)
         sizes.append(asking + (len(command.commands) + 2 if isinstance(command, Transaction) else 1))

@@ -19,9 +19,10 @@ from importlib import resources
 from typing import Any
 
 import valkey
+from valkey.client import NEVER_DECODE
 from valkey.exceptions import NoScriptError, ResponseError
 
-from . import errors, replication
+from . import errors, replication, values
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ def _lua(package: str, name: str) -> str:
 
 #: The preludes: the base for every script, the session part for the session scripts.
 BASE = (_lua(__package__, "base"),)
-SESSION = (*BASE, _lua(__package__, "session"))
+SESSION = (
+    *BASE,
+    f"local SEALED = '{values.MAGIC}'  -- how a sealed value starts (values.py)",
+    _lua(__package__, "session"),
+)
 
 #: How many times a session script may learn undeclared keys of its session and call again: once per level
 #: of the index it did not know (members, then their messages), more only while other writers add keys.
@@ -94,14 +99,18 @@ class Script:
         keys: list[str],
         args: list[Any],
         wait: replication.WaitForReplicas | None = None,
+        **options: Any,
     ) -> Any:
         """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip.
 
-        On a cluster the call follows the session's slot while it moves (replication.execute).
+        On a cluster the call follows the session's slot while it moves (replication.execute). ``options`` go with
+        the script's call (``NEVER_DECODE``: its reply as bytes).
         """
 
         async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
-            return replication.execute(client, keys[0], command, wait if command[0] in _SCRIPT_CALLS else None)
+            if command[0] in _SCRIPT_CALLS:
+                return replication.execute(client, keys[0], command, wait, **options)
+            return replication.execute(client, keys[0], command, None)
 
         while True:
             steps = self._run(call, keys, args, client not in _NO_FUNCTIONS)
@@ -174,6 +183,7 @@ def run(
     walk: Iterable[str] = (),
     known: dict[str, None] | None = None,
     wait: replication.WaitForReplicas | None = None,
+    raw: bool = False,
 ) -> Any:
     """Run a session script (lua/session.lua says how it is called), declaring what its walk must reach.
 
@@ -188,6 +198,7 @@ def run(
         known: Keys of the session the caller knows of, declared once the script asked for keys; the keys it
             asked for are added to it, so a caller that keeps it declares them at once the next time.
         wait: ``WAIT`` for replicas after the script, in the same round trip.
+        raw: The reply as bytes, whatever the client decodes (a stored value, which may be binary: values.py).
 
     A script that must walk the whole session (a due TTL refresh, a delete) and reaches keys that were not
     declared fails with ``UNDECLARED`` and their names, having changed nothing; they are declared and the
@@ -198,7 +209,10 @@ def run(
     extra = list(walk)
     for _ in range(MAX_WALKS):
         try:
-            return script(client, [*own, *extra], [ttl_ms, fence[1] if fence else "", len(extra), *args], wait)
+            options = {NEVER_DECODE: True} if raw else {}
+            return script(
+                client, [*own, *extra], [ttl_ms, fence[1] if fence else "", len(extra), *args], wait, **options
+            )
         except ResponseError as error:
             learnt = undeclared(error, keys[0])
         if known is not None:  # declare every key known, not only those asked for: fewer calls to come

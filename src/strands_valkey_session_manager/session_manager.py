@@ -29,6 +29,7 @@ from .invocation import Heartbeat
 from .keys import AGENT, MESSAGE, MESSAGES, MULTI_AGENT, KeySchema, parse_suffix, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
+from .values import DEFAULT_MAX_VALUE_BYTES, Keyring, Values
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
@@ -85,6 +86,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         wait_timeout_ms: int = 1000,
         lock_timeout: float | None = None,
         lock_lease: float = 30.0,
+        encryption: Keyring | None = None,
+        compression: str | None = None,
+        max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
         **kwargs: Any,
     ) -> None:
         """Open the session ``session_id``, creating it if it does not exist yet.
@@ -108,6 +112,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 Swarm/Graph using this manager) first takes a lock on it in this session, waiting up to
                 this long (``0``: try once), else raises ``SessionBusyError``. See docs/locking.md.
             lock_lease: Seconds a lock outlives a holder that died; renewed while the invocation runs.
+            encryption: A ``Keyring``: every value written is encrypted (AES-256-GCM) with its current key, bound
+                to its key name; values under any key of the ring are read. ``None``: values are plain JSON.
+                See docs/security.md.
+            compression: ``None``, ``"gzip"`` or ``"zstd"`` (the ``zstd`` extra): values above 1 KiB are compressed
+                when that makes them smaller.
+            max_value_bytes: A record whose JSON is larger is refused (``SessionException``) before anything is
+                written; ``None``: no bound. Default 32 MiB.
             **kwargs: Options of ``RepositorySessionManager`` by name, passed on to it (it takes none in
                 strands-agents 1.62).
 
@@ -128,6 +139,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self.client = client
         self.keys = KeySchema(key_prefix, cluster=cluster)
         self.ttl_ms = ttl_ms(ttl)
+        self.values = Values(encryption, compression, max_value_bytes)
         self.replica_wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._lock = None
         if lock_timeout is not None:
@@ -252,7 +264,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.session(session.session_id)
         expiry = ("PX", self.ttl_ms) if self.ttl_ms else ()
         with _errors("create session", key):
-            command = ("SET", key, codec.encode(session), "NX", *expiry)
+            command = ("SET", key, self.values.seal(key, codec.encode(session)), "NX", *expiry)
             created = replication.execute(self.client, key, command, self.replica_wait)
         if not created:
             if not self._opening:
@@ -276,7 +288,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             commands += [("SMEMBERS", self.keys.index(session_id)), ("PEXPIRETIME", key), ("TIME",)]
         with _errors("read session", key):
             sent = time.monotonic()
-            raw, *opened = replication.read(self.client, key, *commands)
+            raw, *opened = replication.read(self.client, key, *commands, **{NEVER_DECODE: True})  # values are bytes
         if opened:
             index, deadline, (seconds, micros) = opened
             for member in index:
@@ -288,7 +300,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             self._clock_ms = seconds * 1000 + micros / 1000 - sent * 1000
             if raw is None and index:
                 self._purge_remnants(session_id)
-        return None if raw is None else codec.load_record(Session, raw, key)
+        return None if raw is None else codec.load_record(Session, raw, key, self.values)
 
     def _purge_remnants(self, session_id: str) -> None:
         """Delete what a session without a record left (lua/delete_session.lua 'remnants'), before it is created.
@@ -426,10 +438,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     @staticmethod
     def _is_session_record(raw: bytes, session_id: str) -> bool:
-        """Whether ``raw`` is a session record of this library: a JSON object naming the session.
+        """Whether ``raw`` is a session record of this library: a JSON object naming the session, or sealed.
 
         lua/session.lua's ``foreign`` makes the same check in a script.
         """
+        if Values.is_sealed(raw):
+            return True
         try:
             record = json.loads(raw)
         except ValueError:
@@ -444,11 +458,20 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Create or update one JSON record; returns the ``created_at`` it was stored with, and what was stored.
 
         ``walk``: keys a due TTL refresh will need that the caller knows of (an agent's message ids).
+        A sealed value (values.py) is opaque to the script, which cannot keep the stored ``created_at``: an update
+        sends the one stored, as this manager last stored or read it, or read first (a redaction, as
+        FileSessionManager reads first).
         """
         data = codec.to_dict(record)
-        created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
-        mode, suffix = how.get("mode", "create"), how.get("suffix", "")
-        with _errors(operation, key, how.get("not_found", "")):
+        mode, suffix, not_found = how.get("mode", "create"), how.get("suffix", ""), how.get("not_found", "")
+        if self.values.sealing:
+            if mode == "update" and "created_at" in data:
+                data = {**data, "created_at": self._stored_created_at(operation, key, not_found)}
+            created_at, body = b"", self.values.seal(key, codec.dumps(data))
+        else:
+            created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
+            self.values.bound(key, len(created_at) + len(body) + 14)  # as joined: {"created_at":<created_at><body>
+        with _errors(operation, key, not_found):
             args = [mode, suffix, created_at, body]
             stored, deadline = self._script(scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
         if session_id == self.session_id:
@@ -456,15 +479,28 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         telemetry.wrote(telemetry.SCRIPT, 0, len(created_at) + len(body))
         logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
         if not stored:
-            return "", body
+            return str(data.get("created_at", "")), body
         stored = codec.as_bytes(stored)
         return str(json.loads(stored)), b'{"created_at":' + stored + body
+
+    def _stored_created_at(self, operation: str, key: str, not_found: str) -> str:
+        """Return the ``created_at`` of a stored record: as this manager last stored or read it, or read (a round trip).
+
+        ``not_found`` (a ``SessionException``) if the record does not exist.
+        """
+        raw = self._stored.get(key)
+        if raw is None:
+            with _errors(operation, key):
+                (raw,) = replication.read(self.client, key, ("GET", key), **{NEVER_DECODE: True})
+            if raw is None:
+                raise SessionException(not_found or f"key=<{key}> | {operation} refused: the record does not exist")
+        return str(codec.loads(raw, key, self.values).get("created_at", ""))
 
     def _read_record(self, operation: str, session_id: str, key: str, walk: Sequence[str] = ()) -> bytes | str | None:
         """Read one record, sliding the session's expiry if it is due (``walk`` as for ``_write_record``)."""
         with _errors(operation, key):
             raw: bytes | str | None = self._script(
-                scripts.READ_RECORD, session_id, [key], [], write=False, walk=list(walk)
+                scripts.READ_RECORD, session_id, [key], [], write=False, walk=list(walk), raw=True
             )
         if self._lock is not None:
             self._lock.saw(key, raw)
@@ -488,7 +524,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             return None
         self._exist_agent(session_id, agent_id)
         self._stored[key] = codec.as_bytes(raw)
-        return codec.load_record(SessionAgent, raw, key)
+        return codec.load_record(SessionAgent, raw, key, self.values)
 
     @telemetry.traced(telemetry.UPDATE_AGENT)
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -518,10 +554,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             return False
         if self._fresh_deadline() is None:
             return False
-        created_at = previous[14 : previous.index(b'"', 15) + 1] if previous.startswith(b'{"created_at":"') else b""
+        created_at = codec.created_at_of(previous, key, self.values)
         if not created_at:
             return False
-        value = b'{"created_at":' + created_at + codec.split_created_at(codec.to_dict(session_agent))[1]
+        plain = b'{"created_at":' + created_at + codec.split_created_at(codec.to_dict(session_agent))[1]
+        value = self.values.seal(key, plain)
         sent = time.monotonic()
         with _errors("update agent", key):
             try:
@@ -598,8 +635,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         )
         sent = time.monotonic()
         shortfall = None
+        options = {NEVER_DECODE: True}  # what SET GET found may be a sealed value: bytes (values.py)
         try:
-            replies = replication.execute(self.client, session_key, block, self.replica_wait)
+            replies = replication.execute(self.client, session_key, block, self.replica_wait, **options)
         except replication.ReplicasNotAcknowledged as short:  # the block ran: settle it first, then say so
             (replies,), shortfall = short.replies, short
         stored, added, ids_expiring, indexed, index_expiring, found = replies
@@ -653,13 +691,24 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         re-sent first, byte for byte, in the same atomic write: message ids stay gap-free, nothing the
         agent holds goes missing from the store, and a write that did land after all is recognised as
         done, not as a conflict.
+
+        A message is sealed (values.py) once: re-sent, it is the same bytes. Encrypted twice, the same content
+        gives other bytes (a fresh nonce), so a caller's own retry of a message reuses the bytes still pending,
+        and one already stored is recognised by its content.
         """
-        record = (validate_message_id(session_message.message_id), codec.encode(session_message))
-        batch = [*self._unconfirmed.pop((session_id, agent_id), []), record]
+        message_id = validate_message_id(session_message.message_id)
+        key = self.keys.message(session_id, agent_id, message_id)
+        plain = codec.encode(session_message)
+        pending = self._unconfirmed.pop((session_id, agent_id), [])
+        again = [raw for number, raw in pending if number == message_id and self.values.open(key, raw) == plain]
+        record = (message_id, again[0] if again else self.values.seal(key, plain))
+        batch = [*(item for item in pending if not (again and item[0] == message_id)), record]
         telemetry.retried(len(batch) - 1)
         try:
             self._append(session_id, agent_id, batch)
         except SessionException as error:
+            if len(batch) == 1 and self._stored_as_is(error, key, plain):
+                return
             if not errors.refused(error.__cause__):  # failed on the wire, not refused by the script: re-send
                 self._unconfirmed[session_id, agent_id] = batch
                 logger.debug(
@@ -670,13 +719,24 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 )
             raise
 
+    def _stored_as_is(self, error: SessionException, key: str, plain: bytes) -> bool:
+        """Whether a conflict on ``key`` is this very message, stored sealed before (so in other bytes)."""
+        cause = error.__cause__
+        if not self.values.sealing or not isinstance(cause, ResponseError):
+            return False
+        if errors.error_code(cause) != (errors.CONFLICT, key):
+            return False
+        with _errors("append message", key):
+            (stored,) = replication.read(self.client, key, ("GET", key), **{NEVER_DECODE: True})
+        return stored is not None and self.values.open(key, stored) == plain
+
     @telemetry.traced(telemetry.READ_MESSAGE)
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """Read a message, or ``None``."""
         key = self.keys.message(session_id, agent_id, message_id)
         with _errors("read message", key):
-            (raw,) = replication.read(self.client, key, ("GET", key))
-        return None if raw is None else codec.load_record(SessionMessage, raw, key)
+            (raw,) = replication.read(self.client, key, ("GET", key), **{NEVER_DECODE: True})
+        return None if raw is None else codec.load_record(SessionMessage, raw, key, self.values)
 
     @telemetry.traced(telemetry.UPDATE_MESSAGE)
     def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
@@ -735,7 +795,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         found = [(key, raw) for key, raw in zip(keys, values, strict=True) if raw is not None]
         self._exist(session_id, ids_key, *(key for key, _ in found))
         telemetry.restored(len(found))
-        return [codec.load_record(SessionMessage, raw, key) for key, raw in found]
+        return [codec.load_record(SessionMessage, raw, key, self.values) for key, raw in found]
 
     # -- multi-agent (Swarm, Graph) ---------------------------------------------------------
 
@@ -755,7 +815,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if raw is None:
             return None
         self._exist(session_id, key, self.keys.lock(session_id, self.keys.multi_agent_suffix(multi_agent_id)))
-        return codec.loads(raw, key)
+        return codec.loads(raw, key, self.values)
 
     @telemetry.traced(telemetry.UPDATE_MULTI_AGENT)
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:

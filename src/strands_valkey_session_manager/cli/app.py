@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..keys import validate_id, validate_prefix
-from . import connect, demo, models, snapshots, tail, transcript, transfer
+from . import connect, demo, models, sealed, snapshots, tail, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, named, plural, seconds, shorten, ttl_seconds
 from .store import SCAN_COUNT, SessionDump, SessionExists, SessionSummary, Store
@@ -382,6 +382,8 @@ def sessions(
 @_store_options
 @_snapshot_options
 @_json_option
+@sealed.keyring_option
+@sealed.raw_option
 def show(
     session: str,
     checkpoints: bool,
@@ -390,6 +392,8 @@ def show(
     key_prefix: str,
     cluster: bool,
     as_json: bool,
+    keyring_file: str | None,
+    raw: bool,
 ) -> None:
     """Print a session's transcript per agent.
 
@@ -397,9 +401,11 @@ def show(
     session, the latest snapshot of each agent; --checkpoints lists its checkpoints, --checkpoint shows one.
 
     --json prints the session as one entry of the export format (strands-valkey export --help); a snapshot
-    session as its latest snapshots, as the SDK stores them, with the ids of its checkpoints.
+    session as its latest snapshots, as the SDK stores them, with the ids of its checkpoints. Encrypted or
+    compressed values are opened (given the keyring); --raw prints the entry with the values as stored.
     """
     out = Output(as_json)
+    settings = None if raw else sealed.values(keyring_file)
     with _open(url, key_prefix, cluster) as store:
         snapshot_store = _pick(store, session)
         if snapshot_store is not None:
@@ -409,9 +415,11 @@ def show(
         if checkpoints or checkpoint is not None:
             raise CliError(f"session {shorten(session)} is no snapshot session: it has no checkpoints", USAGE)
         dump = store.dump(session)
+        if dump is not None and settings is not None:
+            dump = sealed.opened(store, dump, settings)
     if dump is None:
         raise _not_found([session], key_prefix)
-    if as_json:
+    if as_json or raw:
         out.json(transfer.session_entry(dump))
     else:
         transcript.render(out, dump)
@@ -493,6 +501,14 @@ def tail_command(
 # -- export and import ------------------------------------------------------------------------
 
 
+def _named(session: tuple[str, ...], match: str | None) -> list[str]:
+    """Return the sessions named (each once), checked before connecting: at least one, or a ``--match``."""
+    wanted = list(dict.fromkeys(session))
+    if not wanted and match is None:
+        raise CliError("name at least one SESSION, or --match GLOB", USAGE)
+    return wanted
+
+
 def _write(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` (``-``: stdout), replacing the file only once it is complete."""
     if path == "-":
@@ -520,8 +536,17 @@ def _write(path: str, data: bytes) -> None:
 @click.option("-o", "--output", default="-", show_default=True, metavar="FILE", help="File to write; - is stdout.")
 @_store_options
 @_snapshot_options
+@sealed.keyring_option
+@sealed.raw_option
 def export(
-    session: tuple[str, ...], match: str | None, output: str, url: str | None, key_prefix: str, cluster: bool
+    session: tuple[str, ...],
+    match: str | None,
+    output: str,
+    url: str | None,
+    key_prefix: str,
+    cluster: bool,
+    keyring_file: str | None,
+    raw: bool,
 ) -> None:
     """Export sessions to a JSON file, byte for byte.
 
@@ -533,12 +558,13 @@ def export(
     [{"session_id", "ttl_ms", "session", "agents": {ID: {"agent", "messages": {ID: record}}}, "multi_agents"}]};
     each record is the JSON object stored (or its text, when re-encoding it would not give the same bytes). A
     snapshot session has "layout": "snapshot" and "values": {storage key: value} in place of the records.
+    Encrypted or compressed values are exported opened (plain JSON; encrypted ones need the keyring), or as
+    stored with --raw (importable under the same key names only: an encrypted value is bound to its key name).
     """
     out = Output()
     storage_prefix, layout = _snapshot_choice()
-    wanted = list(dict.fromkeys(session))
-    if not wanted and match is None:
-        raise CliError("name at least one SESSION, or --match GLOB", USAGE)
+    settings = None if raw else sealed.values(keyring_file)
+    wanted = _named(session, match)
     dumps: list[SessionDump | snapshots.SnapshotDump] = []
     missing: list[str] = []
     with _open(url, key_prefix, cluster) as store:
@@ -554,6 +580,8 @@ def export(
                 dump = store.dump(session_id) if snapshot_store is None else snapshot_store.dump(session_id)
                 if dump is None:
                     missing.append(session_id)
+                elif settings is not None and isinstance(dump, SessionDump):
+                    dumps.append(sealed.opened(store, dump, settings))
                 else:
                     dumps.append(dump)
                 tick()
@@ -578,12 +606,25 @@ def export(
 )
 @click.argument("file", metavar="FILE")
 @click.option("--force", is_flag=True, help="Replace sessions that exist (all their keys).")
+@click.option("--compression", type=click.Choice(["gzip", "zstd"]), help="Compress the values, as the manager does.")
 @_store_options
 @_storage_prefix_option
-def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: bool) -> None:
+@sealed.keyring_option
+def import_(
+    file: str,
+    force: bool,
+    compression: str | None,
+    url: str | None,
+    key_prefix: str,
+    cluster: bool,
+    keyring_file: str | None,
+) -> None:
     """Import sessions from an export file.
 
     Reads FILE (- is stdin) and writes each session atomically, with the TTL it had left at export.
+    With a keyring (--keyring-file, $STRANDS_VALKEY_KEYRING) or --compression, plain values of manager sessions
+    are encrypted or compressed as the session manager would write them; values exported with --raw are
+    written as they are.
 
     Refuses (exit 4, nothing written) when a session exists, unless --force. The session index and
     message-id sets are rebuilt as the session manager writes them, for this --key-prefix and client.
@@ -600,8 +641,10 @@ def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: b
         dumps = transfer.read(data)
     except ValueError as error:
         raise CliError(f"{file}: {error}", USAGE) from error
+    settings = sealed.values(keyring_file, compression)
     with _open(url, key_prefix, cluster) as store:
         snapshot_store = snapshots.beside(store, _snapshot_choice()[0])
+        dumps = [sealed.sealed(store, dump, settings) if isinstance(dump, SessionDump) else dump for dump in dumps]
         if not force:
             pipe = store.client.pipeline(transaction=False)
             for dump in dumps:
@@ -636,6 +679,54 @@ def import_(file: str, force: bool, url: str | None, key_prefix: str, cluster: b
 
 
 # -- changing ---------------------------------------------------------------------------------
+
+
+@command(
+    "STRANDS_VALKEY_KEYRING_FILE=ring.json strands-valkey rekey --match '*'",
+    "strands-valkey rekey user-42 --keyring-file ring.json",
+)
+@click.argument("session", nargs=-1, metavar="[SESSION]...", callback=_ids)
+@click.option("--match", metavar="GLOB", help="Also every session whose id matches this glob.")
+@_store_options
+@sealed.keyring_option
+def rekey(
+    session: tuple[str, ...],
+    match: str | None,
+    url: str | None,
+    key_prefix: str,
+    cluster: bool,
+    keyring_file: str | None,
+) -> None:
+    """Re-encrypt sessions with the keyring's current key.
+
+    Every value not encrypted with the current key (an older key's, or plain) is re-encrypted, keeping its
+    compression. Each session is read at one instant and its values replaced in one script, each only if it
+    still holds what was read: a value written meanwhile is left to its writer and reported. Run it again to
+    resume: values already on the current key are skipped. Then the older keys can leave the keyring.
+    Session manager sessions only (not the snapshot layout).
+    """
+    out = Output()
+    ring = sealed.keyring(keyring_file)
+    if ring is None:
+        raise CliError(f"rekey needs the keyring: --keyring-file FILE or ${sealed.KEYRING_ENV}", USAGE)
+    wanted = _named(session, match)
+    done = changed = 0
+    with _open(url, key_prefix, cluster) as store:
+        if match is not None:
+            with out.progress(f"finding sessions matching {match!r}"):
+                wanted += [s.session_id for s in store.summaries(match) if s.session_id not in wanted]
+        with out.progress("re-encrypting", total=len(wanted)) as tick:
+            for session_id in wanted:
+                dump = store.dump(session_id)
+                if dump is not None:
+                    replaced, skipped = sealed.rekey(store, dump, ring)
+                    done, changed = done + replaced, changed + skipped
+                    if replaced:
+                        out.note(f"session {escape(session_id)}: {plural(replaced, 'value')} re-encrypted")
+                tick(text=f"re-encrypting: {session_id}, {plural(done, 'value')} so far")
+    out.say(f"re-encrypted {plural(done, 'value')} of {plural(len(wanted), 'session')} with key {ring.current}")
+    if changed:
+        out.note(f"[yellow]{plural(changed, 'value')} changed while being read: run rekey again[/yellow]")
 
 
 @command("strands-valkey delete user-42", "strands-valkey delete user-1 user-2 --yes")

@@ -104,8 +104,17 @@ class Output:
         self.console.print(Padding(grid, (0, 0, 0, indent)))
 
     def json(self, data: Any) -> None:
-        """Print a JSON document (the result of a ``--json`` command)."""
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        """Print a JSON document (the result of a ``--json`` command); ASCII-escaped if it holds what UTF-8 cannot.
+
+        Bytes that are not UTF-8 (a binary value shown with ``--raw``) are surrogate escapes, as in the export file.
+        """
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = json.dumps(data, indent=2)
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[str] = ()) -> None:

@@ -22,6 +22,7 @@ from valkey.exceptions import ResponseError
 from .. import errors, scripts
 from ..keys import AGENT, MESSAGE, MULTI_AGENT, SESSION, KeySchema, parse_suffix, validate_id
 from ..options import Client
+from ..values import Values
 
 #: COUNT hint for SCAN, and the number of sessions summarised per pipelined batch.
 SCAN_COUNT = 1000
@@ -246,8 +247,8 @@ class Store:
         summaries: list[_Summary] = []
         for session_id in session_ids:
             record, pttl, members = next(replies), next(replies), next(replies)
-            if _json_field(record, "session_id") != session_id:
-                continue  # expired since the SCAN, or a foreign value under the prefix
+            if _json_field(record, "session_id") != session_id and not (record and Values.is_sealed(record)):
+                continue  # expired since the SCAN, or a foreign value under the prefix (a sealed one is ours)
             names = [as_text(member) for member in members] if isinstance(members, (set, list)) else []
             parsed = [found for found in map(parse_suffix, names) if found is not None]
             created = _json_field(record, "created_at")
@@ -298,7 +299,7 @@ class Store:
 
     def dump(self, session_id: str) -> SessionDump | None:
         """Every record of the session at one instant, byte for byte, or ``None`` if it does not exist."""
-        reply = self._run(scripts.DUMP_SESSION, session_id)
+        reply = self._run(scripts.DUMP_SESSION, session_id, raw=True)  # bytes: values may be binary (values.py)
         if reply[0] == -2:
             return None
         session_key = self.keys.session(session_id)

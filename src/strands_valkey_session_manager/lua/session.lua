@@ -66,7 +66,8 @@ end
 -- What the session record holds if this library did not write it ('' if it did, or if it is absent):
 -- its Valkey type, or 'not a session record'. A record of this library is a JSON object whose session_id
 -- is the session's id (what codec.encode(Session) writes), the id being the key's last part (ids and
--- prefixes never hold '{' or '}', ids never ':').
+-- prefixes never hold '{' or '}', ids never ':'), or a sealed value (values.py: it starts with SEALED,
+-- which scripts.py defines before this prelude; encrypted, it is bound to this key).
 local function foreign()
   local session_id = string.match(session_key, '^.-:{?([^:{}]+)}?$')
   local kind = redis.call('TYPE', session_key)['ok']
@@ -76,7 +77,11 @@ local function foreign()
   if kind ~= 'string' then
     return kind
   end
-  local ok, record = pcall(cjson.decode, redis.call('GET', session_key))
+  local value = redis.call('GET', session_key)
+  if string.sub(value, 1, #SEALED) == SEALED then
+    return ''
+  end
+  local ok, record = pcall(cjson.decode, value)
   if ok and type(record) == 'table' and record.session_id == session_id then
     return ''
   end

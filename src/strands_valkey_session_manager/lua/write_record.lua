@@ -6,8 +6,10 @@
 --   ARGV[6]  created_at as a JSON string ('' = the record has no created_at)
 --   ARGV[7]  the rest of the JSON object: ',"field":...}' after created_at, or the whole object
 -- An update keeps the stored created_at, as FileSessionManager does, and replaces only a JSON object
--- (with a created_at, if the record has one), read before it writes; a create replaces only a string.
--- Anything else is BADVALUE, and leaves the store as it was (its value and its TTL). Returns the created_at used and the session's deadline
+-- (with a created_at, if the record has one) or a sealed value, read before it writes; a create replaces only
+-- a string. A sealed value (values.py) comes whole in ARGV[7] (ARGV[6] ''): opaque here, its created_at is the
+-- caller's to keep. Anything else is BADVALUE, and leaves the store as it was (its value and its TTL). Returns
+-- the created_at used and the session's deadline
 -- (PEXPIRETIME), for the manager's plain-command writes (session_manager._fresh_deadline).
 -- An update costs PTTL, PEXPIRETIME, GET and SET XX.
 
@@ -18,7 +20,10 @@ local mode, suffix, created_at, body = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 -- What an update must keep: the created_at (a JSON string) stored in `previous`, '' for a record without
 -- one; nil if `previous` is no record this library writes (a JSON object, with a created_at if it should).
 local function stored_created_at(previous)
-  local stored = string.match(previous, '^{"created_at":("[^"\\]*")')
+  if string.sub(previous, 1, #SEALED) == SEALED then
+    return created_at                           -- sealed (values.py): the caller sends the created_at stored
+  end
+  local stored = created_at ~= '' and string.match(previous, '^{"created_at":("[^"\\]*")')
   if stored then
     return stored
   end

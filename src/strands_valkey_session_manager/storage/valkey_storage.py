@@ -25,6 +25,7 @@ from valkey.exceptions import ResponseError
 from .. import connection, errors, scripts, sdk, telemetry
 from ..options import ttl_ms
 from ..scripts import BASE, Script
+from ..values import DEFAULT_MAX_VALUE_BYTES, Keyring, Values
 from .client_loop import AsyncClient, ClientLoop, clone_client
 from .keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
 
@@ -66,6 +67,9 @@ class ValkeyStorage:
         *,
         ttl: int | timedelta | None = None,
         key_prefix: str = "strands",
+        encryption: Keyring | None = None,
+        compression: str | None = None,
+        max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         """Store in the Valkey that ``client`` points at.
 
@@ -76,12 +80,17 @@ class ValkeyStorage:
             ttl: Seconds (or a ``timedelta``) a group of keys lives after its last write or read; ``None``
                 (the default) sets no expiry.
             key_prefix: First part of every Valkey key (``strands`` gives ``strands:<key>``).
+            encryption: A ``Keyring``: values are encrypted (AES-256-GCM), bound to their Valkey key name; as for
+                ``ValkeySessionManager`` (docs/security.md).
+            compression: ``None``, ``"gzip"`` or ``"zstd"``: values above 1 KiB compressed when that makes them smaller.
+            max_value_bytes: A larger value is refused (``StorageError``), nothing written; ``None``: no bound.
 
         Raises:
             TypeError: If ``client`` is not an asyncio Valkey client (a URL, a pool, a synchronous client), or
                 its settings cannot be copied.
-            ValueError: If ``ttl`` or ``key_prefix`` is not usable.
+            ValueError: If ``ttl``, ``key_prefix`` or a value setting is not usable.
         """
+        self.values = Values(encryption, compression, max_value_bytes, StorageError)
         self.keys = StorageKeySchema(key_prefix, cluster=connection.check_client(client, "ValkeyStorage", asyncio=True))
         clone_client(client)  # refuse now, not on first use, a client whose settings cannot be copied
         self._telemetry_target = telemetry.Target(client)
@@ -121,7 +130,10 @@ class ValkeyStorage:
     # -- the Storage protocol ---------------------------------------------------------------------------------
 
     async def _script(self, operation: str, key: str, value: bytes = b"") -> Any:
-        """Run the storage script on one key (relative to this namespace, unnormalised)."""
+        """Run the storage script on one key (relative to this namespace, unnormalised).
+
+        A value is sealed before a write and opened after a read (values.py), bound to its Valkey key name.
+        """
         full = f"{self._prefix}{sdk.normalize_key(key)}"
         member = escape_storage_key(full)
         group = storage_group(member)
@@ -129,10 +141,12 @@ class ValkeyStorage:
         keys = [self.keys.index(group), self.keys.value(member), *self.keys.registry(group)]
         args: list[Any] = [self.ttl_ms, operation, member, group, head, cut]
         if operation == "write":
-            args.append(value)
-            telemetry.wrote(telemetry.SCRIPT, 0, len(value))
+            sealed = self.values.seal(keys[1], value)
+            args.append(sealed)
+            telemetry.wrote(telemetry.SCRIPT, 0, len(sealed))
         with _errors(operation, full):
-            return await self._io.run(lambda client: self._declaring(client, keys, args))
+            reply = await self._io.run(lambda client: self._declaring(client, keys, args))
+        return self.values.open(keys[1], reply) if operation == "read" and reply is not None else reply
 
     @staticmethod
     async def _declaring(client: AsyncClient, keys: builtins.list[str], args: builtins.list[Any]) -> Any:
@@ -259,7 +273,10 @@ class ValkeyStorage:
 
         with _errors("search", self._prefix):
             values = await self._io.run(get_all)
-        return [value if isinstance(value, bytes) else None for value in values]
+        return [
+            self.values.open(name, value) if isinstance(value, bytes) else None
+            for name, value in zip(names, values, strict=True)
+        ]
 
     def namespace(self, prefix: str) -> ValkeyStorage:
         """Return a view of this storage under ``prefix`` (nests); it shares this storage's client and settings.
