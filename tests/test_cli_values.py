@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import valkey
+import valkey.asyncio
 from strands import Agent
+from strands.session import SnapshotSessionManager
 from valkey.client import NEVER_DECODE
 
-from strands_valkey_session_manager import Keyring, ValkeySessionManager
+from strands_valkey_session_manager import Keyring, ValkeySessionManager, ValkeyStorage
 from strands_valkey_session_manager.cli import sealed
 from strands_valkey_session_manager.cli.store import Store
 from strands_valkey_session_manager.testing.model import ScriptedModel
@@ -66,7 +68,7 @@ def test_show_reads_an_encrypted_session_given_the_keyring_from_a_file_or_the_en
 
     assert without.exit_code == 4 and MARKER not in without.stdout
     assert "encrypted with key id <2026-06>, and no keyring was given" in without.stderr
-    assert "--keyring-file FILE or $STRANDS_VALKEY_KEYRING" in without.stderr
+    assert "(the CLI: --keyring-file or STRANDS_VALKEY_KEYRING)" in without.stderr
     assert with_file.exit_code == 0 and MARKER in with_file.stdout
     assert with_env.exit_code == 0 and json.loads(with_env.stdout)["agents"]["assistant"]["agent"]["state"] == {
         "note": MARKER
@@ -166,3 +168,19 @@ def test_rekey_replaces_only_values_unchanged_since_it_read_them(client, raw_cli
 def test_rekey_without_a_keyring_is_a_usage_error(cli, client) -> None:
     result = cli("rekey", "user-42")
     assert result.exit_code == 2 and "rekey needs the keyring" in result.stderr
+
+
+def test_show_opens_a_snapshot_session_that_an_encrypted_valkey_storage_wrote(cli, server, tmp_path) -> None:
+    storage = ValkeyStorage(valkey.asyncio.Valkey(port=server.port), encryption=RING, compression="zstd")
+    try:
+        manager = SnapshotSessionManager("user-43", storage=storage)
+        Agent(session_manager=manager, model=ScriptedModel(["Noted."]), callback_handler=None)(f"Remember {MARKER}")
+    finally:
+        storage.close()
+
+    without = cli("show", "user-43")
+    shown = cli("show", "user-43", "--keyring-file", ring_file(tmp_path, {"2026-06": OLD}))
+
+    assert without.exit_code == 4 and "encrypted with key id <2026-06>, and no keyring was given" in without.stderr
+    assert shown.exit_code == 0, shown.stderr
+    assert MARKER in shown.stdout and "snapshot layout" in shown.stdout

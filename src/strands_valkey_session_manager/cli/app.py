@@ -409,7 +409,9 @@ def show(
     with _open(url, key_prefix, cluster) as store:
         snapshot_store = _pick(store, session)
         if snapshot_store is not None:
-            if not snapshots.show(out, snapshot_store, session, checkpoints, checkpoint):
+            if raw:
+                raise CliError("--raw shows a session manager's session; export a snapshot session as stored", USAGE)
+            if not snapshots.show(out, snapshot_store, session, checkpoints, checkpoint, settings):
                 raise _not_found([session], key_prefix)
             return
         if checkpoints or checkpoint is not None:

@@ -96,20 +96,20 @@ def _each(store: Store, dump: SessionDump, change: Callable[[str, bytes], bytes]
     return replace(dump, record=record, agents=agents, multi_agents=multi)
 
 
-def opened(store: Store, dump: SessionDump, settings: Values) -> SessionDump:
-    """``dump`` with every sealed value opened (decrypted, decompressed); ``CliError`` naming what is missing.
+def open_value(settings: Values, key: str, value: bytes) -> bytes:
+    """Return the value stored at ``key`` opened (decrypted, decompressed); ``CliError`` naming what is missing.
 
-    Values that are not this library's stay as they are (``show`` and ``export`` say so, as before).
+    A value that is not sealed is returned as it is (``show`` and ``export`` say if it is no record).
     """
+    try:
+        return settings.open(key, value)
+    except SessionException as error:
+        raise CliError(f"{error}. (--raw shows the stored values as they are.)", REFUSED) from error
 
-    def open_one(key: str, value: bytes) -> bytes:
-        try:
-            return settings.open(key, value)
-        except SessionException as error:
-            hint = "" if settings.keyring else f" Give the keyring: --keyring-file FILE or ${KEYRING_ENV}."
-            raise CliError(f"{error}.{hint} (--raw shows the stored values as they are.)", REFUSED) from error
 
-    return _each(store, dump, open_one)
+def opened(store: Store, dump: SessionDump, settings: Values) -> SessionDump:
+    """Return ``dump`` with every sealed value opened (:func:`open_value`)."""
+    return _each(store, dump, lambda key, value: open_value(settings, key, value))
 
 
 def sealed(store: Store, dump: SessionDump, settings: Values) -> SessionDump:

@@ -31,9 +31,11 @@ from ..options import Client
 from ..sdk import IMMUTABLE_HISTORY, SNAPSHOT_LATEST, SNAPSHOT_NAMESPACE, STASH_NAMESPACE
 from ..storage.keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
 from ..storage.valkey_storage import STORAGE
+from ..values import Values
 from . import transcript
 from .errors import NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, plural, seconds, shorten, ttl_seconds
+from .sealed import open_value
 from .store import ForeignRecord, KeyInfo, SessionExists, Store, as_bytes, as_text, ttl_or_none
 
 MANAGER, SNAPSHOT = "manager", "snapshot"
@@ -192,11 +194,14 @@ class SnapshotStore:
 
     # -- one session ------------------------------------------------------------------------------------------
 
-    def dump(self, session_id: str, wanted: Callable[[str], bool] = lambda key: True) -> SnapshotDump | None:
+    def dump(
+        self, session_id: str, wanted: Callable[[str], bool] = lambda key: True, settings: Values | None = None
+    ) -> SnapshotDump | None:
         """Read the session's keys and the values of those ``wanted`` (two round trips); ``None``: no such session.
 
         The snapshots are immutable but for the latest ones, each written whole: every value read is one
-        snapshot as the SDK wrote it. Reading slides no expiry.
+        snapshot as the SDK wrote it. Reading slides no expiry. With ``settings``, values a ``ValkeyStorage`` with
+        encryption or compression sealed are opened (``CliError`` if one cannot be: sealed.open_value).
         """
         ((members, ttl),) = self._members([session_id])
         if not members:
@@ -207,6 +212,10 @@ class SnapshotStore:
         for key in reading:
             pipe.get(self.keys.value(escape_storage_key(key)))
         values = {key: as_bytes(value) for key, value in zip(reading, pipe.execute(), strict=True) if value is not None}
+        if settings is not None:
+            values = {
+                key: open_value(settings, self.keys.value(escape_storage_key(key)), v) for key, v in values.items()
+            }
         return SnapshotDump(session_id, ttl, keys, values)
 
     def checkpoints(self, session_id: str) -> list[Checkpoint] | None:
@@ -444,14 +453,22 @@ def show_json(dump: SnapshotDump) -> dict[str, Any]:
 
 
 def show(
-    out: Output, snapshots: SnapshotStore, session_id: str, list_checkpoints: bool, checkpoint: str | None
+    out: Output,
+    snapshots: SnapshotStore,
+    session_id: str,
+    list_checkpoints: bool,
+    checkpoint: str | None,
+    settings: Values | None = None,
 ) -> bool:
-    """``show`` of a snapshot session: its latest snapshots, its checkpoints, or one checkpoint. False: no session."""
+    """``show`` of a snapshot session: its latest snapshots, its checkpoints, or one checkpoint. False: no session.
+
+    ``settings``: open sealed values (a ``ValkeyStorage`` with encryption or compression); ``None``: as stored.
+    """
     if list_checkpoints:
         return _show_checkpoints(out, snapshots, session_id)
     if checkpoint is not None:
-        return _show_checkpoint(out, snapshots, session_id, checkpoint)
-    dump = snapshots.dump(session_id, wanted=lambda key: _is_latest(session_id, key))
+        return _show_checkpoint(out, snapshots, session_id, checkpoint, settings)
+    dump = snapshots.dump(session_id, wanted=lambda key: _is_latest(session_id, key), settings=settings)
     if dump is None:
         return False
     if out.as_json:
@@ -481,9 +498,11 @@ def _show_checkpoints(out: Output, snapshots: SnapshotStore, session_id: str) ->
     return True
 
 
-def _show_checkpoint(out: Output, snapshots: SnapshotStore, session_id: str, checkpoint: str) -> bool:
+def _show_checkpoint(
+    out: Output, snapshots: SnapshotStore, session_id: str, checkpoint: str, settings: Values | None
+) -> bool:
     name = f"/{IMMUTABLE_HISTORY}/snapshot_{checkpoint}.json"
-    dump = snapshots.dump(session_id, wanted=lambda key: key.endswith(name))
+    dump = snapshots.dump(session_id, wanted=lambda key: key.endswith(name), settings=settings)
     if dump is None:
         return False
     if not dump.values:
