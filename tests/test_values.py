@@ -438,3 +438,17 @@ def test_storage_from_url_takes_the_value_options(server: LocalValkey, raw_clien
             asyncio.run(storage.write("session/a/y", b"y" * 10_001))
     finally:
         storage.close()
+
+
+def test_a_keyring_without_a_current_key_reads_encrypted_values_and_writes_plain_ones(client: valkey.Valkey) -> None:
+    converse(ValkeySessionManager("user-42", client, encryption=RING))
+    read_only = Keyring({"2026-06": OLD}, current=None)
+
+    agent = agent_on(ValkeySessionManager("user-42", client, encryption=read_only), ["Plain now."])
+    agent("And now?")
+
+    values = strings(client)
+    assert values["session:user-42:agent:assistant:message:0"].startswith(b"~svm1:e:2026-06:")
+    assert values["session:user-42:agent:assistant:message:7"].startswith(b'{"')
+    assert values["session:user-42:agent:assistant"].startswith(b'{"created_at":')  # the sync, plain
+    assert agent_on(ValkeySessionManager("user-42", client, encryption=read_only)).messages == agent.messages

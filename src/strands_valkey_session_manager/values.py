@@ -95,16 +95,18 @@ class Keyring:
         ```python
         Keyring({"2026-12": new_key, "2026-06": old_key}, current="2026-12")
         Keyring(kms_provider, current="2026-12")   # keys fetched (once each) by id, as values need them
+        Keyring({"2026-06": old_key}, current=None)  # read only: new values are written unencrypted
         ```
     """
 
-    def __init__(self, keys: Mapping[str, bytes] | KeyProvider, current: str) -> None:
+    def __init__(self, keys: Mapping[str, bytes] | KeyProvider, current: str | None) -> None:
         """Hold ``keys`` (id -> 32 raw bytes), or ask ``keys(id)`` for each id when first needed.
 
         Args:
             keys: The keys by id, or a key provider: a callable returning the key of an id (it may raise
                 ``KeyError`` for an id it does not know).
-            current: The id of the key that encrypts new values.
+            current: The id of the key that encrypts new values; ``None``: none is (turning encryption off, while
+                what was encrypted stays readable).
 
         Raises:
             ValueError: If an id is not 1-64 printable ASCII characters without ``:`` or spaces, a key is not 32
@@ -119,8 +121,9 @@ class Keyring:
         else:
             for key_id, key in keys.items():
                 self._ciphers[self._check_id(key_id)] = self._cipher(key_id, key)
-        self.current = self._check_id(current)
-        self.cipher(current)  # refuse a ring that cannot encrypt now, not at the first write
+        self.current = None if current is None else self._check_id(current)
+        if self.current is not None:
+            self.cipher(self.current)  # refuse a ring that cannot encrypt now, not at the first write
 
     @staticmethod
     def _check_id(key_id: object) -> str:
@@ -189,7 +192,7 @@ class Values:
         if compression == "zstd":
             _zstd()  # ImportError now, not at the first write
         #: Whether new values are sealed (else they are written as they are: plain JSON for the session manager).
-        self.sealing = encryption is not None or compression is not None
+        self.sealing = (encryption is not None and encryption.current is not None) or compression is not None
 
     def bound(self, key: str, size: int) -> None:
         """Refuse (``error``) a value of ``size`` bytes above ``max_value_bytes``, before anything is written."""
@@ -214,13 +217,13 @@ class Values:
             packed = self._compress(data)
             if len(packed) < len(data):
                 flags, payload = _COMPRESSION[self.compression], packed
-        if self.keyring is None:
+        ring = self.keyring
+        if ring is None or ring.current is None:
             sealed = self._header(flags, "") + payload
             return sealed if flags and len(sealed) < len(data) else data
-        key_id = self.keyring.current
-        header = self._header(flags + _ENCRYPTED, key_id)
+        header = self._header(flags + _ENCRYPTED, ring.current)
         nonce = os.urandom(NONCE_BYTES)
-        encrypted: bytes = self.keyring.cipher(key_id).encrypt(nonce, payload, header + key.encode())
+        encrypted: bytes = ring.cipher(ring.current).encrypt(nonce, payload, header + key.encode())
         return header + nonce + encrypted
 
     @staticmethod

@@ -709,8 +709,10 @@ def rekey(
     """
     out = Output()
     ring = sealed.keyring(keyring_file)
-    if ring is None:
-        raise CliError(f"rekey needs the keyring: --keyring-file FILE or ${sealed.KEYRING_ENV}", USAGE)
+    if ring is None or ring.current is None:
+        raise CliError(
+            f"rekey needs the keyring, with a current key: --keyring-file FILE or ${sealed.KEYRING_ENV}", USAGE
+        )
     wanted = _named(session, match)
     done = changed = 0
     with _open(url, key_prefix, cluster) as store:
