@@ -109,8 +109,9 @@ class Keyring:
                 what was encrypted stays readable).
 
         Raises:
-            ValueError: If an id is not 1-64 printable ASCII characters without ``:`` or spaces, a key is not 32
-                bytes, or ``current`` has no key.
+            ValueError: If an id is not 1-64 printable ASCII characters without ``:`` or spaces, or a key is not 32
+                bytes.
+            LookupError: If ``current`` has no key (not in ``keys``, or the provider has none for it).
             ImportError: If the ``cryptography`` package is not installed (the ``encryption`` extra).
         """
         self._aead = _aesgcm()
@@ -290,9 +291,11 @@ class Values:
             cipher = self.keyring.cipher(key_id)
         except LookupError as error:
             raise self.error(f"key=<{key}> | value cannot be decrypted: {error}") from error
+        from cryptography.exceptions import InvalidTag  # installed: the keyring needs it
+
         try:
             plain: bytes = cipher.decrypt(payload[:NONCE_BYTES], payload[NONCE_BYTES:], header + key.encode())
-        except Exception as error:  # cryptography's InvalidTag (and ValueError for a short payload)
+        except (InvalidTag, ValueError) as error:  # ValueError: a payload too short to hold a nonce
             raise self.error(
                 f"key=<{key}> | value fails authentication under key id <{key_id}>: it was changed, moved here from "
                 "another key, session or agent, or encrypted with another key under that id. Nothing was read; "
