@@ -16,9 +16,11 @@ from strands.session import SnapshotSessionManager
 from valkey.client import NEVER_DECODE
 
 from strands_valkey_session_manager import Keyring, ValkeySessionManager, ValkeyStorage
-from strands_valkey_session_manager.cli import sealed
+from strands_valkey_session_manager.cli import sealed, tail
+from strands_valkey_session_manager.cli.output import Output
 from strands_valkey_session_manager.cli.store import Store
 from strands_valkey_session_manager.testing.model import ScriptedModel
+from strands_valkey_session_manager.values import Values
 
 MARKER = "purple-giraffe-4711"
 OLD, NEW = os.urandom(32), os.urandom(32)
@@ -184,3 +186,17 @@ def test_show_opens_a_snapshot_session_that_an_encrypted_valkey_storage_wrote(cl
     assert without.exit_code == 4 and "encrypted with key id <2026-06>, and no keyring was given" in without.stderr
     assert shown.exit_code == 0, shown.stderr
     assert MARKER in shown.stdout and "snapshot layout" in shown.stdout
+
+
+def test_tail_opens_encrypted_messages_given_the_keyring(client, raw_client, capsys) -> None:
+    converse(client, encryption=RING)
+    store = Store.of(raw_client)
+
+    assert tail.follow(Output(False), store, "user-42", last=4, interval=0, looks=0, values=Values())
+    without = capsys.readouterr().out
+    assert tail.follow(Output(True), store, "user-42", last=4, interval=0, looks=0, values=Values(RING))
+    shown = capsys.readouterr().out
+
+    assert MARKER not in without and without.count("encrypted with key id <2026-06>, and no keyring was given") == 4
+    assert [json.loads(line)["role"] for line in shown.splitlines()] == ["user", "assistant", "user", "assistant"]
+    assert MARKER in shown

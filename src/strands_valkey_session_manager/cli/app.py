@@ -485,8 +485,17 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
 )
 @_store_options
 @_json_option
+@sealed.keyring_option
 def tail_command(
-    session: str, last: int, since: Any, interval: float, url: str | None, key_prefix: str, cluster: bool, as_json: bool
+    session: str,
+    last: int,
+    since: Any,
+    interval: float,
+    url: str | None,
+    key_prefix: str,
+    cluster: bool,
+    as_json: bool,
+    keyring_file: str | None,
 ) -> None:
     """Follow a session live: a line per new message of every agent, and per Swarm/Graph state change.
 
@@ -495,8 +504,9 @@ def tail_command(
     expires, which it says. Reads the session's indexes (never SCAN or KEYS); woken by keyspace
     notifications where the server has them on, else it looks every --interval seconds.
     """
+    settings = sealed.values(keyring_file)
     with _open(url, key_prefix, cluster) as store:
-        if not tail.follow(Output(as_json), store, session, last=last, since=since, interval=interval):
+        if not tail.follow(Output(as_json), store, session, last=last, since=since, interval=interval, values=settings):
             raise _not_found([session], key_prefix)
 
 

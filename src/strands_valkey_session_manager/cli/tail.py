@@ -28,6 +28,7 @@ from valkey.exceptions import ValkeyError
 
 from .. import codec, replication
 from ..keys import AGENT, MULTI_AGENT, parse_suffix
+from ..values import PLAIN, Values
 from .output import Output
 from .store import Store, as_text
 from .transcript import message_lines
@@ -78,9 +79,10 @@ class _Seen:
 class Tail:
     """Follows one session of a store."""
 
-    def __init__(self, store: Store, session_id: str) -> None:
-        """Follow ``session_id``; nothing is read before :meth:`start`."""
+    def __init__(self, store: Store, session_id: str, values: Values = PLAIN) -> None:
+        """Follow ``session_id``, its values opened by ``values`` (values.py); nothing is read before :meth:`start`."""
         self.store = store
+        self.values = values
         self.session_id = session_id
         self.keys = store.keys
         self.session_key = store.keys.session(session_id)
@@ -191,7 +193,7 @@ class Tail:
 
     def _message(self, agent_id: str, number: int, key: str, raw: bytes) -> Event:
         try:
-            record = codec.loads(raw, key)
+            record = codec.loads(raw, key, self.values)
         except SessionException as error:
             return Event("", agent_id, "message", "?", f"[red]{escape(str(error))}[/red]", {}, number)
         message = record.get("redact_message") or record.get("message") or {}
@@ -202,7 +204,7 @@ class Tail:
     def _state(self, multi_agent_id: str, raw: bytes) -> Event:
         key = self.keys.multi_agent(self.session_id, multi_agent_id)
         try:
-            state = codec.loads(raw, key)
+            state = codec.loads(raw, key, self.values)
         except SessionException as error:
             return Event("", multi_agent_id, "state", "state", f"[red]{escape(str(error))}[/red]", {})
         if not isinstance(state, dict):
@@ -279,12 +281,14 @@ def follow(
     since: datetime | None = None,
     interval: float = INTERVAL,
     looks: int | None = None,
+    values: Values = PLAIN,
 ) -> bool:
     """Print the session's history asked for, then each new message and state as it comes, until it is gone.
 
     Returns False if there was no session to follow. ``looks`` bounds the looks (for tests; ``None``: no end).
+    ``values`` opens encrypted or compressed values (a value it cannot open is shown as its error).
     """
-    tail = Tail(store, session_id)
+    tail = Tail(store, session_id, values)
     history = tail.start(last, since)
     if history is None:
         return False
