@@ -25,6 +25,8 @@ MESSAGES = "messages"
 MESSAGE = "message"
 MULTI_AGENT = "multi_agent"
 LOCK = "lock"
+OWNER = "owner"
+TITLES = "titles"
 
 
 def validate_id(value: object, kind: str) -> str:
@@ -160,6 +162,23 @@ class KeySchema:
             suffix = self.multi_agent_suffix(multi_agent_id)
             keys += (self.member(session_id, suffix), self.lock(session_id, suffix))
         return keys
+
+    # -- an owner's bookkeeping (directory.py) ---------------------------------------------------
+
+    def owner(self, owner: str) -> str:
+        """Key of the ZSET of an owner's session ids, scored by last use (ms on the server's clock).
+
+        ``<prefix>:owner{<owner>}``: no key of any session, whatever the prefixes. A session key is
+        ``<prefix>:<id>`` (``<prefix>:{<id>}`` on a cluster) or begins so with ``:`` after it; neither ids nor
+        prefixes may hold ``{``, so the ``{`` after ``owner`` can start no session id and end no prefix
+        (``parse`` reads it as no key of this layout). The braces are the hash tag on a cluster: an owner's
+        keys share one slot, each owner its own. An owner is checked as an id is (no ``:``, braces, ...).
+        """
+        return f"{self.prefix}:{OWNER}{{{validate_id(owner, 'owner')}}}"
+
+    def owner_titles(self, owner: str) -> str:
+        """Key of the HASH of an owner's session titles (session id -> title), beside (and in the slot of) ``owner``."""
+        return f"{self.owner(owner)}:{TITLES}"
 
     # -- reading keys back -------------------------------------------------------------------
 

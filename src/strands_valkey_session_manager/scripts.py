@@ -265,13 +265,20 @@ SESSION_LIBRARY = Library(
     + [IMPORT_SESSION, EXPIRE_SESSION]
 )
 
+# An owner's listing (directory.py): scripts on the owner's slot, with the base prelude only.
+OWNER_TOUCH = Script("owner_touch", prelude=BASE)
+OWNER_PAGE = Script("owner_page", prelude=BASE)
+OWNER_FORGET = Script("owner_forget", prelude=BASE)
+OWNER_LIBRARY = Library([OWNER_TOUCH, OWNER_PAGE, OWNER_FORGET], prelude=BASE)
+
 
 def load(client: Any) -> None:
-    """Load every script (``SCRIPT LOAD``) and the session library (``FUNCTION LOAD``), on every primary.
+    """Load every script (``SCRIPT LOAD``) and the libraries (``FUNCTION LOAD``), on every primary.
 
     Never needed (a call loads what the server lacks), but a server loaded up front runs every later call
     at its steady cost: tests and benchmarks use it.
     """
     for script in ALL:
         client.script_load(script.source)
-    client.function_load(SESSION_LIBRARY.source, replace=True)
+    for library in (SESSION_LIBRARY, OWNER_LIBRARY):
+        client.function_load(library.source, replace=True)

@@ -23,7 +23,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import ResponseError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from . import codec, connection, errors, replication, scripts, sdk, telemetry
+from . import codec, connection, directory, errors, replication, scripts, sdk, telemetry
 from .held_records import HeldRecords
 from .invocation import Heartbeat
 from .keys import AGENT, MESSAGE, MESSAGES, MULTI_AGENT, KeySchema, parse_suffix, validate_id, validate_message_id
@@ -89,6 +89,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         encryption: Keyring | None = None,
         compression: str | None = None,
         max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
+        owner: str | None = None,
+        require_owner: bool = False,
         **kwargs: Any,
     ) -> None:
         """Open the session ``session_id``, creating it if it does not exist yet.
@@ -119,6 +121,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 when that makes them smaller.
             max_value_bytes: A record whose JSON is larger is refused (``SessionException``) before anything is
                 written; ``None``: no bound. Default 32 MiB.
+            owner: Who the session belongs to (an id: the same characters as a session id). A new session is
+                bound to it; an existing one opens only with the owner it was created with (else
+                ``SessionAccessError``, nothing written). The session is listed in its owner's
+                ``SessionDirectory``. ``None``: a session of no owner, or (unless ``require_owner``) any.
+            require_owner: Refuse to open any session without ``owner`` (``ValueError``, nothing sent).
             **kwargs: Options of ``RepositorySessionManager`` by name, passed on to it (it takes none in
                 strands-agents 1.62).
 
@@ -128,6 +135,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             ValueError: If ``session_id``, ``ttl``, ``key_prefix`` or a lock setting is not usable; nothing
                 is written.
             SessionException: If Valkey cannot be reached or holds a foreign value for the session.
+            SessionAccessError: If the session exists and ``owner`` is not the one it was created with.
         """
         unknown = [name for name in kwargs if name not in _REPOSITORY_OPTIONS]
         if unknown:  # a typo (ttl_seconds=) must not leave the default in force unnoticed
@@ -135,6 +143,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             takes = f"the options {', '.join(options)}"
             raise connection.unknown_option("ValkeySessionManager()", unknown[0], options, takes)
         validate_id(session_id, "session_id")
+        if owner is not None or require_owner:
+            validate_id(owner, "owner (required: require_owner=True)" if require_owner and owner is None else "owner")
         cluster = connection.check_client(client, "ValkeySessionManager", asyncio=False)  # before anything is sent
         self.client = client
         self.keys = KeySchema(key_prefix, cluster=cluster)
@@ -145,6 +155,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if lock_timeout is not None:
             self._lock = SessionLock(self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms)
         self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock)
+        self.owner = owner
+        self._listing = directory.Listing(client, self.keys, session_id, self.ttl_ms, self._server_ms)
         self._held = HeldRecords(self)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
         self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
@@ -163,10 +175,40 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         super().__init__(session_id=session_id, session_repository=self, **kwargs)
         self._opening = False
         if self._joined_existing:
+            key = self.keys.session(session_id)
+            with _errors("read session", key):
+                (raw,) = replication.read(client, key, ("GET", key))
+            self._check_owner(key, raw)  # the concurrent creator's owner, before anything is written
             # Another process created the session between our read and our create: use theirs,
             # and restore agents from it rather than treating it as empty.
             sdk.restore_from_session(self)
             self.session = self.read_session(session_id) or self.session
+        self._listing.opened()
+
+    def _check_owner(self, key: str, raw: bytes | str | None) -> None:
+        """Refuse to open a session of another owner (``SessionAccessError``: it says nothing of the session).
+
+        ``raw``: the session record as just read (``None``: no session yet, it is created with ``owner``). An
+        existing session opens with the owner it was created with, or with none given (not ``require_owner``).
+        """
+        stored = None if raw is None else directory.owner_of(raw, key)
+        if raw is not None and self.owner not in (None, stored):
+            logger.debug("session_id=<%s> | refused: not opened with its owner", self.session_id)
+            raise directory.SessionAccessError(self.session_id)
+        self.owner = self._listing.owner = stored if raw is not None else self.owner
+
+    def set_title(self, title: str) -> None:
+        """Give the session the title its owner's listing shows (replacing the first message's); needs an owner.
+
+        Raises:
+            ValueError: If the session has no owner, or ``title`` is not a non-empty string.
+            SessionException: If Valkey cannot be reached.
+        """
+        if self.owner is None:
+            raise ValueError(f"session_id=<{self.session_id}> | has no owner: titles are kept in an owner's listing")
+        if not isinstance(title, str) or not title.strip():
+            raise ValueError(f"title=<{title!r}> | must be a non-empty string")
+        self._listing.titled(title)
 
     #: Whether ``close()`` closes ``client``: only a client ``from_url`` built.
     _owns_client = False
@@ -255,6 +297,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             self._deadline = None  # it may move: the next append is a script, which says where to
             scripts.run(scripts.KEEP_ALIVE, self.client, keys, args, ttl_ms=self.ttl_ms, walk=walk, known=known)
         telemetry.refreshed()
+        self._listing.kept_alive(extend_ms)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -263,8 +306,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
         key = self.keys.session(session.session_id)
         expiry = ("PX", self.ttl_ms) if self.ttl_ms else ()
+        record = codec.encode(session)
+        if self.owner is not None and session.session_id == self.session_id:  # extra field: bound to its owner
+            record = codec.dumps({**codec.to_dict(session), "owner": self.owner})
         with _errors("create session", key):
-            command = ("SET", key, self.values.seal(key, codec.encode(session)), "NX", *expiry)
+            command = ("SET", key, self.values.seal(key, record), "NX", *expiry)
             created = replication.execute(self.client, key, command, self.replica_wait)
         if not created:
             if not self._opening:
@@ -298,6 +344,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             # behind it (a refresh is judged due a round trip early at most, never late). Elapsed time is this
             # host's monotonic clock: a step of its wall clock (NTP, a migrated VM) changes nothing.
             self._clock_ms = seconds * 1000 + micros / 1000 - sent * 1000
+            self._check_owner(key, raw)  # before anything is written
             if raw is None and index:
                 self._purge_remnants(session_id)
         return None if raw is None else codec.load_record(Session, raw, key, self.values)
@@ -341,6 +388,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 deleted = self._delete_by_script(session_id, known)
         if session_id == self.session_id:
             self._known.clear()
+            self._listing.deleted()
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
@@ -476,6 +524,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             stored, deadline = self._script(scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
         if session_id == self.session_id:
             self._deadline = deadline
+            self._listing.wrote(deadline)
         telemetry.wrote(telemetry.SCRIPT, 0, len(created_at) + len(body))
         logger.debug("session_id=<%s>, key=<%s> | %s", session_id, key, operation)
         if not stored:
@@ -666,6 +715,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             raise shortfall
         return True
 
+    def _server_ms(self) -> float | None:
+        """Return the server's clock (ms) as estimated here (read_session), never behind it; ``None``: not known."""
+        return None if self._clock_ms is None else time.time() * 1000 + self._clock_ms
+
     def _fresh_deadline(self) -> int | None:
         """Return the session's deadline if an append may go as plain commands: a deadline, no lock, none due.
 
@@ -718,6 +771,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     [message_id for message_id, _ in batch],
                 )
             raise
+        if session_id == self.session_id:
+            self._listing.wrote(self._deadline, session_message)
 
     def _stored_as_is(self, error: SessionException, key: str, plain: bytes) -> bool:
         """Whether a conflict on ``key`` is this very message, stored sealed before (so in other bytes)."""

@@ -9,7 +9,9 @@
 --            'remnants'   every key of a session whose record is absent (after 'record'; or what a process
 --                         killed between a plain append and its settle left), nothing if the record exists
 -- A session record this library did not write is FOREIGN: nothing is deleted.
--- Returns the number of keys deleted (0 = the session did not exist).
+--   ARGV[5]  with '', optional: the record as the caller read it (an owner's erasure, directory.py): a session
+--            whose record is another now (deleted and created again since, maybe by someone else) is left be
+-- Returns the number of keys deleted (0 = the session did not exist, or its record was not the one read).
 
 open(KEYS, ARGV)
 local mode = ARGV[4]
@@ -22,4 +24,7 @@ if mode == 'record' then
 end
 local keys = walk(true)                        -- learnt first: the check below runs once
 check_own()
+if ARGV[5] and redis.call('GET', session_key) ~= ARGV[5] then
+  return 0
+end
 return delete_all(keys)
