@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from ..directory import MAX_PAGE, SessionDirectory, SessionInfo
 from ..keys import validate_id, validate_prefix
 from . import connect, demo, models, sealed, snapshots, tail, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
@@ -293,17 +294,26 @@ PAGE = 50
     "strands-valkey sessions --match 'user-*' --limit 20",
     "strands-valkey sessions --all",
     "strands-valkey sessions --json | jq -r '.[].session_id'",
+    "strands-valkey sessions --owner alice",
 )
 @click.option("--match", default="*", show_default=True, metavar="GLOB", help="Only session ids matching this glob.")
 @click.option(
     "--limit", type=click.IntRange(min=1), metavar="N", help=f"Stop after N sessions (default: {PAGE}, --json: all)."
 )
 @click.option("--all", "every", is_flag=True, help="List every session (no --limit).")
+@click.option("--owner", metavar="OWNER", help="Only this owner's sessions, most recently used first (no SCAN).")
 @_store_options
 @_snapshot_options
 @_json_option
 def sessions(
-    match: str, limit: int | None, every: bool, url: str | None, key_prefix: str, cluster: bool, as_json: bool
+    match: str,
+    limit: int | None,
+    every: bool,
+    owner: str | None,
+    url: str | None,
+    key_prefix: str,
+    cluster: bool,
+    as_json: bool,
 ) -> None:
     """List sessions of both layouts with agents, messages, TTL and last update.
 
@@ -314,11 +324,15 @@ def sessions(
     Scans incrementally (SCAN MATCH <prefix>:<glob> TYPE string COUNT 1000) and reads each batch's counts
     from the session indexes in two pipelined round trips, so it stays usable on millions of keys. Snapshot
     sessions are found in the storage's registry of groups (no SCAN) and summarised in two more round trips.
+    With --owner: that owner's sessions (SessionDirectory), newest first, up to 1000 per three round trips.
     """
     if every and limit is not None:
         raise click.UsageError("--all lists every session: leave out --limit")
     if limit is None and not every and not as_json:
         limit = PAGE
+    if owner is not None:
+        _owner_sessions(owner, match, limit, url, key_prefix, cluster, as_json)
+        return
     out = Output(as_json)
     storage_prefix, layout = _snapshot_choice()
     found: list[SessionSummary] = []
@@ -366,6 +380,53 @@ def sessions(
     ]
     columns = ["SESSION", "LAYOUT", "AGENTS", "MESSAGES", "SIZE", "TTL", "UPDATED"]
     out.table(columns, rows, right=["AGENTS", "MESSAGES", "SIZE", "TTL"])
+
+
+def _owner_sessions(
+    owner: str, match: str, limit: int | None, url: str | None, key_prefix: str, cluster: bool, as_json: bool
+) -> None:
+    if match != "*":
+        raise click.UsageError("--match and --owner do not go together: an owner's listing is not scanned")
+    _checked("--owner", owner)
+    out = Output(as_json)
+    found: list[SessionInfo] = []
+    with _open(url, key_prefix, cluster) as store:
+        listing, cursor = SessionDirectory(store.client, key_prefix), None
+        while limit is None or len(found) < limit:
+            page, cursor = listing.list(owner, limit=min(limit or MAX_PAGE, MAX_PAGE), cursor=cursor)
+            found += page
+            if cursor is None:
+                break
+    found = found[:limit]
+    if as_json:
+        out.json([session.to_dict() for session in found])
+        return
+    if not found:
+        out.note(f"no sessions of owner {owner!r} under key prefix {key_prefix!r}")
+        return
+    rows = [
+        [
+            s.session_id,
+            s.title or "",
+            len(s.agents),
+            s.message_count,
+            _expires(s.expires_in),
+            transcript.stamp(s.updated_at),
+        ]
+        for s in found
+    ]
+    out.table(["SESSION", "TITLE", "AGENTS", "MESSAGES", "TTL", "UPDATED"], rows, right=["AGENTS", "MESSAGES", "TTL"])
+
+
+def _expires(expires_in: int | None) -> str:
+    return seconds(None if expires_in is None else expires_in * 1000)
+
+
+def _checked(option: str, value: str) -> str:
+    try:
+        return validate_id(value, "owner")
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 @command(
@@ -743,25 +804,37 @@ def rekey(
         out.note(f"[yellow]{plural(changed, 'value')} changed while being read: run rekey again[/yellow]")
 
 
-@command("strands-valkey delete user-42", "strands-valkey delete user-1 user-2 --yes")
-@click.argument("session", nargs=-1, required=True, metavar="SESSION...", callback=_ids)
+@command(
+    "strands-valkey delete user-42", "strands-valkey delete user-1 user-2 --yes", "strands-valkey delete --owner alice"
+)
+@click.argument("session", nargs=-1, metavar="SESSION...", callback=_ids)
+@click.option("--owner", metavar="OWNER", help="Erase every session of this owner, and its listing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @_store_options
 @_snapshot_options
-def delete(session: tuple[str, ...], yes: bool, url: str | None, key_prefix: str, cluster: bool) -> None:
+def delete(
+    session: tuple[str, ...], owner: str | None, yes: bool, url: str | None, key_prefix: str, cluster: bool
+) -> None:
     """Delete sessions and every key of theirs.
 
     Each session atomically, its keys found through its index, as delete_session() does. A snapshot
     session: its snapshots and its context stash, as SnapshotSessionManager.delete_session() does, each
-    of the two storage groups atomically.
+    of the two storage groups atomically. With --owner: every session of the owner (SessionDirectory.erase;
+    safe to run again if interrupted).
     """
+    if (owner is None) == (not session):
+        raise click.UsageError("name the sessions to delete, or --owner (not both)")
     out = Output()
+    if owner is not None:
+        _checked("--owner", owner)
+        if not yes and not _confirmed(f"Erase every session of owner {escape(owner)} and all their keys?"):
+            raise CliError("nothing deleted (not confirmed; pass --yes to delete without asking)", REFUSED)
+        with _open(url, key_prefix, cluster) as store:
+            erased = SessionDirectory(store.client, key_prefix).erase(owner)
+        out.say(f"erased {plural(erased, 'session')} of owner {escape(owner)}")
+        return
     if not yes:
-        try:
-            confirmed = click.confirm(f"Delete session {named(session)} and all its keys?", err=True)
-        except click.exceptions.Abort:
-            confirmed = False
-        if not confirmed:
+        if not _confirmed(f"Delete session {named(session)} and all its keys?"):
             raise CliError("nothing deleted (not confirmed; pass --yes to delete without asking)", REFUSED)
     missing = []
     with _open(url, key_prefix, cluster) as store:
@@ -775,6 +848,13 @@ def delete(session: tuple[str, ...], yes: bool, url: str | None, key_prefix: str
                 missing.append(session_id)
     if missing:
         raise _not_found(missing, key_prefix)
+
+
+def _confirmed(question: str) -> bool:
+    try:
+        return click.confirm(question, err=True)
+    except click.exceptions.Abort:
+        return False
 
 
 def _expire(session: str, ttl_ms: int | None, url: str | None, key_prefix: str, cluster: bool) -> None:
