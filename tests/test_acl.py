@@ -14,7 +14,7 @@ from test_cluster import run_graph
 from valkey.cluster import ValkeyCluster
 from valkey.exceptions import NoPermissionError
 
-from strands_valkey_session_manager import ValkeySessionManager, scripts
+from strands_valkey_session_manager import SessionDirectory, ValkeySessionManager, scripts
 from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
@@ -28,6 +28,7 @@ COMMANDS = (
 )
 CLUSTER_COMMANDS = "+cluster|slots +command"  # what a ValkeyCluster client asks when it connects
 WAIT_COMMANDS = "+wait"  # only with wait_replicas
+OWNER_COMMANDS = "+zscore +zcard +hset +hsetnx +hmget +hdel"  # only with owners (SessionDirectory)
 
 
 def rule(prefix: str = "session") -> str:
@@ -38,7 +39,7 @@ def test_docs_give_the_rule_this_test_uses() -> None:
     docs = (ROOT / "docs" / "production.md").read_text()
 
     assert f"ACL SETUSER app on >app-password {rule()}" in docs
-    assert CLUSTER_COMMANDS in docs and WAIT_COMMANDS in docs
+    assert CLUSTER_COMMANDS in docs and WAIT_COMMANDS in docs and OWNER_COMMANDS in docs
 
 
 def test_rule_allows_every_command_the_managers_scripts_call() -> None:
@@ -55,6 +56,16 @@ def test_rule_allows_every_command_the_managers_scripts_call() -> None:
         called |= set(re.findall(r"(?:redis\.p?call\(|call_on\(\w+, )'([A-Z]+)'", script.source))
 
     assert called and {f"+{name.lower()}" for name in called} <= set(COMMANDS.split())
+
+
+def test_owner_rule_allows_every_command_the_owner_scripts_call() -> None:
+    called = set()
+    for script in (scripts.OWNER_TOUCH, scripts.OWNER_PAGE, scripts.OWNER_FORGET):
+        called |= set(re.findall(r"(?:redis\.p?call\(|call_on\(\w+, )'([A-Z]+)'", script.source))
+        for chosen in re.findall(r"and '([A-Z]+)' or '([A-Z]+)'", script.source):  # HSET or HSETNX
+            called |= set(chosen)
+
+    assert called and {f"+{name.lower()}" for name in called} <= set(f"{COMMANDS} {OWNER_COMMANDS}".split())
 
 
 Store = valkey.Valkey | ValkeyCluster
@@ -129,6 +140,22 @@ def test_a_user_with_the_minimal_rule_runs_the_whole_flow(users: tuple[Users, st
 
     assert restored.messages == agent.messages
     assert ValkeySessionManager("user-42", app).read_multi_agent("user-42", "default_graph") is None
+
+
+def test_owners_need_the_owner_commands_beside_the_rule(users: tuple[Users, str], make_agent) -> None:
+    made, extra = users
+    app = made.create("app", f"{rule()} {OWNER_COMMANDS}{extra}")
+    made.flush_scripts()
+
+    manager = ValkeySessionManager("chat-1", app, owner="alice")
+    make_agent(manager)("Trip to Lisbon")
+    ValkeySessionManager("chat-2", app, owner="alice").delete_session("chat-2")
+    listed = [item.title for item in SessionDirectory(app).list("alice")[0]]
+    manager.set_title("Lisbon")
+
+    assert app.zrange("session:owner{alice}", 0, -1) == ["chat-1"]  # every touch and the delete's forget ran
+    assert listed == ["Trip to Lisbon"] and SessionDirectory(app).list("alice")[0][0].title == "Lisbon"
+    assert SessionDirectory(app).erase("alice") == 1
 
 
 def test_a_rule_without_functions_runs_the_whole_flow_by_evalsha(users: tuple[Users, str], make_agent) -> None:
