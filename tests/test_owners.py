@@ -130,6 +130,8 @@ def test_pages_come_most_recently_used_first_among_many_keys_without_scan(
         ValkeySessionManager(f"other-{n}", client, owner=f"user-{n % 4}")
     for n in range(1000):
         ValkeySessionManager(f"chat-{n:04d}", client, owner="alice")
+    last = client.zscore(KEYS.owner("alice"), "chat-0999")
+    wait_until(lambda: int(client.time()[0]) * 1000 + client.time()[1] // 1000 > last, what="the next millisecond")
     ValkeySessionManager("chat-0500", client, owner="alice")  # opened again: used last
     expected = ["chat-0500", *(f"chat-{n:04d}" for n in reversed(range(1000)) if n != 500)]
     counting = counting_client(server.port)
