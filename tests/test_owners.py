@@ -344,10 +344,8 @@ def test_a_crash_during_an_erasure_is_finished_by_running_it_again(
 def test_listing_touching_and_erasing_follow_slots_that_move(
     cluster: LocalCluster, cluster_client: ValkeyCluster, make_agent
 ) -> None:
-    managers = [ValkeySessionManager(f"chat-{n}", cluster_client, owner="alice") for n in range(3)]
-    agents = [make_agent(manager) for manager in managers]
-    for agent in agents:
-        agent("hello")
+    for n in range(3):
+        make_agent(ValkeySessionManager(f"chat-{n}", cluster_client, owner="alice"))("hello")
     owners_slot = LocalCluster.session_slot("alice")  # the owner's keys: hash tag {alice}
     moving = [owners_slot, *(LocalCluster.session_slot(f"chat-{n}") for n in range(3))]
     seen: list[Any] = []
@@ -359,8 +357,9 @@ def test_listing_touching_and_erasing_follow_slots_that_move(
 
         def use() -> None:
             try:
-                managers[n].set_title(f"during {step}")  # a touch, in the owner's slot (raises if it fails)
-                make_agent(managers[n], agent_id=agent_id)(f"during {step}")  # writes in the session's slot
+                manager = ValkeySessionManager(f"chat-{n}", cluster_client, owner="alice")  # its own: one per thread
+                manager.set_title(f"during {step}")  # a touch, in the owner's slot (raises if it fails)
+                make_agent(manager, agent_id=agent_id)(f"during {step}")  # writes in the session's slot
                 seen.append(listing(cluster_client, "alice"))
             except Exception as error:  # noqa: BLE001 - reported by the assertion below
                 seen.append(error)
