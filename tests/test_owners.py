@@ -411,3 +411,11 @@ def test_cli_erases_an_owner_when_confirmed_only(cli, client: valkey.Valkey) -> 
     assert sorted(client.keys("*")) == ["session:chat-2", KEYS.owner("bob")]
     assert cli("delete", "--owner", "alice", "chat-2", "--yes").exit_code == 2  # one or the other
     assert cli("sessions", "--owner", "a:b").exit_code == 2
+
+
+def test_a_foreign_value_at_the_session_key_is_named_as_such_not_as_another_owners(client: valkey.Valkey) -> None:
+    client.set("session:chat-1", json.dumps({"user": "someone", "cart": []}))  # another app's session:<id>
+    with pytest.raises(SessionException, match="session:chat-1") as raised:
+        ValkeySessionManager("chat-1", client, owner="alice")
+    assert not isinstance(raised.value, SessionAccessError)
+    assert json.loads(client.get("session:chat-1")) == {"user": "someone", "cart": []}

@@ -178,6 +178,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             key = self.keys.session(session_id)
             with _errors("read session", key):
                 (raw,) = replication.read(client, key, ("GET", key))
+            if raw is not None:
+                codec.load_record(Session, raw, key, self.values)  # a foreign value: said so first
             self._check_owner(key, raw)  # the concurrent creator's owner, before anything is written
             # Another process created the session between our read and our create: use theirs,
             # and restore agents from it rather than treating it as empty.
@@ -344,10 +346,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             # behind it (a refresh is judged due a round trip early at most, never late). Elapsed time is this
             # host's monotonic clock: a step of its wall clock (NTP, a migrated VM) changes nothing.
             self._clock_ms = seconds * 1000 + micros / 1000 - sent * 1000
+        record = None if raw is None else codec.load_record(Session, raw, key, self.values)  # a foreign value: said so first
+        if opened:
             self._check_owner(key, raw)  # before anything is written
             if raw is None and index:
                 self._purge_remnants(session_id)
-        return None if raw is None else codec.load_record(Session, raw, key, self.values)
+        return record
 
     def _purge_remnants(self, session_id: str) -> None:
         """Delete what a session without a record left (lua/delete_session.lua 'remnants'), before it is created.
