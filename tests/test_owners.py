@@ -290,11 +290,11 @@ CHILD = textwrap.dedent(
         directory.Listing.opened = die
         ValkeySessionManager("chat-new", client, owner="alice")
     elif step == "erase":  # the first session deleted, nothing taken out of the owner's ZSET
-        delete = directory.SessionDirectory._delete
-        def delete_then_die(self, *args):
-            delete(self, *args)
+        run_each = scripts.run_each
+        def first_then_die(script, client, calls):
+            run_each(script, client, calls[:1])
             die()
-        directory.SessionDirectory._delete = delete_then_die
+        scripts.run_each = first_then_die
         SessionDirectory(client).erase("alice")
     elif step == "delete":  # the session deleted, its owner's ZSET not yet told
         directory.Listing.deleted = die

@@ -285,9 +285,10 @@ class SessionDirectory:
     def erase(self, owner: str) -> int:
         """Delete every session of ``owner`` (every key of each, as ``delete_session``) and the owner's keys.
 
-        Batches of the owner's ZSET are read, each session's record and index read in one pipeline, and each
-        session still the owner's deleted atomically by lua/delete_session.lua, given the record as read: a
-        session deleted and created again since (by anyone) is left alone. Then the batch leaves the ZSET,
+        Batches of the owner's ZSET are read; each session's record and index in one pipeline, its agents'
+        message ids in another, and each session still the owner's deleted atomically by lua/delete_session.lua
+        (every key declared, all in one pipeline), given the record as read: a session deleted and created
+        again since (by anyone) is left alone. Then the batch leaves the ZSET,
         until it is empty (Valkey deletes empty keys). Safe to run again after a crash: what is gone is
         skipped. A writer still using an erased session is refused (its writes find no session) or, if it
         touches the listing in that instant, leaves an entry the next listing drops.
@@ -314,26 +315,27 @@ class SessionDirectory:
                     if self._owned_by(owner, session_id, raw)
                 ]
                 reads = [self._id_reads(session_id, agents) for session_id, _, agents, _ in mine]
-                for (session_id, record, agents, multi), ids_read in zip(
-                    mine, _read_each(self.client, reads), strict=True
-                ):
-                    message_ids = {
-                        agent_id: [int(n) for n in found] for agent_id, found in zip(agents, ids_read, strict=True)
-                    }
-                    deleted += self._delete(session_id, record, message_ids, multi)
+                calls = [
+                    self._delete_call(session_id, record, dict(zip(agents, found, strict=True)), multi)
+                    for (session_id, record, agents, multi), found in zip(
+                        mine, _read_each(self.client, reads), strict=True
+                    )
+                ]
+                deleted += sum(1 for keys in scripts.run_each(scripts.DELETE_SESSION, self.client, calls) if keys)
                 scripts.OWNER_FORGET(self.client, [owned, titles], [item for sid in ids for item in (sid, "")])
                 logger.debug("owner=<%s>, sessions=<%d> | erased a batch", owner, len(ids))
 
-    def _delete(
-        self, session_id: str, record: bytes, agents: dict[str, builtins.list[int]], multi: builtins.list[str]
-    ) -> int:
-        """Delete one session if its record is still ``record`` (1), else leave it (0): lua/delete_session.lua.
+    def _delete_call(
+        self, session_id: str, record: bytes, agents: dict[str, builtins.list[Any]], multi: builtins.list[str]
+    ) -> tuple[builtins.list[str], builtins.list[Any], builtins.list[str]]:
+        """Return the call of lua/delete_session.lua that deletes a session if its record is still ``record``.
 
-        Every key its index and id ZSETs named when read is declared: one call, unless a writer added keys since.
+        ``agents``: each agent's message ids as read. Every key they name is declared: one call, unless a writer
+        added keys since.
         """
-        keys = [self.keys.session(session_id), self.keys.index(session_id)]
-        walk = self.keys.every_key(session_id, agents, multi)[2:]
-        return 1 if scripts.run(scripts.DELETE_SESSION, self.client, keys, ["", record], walk=walk) else 0
+        message_ids = {agent_id: [int(n) for n in found] for agent_id, found in agents.items()}
+        walk = self.keys.every_key(session_id, message_ids, multi)[2:]
+        return [self.keys.session(session_id), self.keys.index(session_id)], ["", record], walk
 
     def _owned_by(self, owner: str, session_id: str, raw: bytes | str | None) -> bool:
         """Whether a session record read is there and names ``owner`` (a value that is no JSON object does not)."""

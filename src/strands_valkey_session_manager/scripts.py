@@ -20,6 +20,7 @@ from typing import Any
 
 import valkey
 from valkey.client import NEVER_DECODE
+from valkey.cluster import ValkeyCluster
 from valkey.exceptions import NoScriptError, ResponseError
 
 from . import errors, replication, values
@@ -221,6 +222,26 @@ def run(
             learnt = [key for key in list(known) if key not in declared]  # list(): one step, other threads add
         extra += learnt
     raise errors.SessionChanging(f"{keys[0]}: its keys changed during {MAX_WALKS} calls of {script.name}")
+
+
+def run_each(
+    script: Script, client: valkey.Valkey | Any, calls: list[tuple[list[str], list[Any], list[str]]]
+) -> list[Any]:
+    """Run a session script once per session, unfenced and with no ttl, in one pipeline (a round trip per node).
+
+    Each call is (keys, args, walk) as for :func:`run`, sent by SHA with every key of its walk declared. A call
+    that did not simply succeed (keys it had to learn, ``NOSCRIPT``, a slot moving, any error) is run again on
+    its own by :func:`run`, which learns, loads and follows as it does. Returns each call's reply, in order.
+    """
+    untyped: Any = client
+    pipe = untyped.pipeline() if isinstance(client, ValkeyCluster) else untyped.pipeline(transaction=False)
+    for keys, args, walk in calls:
+        pipe.execute_command("EVALSHA", script.sha, len(keys) + len(walk), *keys, *walk, 0, "", len(walk), *args)
+    replies = pipe.execute(raise_on_error=False) if calls else []
+    return [
+        run(script, client, keys, args, walk=walk) if isinstance(reply, Exception) else reply
+        for (keys, args, walk), reply in zip(calls, replies, strict=True)
+    ]
 
 
 def undeclared(error: ResponseError, key: str) -> list[str]:
