@@ -419,3 +419,34 @@ def test_a_foreign_value_at_the_session_key_is_named_as_such_not_as_another_owne
         ValkeySessionManager("chat-1", client, owner="alice")
     assert not isinstance(raised.value, SessionAccessError)
     assert json.loads(client.get("session:chat-1")) == {"user": "someone", "cart": []}
+
+
+def test_from_url_takes_the_owner_options_and_names_a_misspelt_one(server: LocalValkey, client: valkey.Valkey) -> None:
+    manager = ValkeySessionManager.from_url(server.url, session_id="chat-1", owner="alice", require_owner=True)
+    manager.close()
+    with pytest.raises(SessionAccessError):
+        ValkeySessionManager.from_url(server.url, session_id="chat-1", owner="bob")
+    with pytest.raises(TypeError, match="owner"):
+        ValkeySessionManager.from_url(server.url, session_id="chat-2", ownr="alice")
+    assert listing(client, "alice") == ["chat-1"] and not client.exists("session:chat-2")
+
+
+def test_an_erasure_while_a_writer_runs_turns_refuses_it_and_leaves_nothing(client: valkey.Valkey, make_agent) -> None:
+    agent = make_agent(ValkeySessionManager("chat-1", client, owner="alice"))
+    turns: list[Any] = []
+
+    def write() -> None:
+        try:
+            while len(turns) < 10_000:
+                agent(f"turn {len(turns)}")
+                turns.append(None)
+        except SessionException as error:
+            turns.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    wait_until(lambda: len(turns) >= 3, what="the writer's first turns")
+    assert SessionDirectory(client).erase("alice") == 1
+    writer.join(timeout=30)
+    assert isinstance(turns[-1], SessionException)  # its next write found no session
+    assert every_key(client) == {}
