@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from valkey.cluster import ValkeyCluster
 from strands_valkey_session_manager import SessionAccessError, SessionDirectory, ValkeySessionManager, directory
 from strands_valkey_session_manager.keys import KeySchema
 from strands_valkey_session_manager.testing.cluster import LocalCluster
+from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
 KEYS = KeySchema()
@@ -450,3 +452,18 @@ def test_an_erasure_while_a_writer_runs_turns_refuses_it_and_leaves_nothing(clie
     writer.join(timeout=30)
     assert isinstance(turns[-1], SessionException)  # its next write found no session
     assert every_key(client) == {}
+
+
+def test_a_turn_longer_than_the_ttl_keeps_the_session_and_its_listing(client: valkey.Valkey) -> None:
+    seen = []
+
+    def thinking(messages: Any) -> str:
+        time.sleep(2.5)  # the model's latency, longer than the ttl: the keep-alive moves the session's deadline
+        seen.append((client.pexpiretime(KEYS.owner("alice")), client.pexpiretime("session:chat-1")))
+        return "done"
+
+    manager = ValkeySessionManager("chat-1", client, owner="alice", ttl=1)
+    Agent(agent_id="a", model=ScriptedModel(thinking), session_manager=manager, callback_handler=None)("hello")
+    ((owners, session),) = seen
+    assert owners >= session > 0  # during the turn, the owner's keys outlived the session's moving deadline
+    assert listing(client, "alice") == ["chat-1"]

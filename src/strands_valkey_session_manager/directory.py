@@ -156,7 +156,7 @@ class Listing:
     def wrote(self, deadline: int | None, message: SessionMessage | None = None) -> None:
         """Note a write of the session: its deadline now (ms, -1: none, None: not known), and the message written."""
         title = title_of(message) if message is not None and message.message_id == 0 else ""
-        beyond = deadline is None or (math.inf if deadline == -1 else deadline) > self._covered
+        beyond = deadline is not None and (math.inf if deadline == -1 else deadline) > self._covered
         if title or beyond or time.monotonic() >= self._next:
             self._touch(deadline, self.ttl_ms, title)
 
