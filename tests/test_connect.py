@@ -96,7 +96,7 @@ def test_an_unknown_option_is_a_type_error_naming_it_and_nothing_is_written(serv
         ({"ttl_seconds": 60}, "unknown option 'ttl_seconds'. Did you mean 'ttl'? It takes the options ttl, key_prefix"),
         ({"lock_timeout_s": 5}, "unknown option 'lock_timeout_s'. Did you mean 'lock_timeout'?"),
         ({"key_prefx": "tenant"}, "unknown option 'key_prefx'. Did you mean 'key_prefix'?"),
-        ({"owner": "ada"}, "unknown option 'owner'. It takes the options ttl, key_prefix"),  # no close name
+        ({"user": "ada"}, "unknown option 'user'. It takes the options ttl, key_prefix"),  # no close name
     ],
 )
 def test_the_constructor_refuses_an_unknown_option_naming_the_closest_and_writes_nothing(client, options, says) -> None:
