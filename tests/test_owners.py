@@ -17,9 +17,16 @@ import valkey
 from helpers import CommandCounter, CountingConnection, counting_client, wait_until
 from strands import Agent
 from strands.types.exceptions import SessionException
+from valkey.client import NEVER_DECODE
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import SessionAccessError, SessionDirectory, ValkeySessionManager, directory
+from strands_valkey_session_manager import (
+    Keyring,
+    SessionAccessError,
+    SessionDirectory,
+    ValkeySessionManager,
+    directory,
+)
 from strands_valkey_session_manager.keys import KeySchema
 from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
@@ -471,3 +478,17 @@ def test_a_turn_longer_than_the_ttl_keeps_the_session_and_its_listing(client: va
     ((owners, session),) = seen
     assert owners >= session > 0  # during the turn, the owner's keys outlived the session's moving deadline
     assert listing(client, "alice") == ["chat-1"]
+
+
+def test_encrypted_sessions_are_bound_listed_and_erased_given_the_keyring(client: valkey.Valkey, make_agent) -> None:
+    ring = Keyring({"k1": bytes(range(32))}, current="k1")
+    make_agent(ValkeySessionManager("chat-1", client, owner="alice", encryption=ring))("Trip to Lisbon")
+    assert b"alice" not in client.execute_command("GET", "session:chat-1", **{NEVER_DECODE: True})  # sealed
+    with pytest.raises(SessionAccessError):
+        ValkeySessionManager("chat-1", client, owner="bob", encryption=ring)
+    with pytest.raises(SessionException):  # no keyring: it cannot tell whose the session is, and says so
+        SessionDirectory(client).list("alice")
+    assert client.zrange(KEYS.owner("alice"), 0, -1) == ["chat-1"]  # nothing was taken out for it
+    (item,), _ = SessionDirectory(client, encryption=ring).list("alice")
+    assert item.title == "Trip to Lisbon" and item.message_count == 2 and item.created_at
+    assert SessionDirectory(client, encryption=ring).erase("alice") == 1 and client.dbsize() == 0

@@ -36,6 +36,7 @@ from valkey.exceptions import ValkeyError
 from . import codec, connection, errors, replication, scripts
 from .keys import AGENT, MULTI_AGENT, KeySchema, parse_suffix, validate_id
 from .options import Client
+from .values import PLAIN, Keyring, Values
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,12 @@ def title_of(message: SessionMessage) -> str:
     return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
-def owner_of(raw: bytes | str, key: str) -> str | None:
-    """Return the owner a session record names (``None``: none); ``SessionException`` if it is no JSON object."""
-    owner = codec.loads(raw, key).get("owner")
+def owner_of(raw: bytes | str, key: str, values: Values = PLAIN) -> str | None:
+    """Return the owner a session record names (``None``: none); ``SessionException`` if it is no JSON object.
+
+    ``values`` opens a record that was encrypted or compressed (the manager's, or the directory's keyring).
+    """
+    owner = codec.loads(raw, key, values).get("owner")
     return owner if isinstance(owner, str) else None
 
 
@@ -221,16 +225,20 @@ class SessionDirectory:
         directory.erase("alice")                               # every session of alice, and her keys
     """
 
-    def __init__(self, client: Client, key_prefix: str = "session") -> None:
+    def __init__(self, client: Client, key_prefix: str = "session", *, encryption: Keyring | None = None) -> None:
         """Use ``client`` (a synchronous ``valkey.Valkey`` or ``ValkeyCluster``) and the managers' ``key_prefix``.
 
+        ``encryption``: the managers' ``Keyring``, if they encrypt: the session records it reads (owner,
+        ``created_at``) are opened with it (compressed ones need nothing).
+
         Raises:
-            TypeError: If ``client`` is no synchronous Valkey client.
+            TypeError: If ``client`` is no synchronous Valkey client, or ``encryption`` no ``Keyring``.
             ValueError: If ``key_prefix`` is not usable.
         """
         cluster = connection.check_client(client, "SessionDirectory", asyncio=False)
         self.client = client
         self.keys = KeySchema(key_prefix, cluster=cluster)
+        self.values = Values(encryption, None, None)
 
     def list(
         self, owner: str, limit: int = 20, cursor: str | None = None
@@ -270,7 +278,7 @@ class SessionDirectory:
         sessions = [
             SessionInfo(
                 session_id=session_id,
-                created_at=str(codec.loads(raw, self.keys.session(session_id)).get("created_at", "")),
+                created_at=str(codec.loads(raw, self.keys.session(session_id), self.values).get("created_at", "")),
                 updated_at=_iso(score),
                 title=title or None,
                 agents=agents,
@@ -338,10 +346,18 @@ class SessionDirectory:
         return [self.keys.session(session_id), self.keys.index(session_id)], ["", record], walk
 
     def _owned_by(self, owner: str, session_id: str, raw: bytes | str | None) -> bool:
-        """Whether a session record read is there and names ``owner`` (a value that is no JSON object does not)."""
+        """Whether a session record read is there and names ``owner`` (a plain value that is no JSON object does not).
+
+        An encrypted one this directory cannot open (no keyring, or not its key) raises ``SessionException``: that
+        is no sign the session is another's, and nothing is taken out of the owner's keys for it.
+        """
+        if raw is None:
+            return False
         try:
-            return raw is not None and owner_of(raw, self.keys.session(session_id)) == owner
+            return owner_of(raw, self.keys.session(session_id), self.values) == owner
         except SessionException:
+            if Values.is_sealed(raw):
+                raise
             return False
 
     def _cursor(self, cursor: str | None) -> tuple[str, str]:

@@ -193,7 +193,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         ``raw``: the session record as just read (``None``: no session yet, it is created with ``owner``). An
         existing session opens with the owner it was created with, or with none given (not ``require_owner``).
         """
-        stored = None if raw is None else directory.owner_of(raw, key)
+        stored = None if raw is None else directory.owner_of(raw, key, self.values)
         if raw is not None and self.owner not in (None, stored):
             logger.debug("session_id=<%s> | refused: not opened with its owner", self.session_id)
             raise directory.SessionAccessError(self.session_id)
@@ -346,7 +346,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             # behind it (a refresh is judged due a round trip early at most, never late). Elapsed time is this
             # host's monotonic clock: a step of its wall clock (NTP, a migrated VM) changes nothing.
             self._clock_ms = seconds * 1000 + micros / 1000 - sent * 1000
-        record = None if raw is None else codec.load_record(Session, raw, key, self.values)  # a foreign value: said so first
+        record = (
+            None if raw is None else codec.load_record(Session, raw, key, self.values)
+        )  # a foreign value: said so first
         if opened:
             self._check_owner(key, raw)  # before anything is written
             if raw is None and index:
