@@ -150,6 +150,9 @@ class Listing:
         """
         self.client, self.keys, self.session_id, self.ttl_ms, self.clock = client, keys, session_id, ttl_ms, clock
         self.owner: str | None = None
+        #: Whether the first user message's text becomes the title (not with encryption: the owner's keys are
+        #: not encrypted, and that text would be kept in clear there).
+        self.titles = True
         self._covered = -math.inf  # the deadline (ms, server clock) the owner's keys outlive at least
         self._next = 0.0  # monotonic time after which a write touches anyway
 
@@ -159,7 +162,7 @@ class Listing:
 
     def wrote(self, deadline: int | None, message: SessionMessage | None = None) -> None:
         """Note a write of the session: its deadline now (ms, -1: none, None: not known), and the message written."""
-        title = title_of(message) if message is not None and message.message_id == 0 else ""
+        title = title_of(message) if self.titles and message is not None and message.message_id == 0 else ""
         beyond = deadline is not None and (math.inf if deadline == -1 else deadline) > self._covered
         if title or beyond or time.monotonic() >= self._next:
             self._touch(deadline, self.ttl_ms, title)

@@ -157,6 +157,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock)
         self.owner = owner
         self._listing = directory.Listing(client, self.keys, session_id, self.ttl_ms, self._server_ms)
+        self._listing.titles = encryption is None  # the first message's text is never kept in clear
         self._held = HeldRecords(self)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
         self._unconfirmed: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
