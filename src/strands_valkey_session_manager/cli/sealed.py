@@ -45,8 +45,8 @@ def keyring_option(fn: F) -> F:
         "--keyring-file",
         metavar="FILE",
         envvar=KEYRING_FILE_ENV,
-        help=f"Keyring JSON for encrypted sessions (docs/security.md). Default: ${KEYRING_FILE_ENV}, else the "
-        f"JSON in ${KEYRING_ENV}.",
+        help='Keyring for encrypted sessions, a JSON file: {"current": "<id>", "keys": {"<id>": "<base64 of 32 '
+        f'bytes>", ...}}. Default: ${KEYRING_FILE_ENV}, else the JSON in ${KEYRING_ENV}; never on the command line.',
     )(fn)
 
 
