@@ -465,7 +465,10 @@ def test_an_erasure_while_a_writer_runs_turns_refuses_it_and_leaves_nothing(clie
     assert every_key(client) == {}
 
 
-def test_a_turn_longer_than_the_ttl_keeps_the_session_and_its_listing(client: valkey.Valkey) -> None:
+@pytest.mark.parametrize("lock_timeout", [None, 1], ids=["keep-alive", "lock renewal carries it"])
+def test_a_turn_longer_than_the_ttl_keeps_the_session_and_its_listing(
+    client: valkey.Valkey, lock_timeout: float | None
+) -> None:
     seen = []
 
     def thinking(messages: Any) -> str:
@@ -473,7 +476,7 @@ def test_a_turn_longer_than_the_ttl_keeps_the_session_and_its_listing(client: va
         seen.append((client.pexpiretime(KEYS.owner("alice")), client.pexpiretime("session:chat-1")))
         return "done"
 
-    manager = ValkeySessionManager("chat-1", client, owner="alice", ttl=1)
+    manager = ValkeySessionManager("chat-1", client, owner="alice", ttl=1, lock_timeout=lock_timeout, lock_lease=0.6)
     Agent(agent_id="a", model=ScriptedModel(thinking), session_manager=manager, callback_handler=None)("hello")
     ((owners, session),) = seen
     assert owners >= session > 0  # during the turn, the owner's keys outlived the session's moving deadline

@@ -154,12 +154,24 @@ _HEARTBEATS: weakref.WeakSet[Heartbeat] = weakref.WeakSet()
 class Heartbeat:
     """Keeps a manager's session alive, and its held leases renewed, while any of its invocations runs."""
 
-    def __init__(self, session_id: str, ttl_ms: int, keep_alive: KeepAlive, lock: SessionLock | None) -> None:
-        """Describe the beats; nothing runs until an invocation starts (``ttl_ms`` 0: the session never expires)."""
+    def __init__(
+        self,
+        session_id: str,
+        ttl_ms: int,
+        keep_alive: KeepAlive,
+        lock: SessionLock | None,
+        renewed: Callable[[int], None] = lambda extend_ms: None,
+    ) -> None:
+        """Describe the beats; nothing runs until an invocation starts (``ttl_ms`` 0: the session never expires).
+
+        ``renewed(extend_ms)`` is told when a renewal of the held leases carried the keep-alive (``keep_alive``
+        was not called for it): the session's deadline moved to at most now + ``extend_ms``.
+        """
         self.session_id = session_id
         self._ttl_ms = ttl_ms
         self._keep_alive = keep_alive
         self._lock = lock
+        self._renewed = renewed
         #: Seconds between two keep-alives, and between two renewals of the held leases (inf: never).
         self.period = ttl_ms * BEAT / 1000 if ttl_ms else math.inf
         self.renew_every = lock.renew_every if lock is not None else math.inf
@@ -299,6 +311,8 @@ class Heartbeat:
             renewed = self._lock is not None and self._lock.renew_held(session)  # a renewal carries the keep-alive
             if keep and not renewed:
                 self._keep_alive(self._due_ms, self._extend_ms)
+            elif keep:
+                self._renewed(self._extend_ms)
         except SessionException as error:
             if errors.session_gone(error.__cause__):
                 logger.warning("%s | stopped keeping it alive: the running invocation's next write fails", error)

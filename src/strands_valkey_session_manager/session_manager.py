@@ -154,9 +154,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._lock = None
         if lock_timeout is not None:
             self._lock = SessionLock(self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms)
-        self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock)
         self.owner = owner
         self._listing = directory.Listing(client, self.keys, session_id, self.ttl_ms, self._server_ms)
+        self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock, self._listing.kept_alive)
         self._listing.titles = encryption is None  # the first message's text is never kept in clear
         self._held = HeldRecords(self)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
