@@ -300,8 +300,8 @@ CHILD = textwrap.dedent(
         ValkeySessionManager("chat-new", client, owner="alice")
     elif step == "erase":  # the first session deleted, nothing taken out of the owner's ZSET
         run_each = scripts.run_each
-        def first_then_die(script, client, calls):
-            run_each(script, client, calls[:1])
+        def first_then_die(script, client, calls, again=None):
+            run_each(script, client, calls[:1], again)
             die()
         scripts.run_each = first_then_die
         SessionDirectory(client).erase("alice")
@@ -496,3 +496,29 @@ def test_encrypted_sessions_are_bound_listed_and_erased_given_the_keyring(client
     assert item.title is None and item.message_count == 2 and item.created_at  # no message text kept in clear
     assert not client.exists(KEYS.owner_titles("alice"))
     assert SessionDirectory(client, encryption=ring).erase("alice") == 1 and client.dbsize() == 0
+
+
+def test_an_erasure_succeeds_while_the_owners_agents_keep_writing(client: valkey.Valkey, make_agent) -> None:
+    agents = [make_agent(ValkeySessionManager(f"chat-{n}", client, owner="alice"), agent_id=f"a{n}") for n in range(3)]
+    for agent in agents:
+        agent("hello")
+    stopped: list[BaseException] = []
+
+    def talk(agent: Any) -> None:  # as fast as it can, until its session is gone
+        try:
+            for n in range(1_000_000):
+                agent._session_manager.append_message({"role": "user", "content": [{"text": str(n)}]}, agent)
+        except SessionException as error:
+            stopped.append(error)
+
+    writers = [threading.Thread(target=talk, args=(agent,)) for agent in agents]
+    for writer in writers:
+        writer.start()
+    wait_until(lambda: all(client.zcard(f"session:chat-{n}:agent:a{n}:messages") > 50 for n in range(3)))
+
+    erased = SessionDirectory(client).erase("alice")
+    for writer in writers:
+        writer.join()
+
+    assert erased == 3 and len(stopped) == 3  # every writer was refused once its session was gone
+    assert every_key(client) == {}

@@ -332,9 +332,19 @@ class SessionDirectory:
                         mine, _read_each(self.client, reads), strict=True
                     )
                 ]
-                deleted += sum(1 for keys in scripts.run_each(scripts.DELETE_SESSION, self.client, calls) if keys)
+                done = scripts.run_each(scripts.DELETE_SESSION, self.client, calls, self._delete_again)
+                deleted += sum(1 for keys in done if keys)
                 scripts.OWNER_FORGET(self.client, [owned, titles], [item for sid in ids for item in (sid, "")])
                 logger.debug("owner=<%s>, sessions=<%d> | erased a batch", owner, len(ids))
+
+    def _delete_again(self, keys: builtins.list[str], args: builtins.list[Any], walk: builtins.list[str]) -> int:
+        """Delete one session on its own (its batched call did not simply succeed), record first under busy writers."""
+
+        def call(arguments: builtins.list[Any], declared: builtins.list[str]) -> int:
+            deleted: int = scripts.run(scripts.DELETE_SESSION, self.client, keys, arguments, walk=declared)
+            return deleted
+
+        return scripts.delete_session(call, walk, args[1])
 
     def _delete_call(
         self, session_id: str, record: bytes, agents: dict[str, builtins.list[Any]], multi: builtins.list[str]

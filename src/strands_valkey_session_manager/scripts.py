@@ -225,23 +225,46 @@ def run(
 
 
 def run_each(
-    script: Script, client: valkey.Valkey | Any, calls: list[tuple[list[str], list[Any], list[str]]]
+    script: Script,
+    client: valkey.Valkey | Any,
+    calls: list[tuple[list[str], list[Any], list[str]]],
+    again: Callable[[list[str], list[Any], list[str]], Any] | None = None,
 ) -> list[Any]:
     """Run a session script once per session, unfenced and with no ttl, in one pipeline (a round trip per node).
 
     Each call is (keys, args, walk) as for :func:`run`, sent by SHA with every key of its walk declared. A call
     that did not simply succeed (keys it had to learn, ``NOSCRIPT``, a slot moving, any error) is run again on
-    its own by :func:`run`, which learns, loads and follows as it does. Returns each call's reply, in order.
+    its own by ``again(keys, args, walk)``, by default :func:`run`, which learns, loads and follows as it does.
+    Returns each call's reply, in order.
     """
+    again = again or (lambda keys, args, walk: run(script, client, keys, args, walk=walk))
     untyped: Any = client
     pipe = untyped.pipeline() if isinstance(client, ValkeyCluster) else untyped.pipeline(transaction=False)
     for keys, args, walk in calls:
         pipe.execute_command("EVALSHA", script.sha, len(keys) + len(walk), *keys, *walk, 0, "", len(walk), *args)
     replies = pipe.execute(raise_on_error=False) if calls else []
     return [
-        run(script, client, keys, args, walk=walk) if isinstance(reply, Exception) else reply
+        again(keys, args, walk) if isinstance(reply, Exception) else reply
         for (keys, args, walk), reply in zip(calls, replies, strict=True)
     ]
+
+
+def delete_session(call: Callable[[list[Any], list[str]], int], walk: list[str], record: Any = "") -> int:
+    """Delete a session by lua/delete_session.lua, sent by ``call(args, walk)``; returns how many keys went.
+
+    Atomically, as a rule. A walk must declare every key it reaches, and writers adding messages faster than
+    calls can learn them keep the atomic delete from ever running (``SessionChanging``): then the record goes
+    first, alone (if it is still ``record``, when given): no write lands in a session without its record (a
+    script fails NOSESSION, a plain append takes itself back), and the remnants go next, in a walk nothing
+    outruns. A crash between the two leaves remnants, which keep their deadline and which the next open of the
+    id (or a delete) deletes first.
+    """
+    try:
+        return call(["", record], walk)
+    except errors.SessionChanging:
+        logger.debug("key=<%s> | writers kept adding keys: deleting the record first", walk[:1])
+    deleted = call(["record", record], [])
+    return deleted + call(["remnants", ""], walk) if deleted or not record else 0
 
 
 def undeclared(error: ResponseError, key: str) -> list[str]:

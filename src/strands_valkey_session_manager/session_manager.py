@@ -401,23 +401,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
 
     def _delete_by_script(self, session_id: str, known: list[str]) -> int:
-        """Delete the session by lua/delete_session.lua: atomically, or record first while writers outrun it.
+        """Delete the session by lua/delete_session.lua: atomically, or record first while writers outrun it."""
 
-        A walk must declare every key it reaches; writers adding messages faster than calls can learn them would
-        keep the atomic delete from ever running (``SessionChanging``). Then the record goes first, alone: no
-        write lands in the session after it (a script fails NOSESSION, a plain append takes itself back), and
-        the remnants are deleted next, in a walk nothing outruns. A crash between the two leaves remnants, which
-        the next open of the id (or a delete) deletes, and which keep their deadline.
-        """
-        try:
-            deleted: int = self._script(scripts.DELETE_SESSION, session_id, [], [""], walk=known)
+        def call(args: list[Any], walk: list[str]) -> int:
+            deleted: int = self._script(scripts.DELETE_SESSION, session_id, [], args, walk=walk)
             return deleted
-        except errors.SessionChanging:
-            logger.debug("session_id=<%s> | writers kept adding keys: deleting the record first", session_id)
-        deleted = self._script(scripts.DELETE_SESSION, session_id, [], ["record"])
-        walk = list(self._known) if session_id == self.session_id else known
-        remnants: int = self._script(scripts.DELETE_SESSION, session_id, [], ["remnants"], walk=walk)
-        return deleted + remnants
+
+        return scripts.delete_session(call, known)
 
     def _knows_messages(self, known: list[str]) -> bool:
         """Whether the ``known`` keys of a session include a message: this manager wrote or restored some."""

@@ -9,22 +9,22 @@
 --            'remnants'   every key of a session whose record is absent (after 'record'; or what a process
 --                         killed between a plain append and its settle left), nothing if the record exists
 -- A session record this library did not write is FOREIGN: nothing is deleted.
---   ARGV[5]  with '', optional: the record as the caller read it (an owner's erasure, directory.py): a session
---            whose record is another now (deleted and created again since, maybe by someone else) is left be
+--   ARGV[5]  with '' or 'record', optional: the record as the caller read it (an owner's erasure, directory.py):
+--            a session whose record is another now (deleted and created again since, maybe by someone else) is
+--            left be
 -- Returns the number of keys deleted (0 = the session did not exist, or its record was not the one read).
 
 open(KEYS, ARGV)
-local mode = ARGV[4]
+local mode, read = ARGV[4], ARGV[5] ~= '' and ARGV[5] or nil
 if mode == 'remnants' and redis.call('EXISTS', session_key) == 1 then
   return 0                                     -- a live session: its keys are not remnants
 end
-if mode == 'record' then
-  check_own()
-  return redis.call('DEL', session_key)
-end
-local keys = walk(true)                        -- learnt first: the check below runs once
+local keys = mode ~= 'record' and walk(true)   -- learnt first: the checks below run once
 check_own()
-if ARGV[5] and redis.call('GET', session_key) ~= ARGV[5] then
+if read and redis.call('GET', session_key) ~= read then
   return 0
+end
+if mode == 'record' then
+  return redis.call('DEL', session_key)
 end
 return delete_all(keys)
