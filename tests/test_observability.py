@@ -22,7 +22,13 @@ from strands import Agent
 from strands.types.exceptions import SessionException
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import SessionBusyError, ValkeySessionManager, ValkeyStorage, telemetry
+from strands_valkey_session_manager import (
+    SessionBusyError,
+    SessionDirectory,
+    ValkeySessionManager,
+    ValkeyStorage,
+    telemetry,
+)
 from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
@@ -30,7 +36,7 @@ from strands_valkey_session_manager.testing.telemetry import Captured, capture
 
 SECRET_SESSION = "sess-7f3a9c"  # a user identifier: never in an attribute unless opted in
 SECRET_TEXT = "classified-text-4242"  # a stored value: never in an attribute
-OURS = ("session.", "storage.")
+OURS = ("session.", "storage.", "sessions.")
 
 
 def ours(seen: Captured) -> list[ReadableSpan]:
@@ -315,3 +321,21 @@ assert len(agent.messages) == 2 and not telemetry.live()
 def test_with_no_provider_operations_do_no_telemetry_at_all(server: LocalValkey, client: valkey.Valkey) -> None:
     done = subprocess.run([sys.executable, "-c", NO_PROVIDER, str(server.port)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_owners_listing_and_erasure_are_one_span_each_without_the_owner(
+    client: valkey.Valkey, make_agent: Callable[..., Agent]
+) -> None:
+    make_agent(ValkeySessionManager(SECRET_SESSION, client, owner="alice-owner"))(SECRET_TEXT)
+    directory = SessionDirectory(client)
+
+    with capture() as seen:
+        directory.list("alice-owner")
+        directory.erase("alice-owner")
+
+    listed, erased = [span for span in ours(seen) if span.name.startswith("sessions.")]
+    assert (listed.name, erased.name) == ("sessions.list", "sessions.erase")
+    assert erased.attributes["db.system.name"] == "valkey"
+    for span in ours(seen):  # the deletes inside the erasure are its own: no spans of their own
+        for text in everything_emitted(span):
+            assert "alice-owner" not in text and SECRET_SESSION not in text and SECRET_TEXT not in text

@@ -33,7 +33,7 @@ from valkey.client import NEVER_DECODE
 from valkey.cluster import ValkeyCluster
 from valkey.exceptions import ValkeyError
 
-from . import codec, connection, errors, replication, scripts
+from . import codec, connection, errors, replication, scripts, telemetry
 from .keys import AGENT, MULTI_AGENT, KeySchema, parse_suffix, validate_id
 from .options import Client
 from .values import PLAIN, Keyring, Values
@@ -243,6 +243,7 @@ class SessionDirectory:
         self.keys = KeySchema(key_prefix, cluster=cluster)
         self.values = Values(encryption, None, None)
 
+    @telemetry.traced(telemetry.LIST_SESSIONS)
     def list(
         self, owner: str, limit: int = 20, cursor: str | None = None
     ) -> tuple[builtins.list[SessionInfo], str | None]:
@@ -293,6 +294,7 @@ class SessionDirectory:
         next_cursor = f"{page[-1][1]}:{page[-1][0]}" if more else None
         return sessions, next_cursor
 
+    @telemetry.traced(telemetry.ERASE_SESSIONS)
     def erase(self, owner: str) -> int:
         """Delete every session of ``owner`` (every key of each, as ``delete_session``) and the owner's keys.
 

@@ -124,6 +124,8 @@ STORAGE_WRITE = "storage.write"
 STORAGE_DELETE = "storage.delete"
 STORAGE_LIST = "storage.list"
 STORAGE_SEARCH = "storage.search"
+LIST_SESSIONS = "sessions.list"
+ERASE_SESSIONS = "sessions.erase"
 
 # -- metrics -------------------------------------------------------------------------------------------------------
 DURATION = METER.create_histogram(
