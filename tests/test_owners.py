@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -522,3 +523,21 @@ def test_an_erasure_succeeds_while_the_owners_agents_keep_writing(client: valkey
 
     assert erased == 3 and len(stopped) == 3  # every writer was refused once its session was gone
     assert every_key(client) == {}
+
+
+def test_cli_lists_and_erases_an_owners_encrypted_sessions_given_the_keyring(
+    cli, client: valkey.Valkey, make_agent, tmp_path
+) -> None:
+    ring = Keyring({"k1": bytes(range(32))}, current="k1")
+    make_agent(ValkeySessionManager("chat-1", client, owner="alice", encryption=ring))("Trip to Lisbon")
+    path = tmp_path / "ring.json"
+    path.write_text(json.dumps({"current": "k1", "keys": {"k1": base64.b64encode(bytes(range(32))).decode()}}))
+
+    without = cli("sessions", "--owner", "alice")
+    listed = cli("sessions", "--owner", "alice", "--json", "--keyring-file", str(path))
+    erased = cli("delete", "--owner", "alice", "--yes", "--keyring-file", str(path))
+
+    assert without.exit_code != 0 and "k1" in without.stderr  # it cannot tell whose the session is, and says why
+    assert listed.exit_code == 0, listed.stderr
+    assert [item["session_id"] for item in json.loads(listed.stdout)] == ["chat-1"]
+    assert erased.exit_code == 0 and client.dbsize() == 0

@@ -302,6 +302,7 @@ PAGE = 50
 )
 @click.option("--all", "every", is_flag=True, help="List every session (no --limit).")
 @click.option("--owner", metavar="OWNER", help="Only this owner's sessions, most recently used first (no SCAN).")
+@sealed.keyring_option
 @_store_options
 @_snapshot_options
 @_json_option
@@ -310,6 +311,7 @@ def sessions(
     limit: int | None,
     every: bool,
     owner: str | None,
+    keyring_file: str | None,
     url: str | None,
     key_prefix: str,
     cluster: bool,
@@ -331,7 +333,7 @@ def sessions(
     if limit is None and not every and not as_json:
         limit = PAGE
     if owner is not None:
-        _owner_sessions(owner, match, limit, url, key_prefix, cluster, as_json)
+        _owner_sessions(owner, match, limit, keyring_file, url, key_prefix, cluster, as_json)
         return
     out = Output(as_json)
     storage_prefix, layout = _snapshot_choice()
@@ -383,7 +385,14 @@ def sessions(
 
 
 def _owner_sessions(
-    owner: str, match: str, limit: int | None, url: str | None, key_prefix: str, cluster: bool, as_json: bool
+    owner: str,
+    match: str,
+    limit: int | None,
+    keyring_file: str | None,
+    url: str | None,
+    key_prefix: str,
+    cluster: bool,
+    as_json: bool,
 ) -> None:
     if match != "*":
         raise click.UsageError("--match and --owner do not go together: an owner's listing is not scanned")
@@ -391,7 +400,7 @@ def _owner_sessions(
     out = Output(as_json)
     found: list[SessionInfo] = []
     with _open(url, key_prefix, cluster) as store:
-        listing, cursor = SessionDirectory(store.client, key_prefix), None
+        listing, cursor = SessionDirectory(store.client, key_prefix, encryption=sealed.keyring(keyring_file)), None
         while limit is None or len(found) < limit:
             page, cursor = listing.list(owner, limit=min(limit or MAX_PAGE, MAX_PAGE), cursor=cursor)
             found += page
@@ -810,10 +819,17 @@ def rekey(
 @click.argument("session", nargs=-1, metavar="SESSION...", callback=_ids)
 @click.option("--owner", metavar="OWNER", help="Erase every session of this owner, and its listing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@sealed.keyring_option
 @_store_options
 @_snapshot_options
 def delete(
-    session: tuple[str, ...], owner: str | None, yes: bool, url: str | None, key_prefix: str, cluster: bool
+    session: tuple[str, ...],
+    owner: str | None,
+    yes: bool,
+    keyring_file: str | None,
+    url: str | None,
+    key_prefix: str,
+    cluster: bool,
 ) -> None:
     """Delete sessions and every key of theirs.
 
@@ -830,7 +846,7 @@ def delete(
         if not yes and not _confirmed(f"Erase every session of owner {escape(owner)} and all their keys?"):
             raise CliError("nothing deleted (not confirmed; pass --yes to delete without asking)", REFUSED)
         with _open(url, key_prefix, cluster) as store:
-            erased = SessionDirectory(store.client, key_prefix).erase(owner)
+            erased = SessionDirectory(store.client, key_prefix, encryption=sealed.keyring(keyring_file)).erase(owner)
         out.say(f"erased {plural(erased, 'session')} of owner {escape(owner)}")
         return
     if not yes:
