@@ -19,6 +19,7 @@ from rich.markup import escape
 from .. import __version__
 from ..directory import MAX_PAGE, SessionDirectory, SessionInfo
 from ..keys import validate_id, validate_prefix
+from ..values import Keyring
 from . import connect, demo, models, sealed, snapshots, tail, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, named, plural, seconds, shorten, ttl_seconds
@@ -333,7 +334,7 @@ def sessions(
     if limit is None and not every and not as_json:
         limit = PAGE
     if owner is not None:
-        _owner_sessions(owner, match, limit, keyring_file, url, key_prefix, cluster, as_json)
+        _owner_sessions(owner, match, limit, as_json, (url, key_prefix, cluster), sealed.keyring(keyring_file))
         return
     out = Output(as_json)
     storage_prefix, layout = _snapshot_choice()
@@ -385,22 +386,17 @@ def sessions(
 
 
 def _owner_sessions(
-    owner: str,
-    match: str,
-    limit: int | None,
-    keyring_file: str | None,
-    url: str | None,
-    key_prefix: str,
-    cluster: bool,
-    as_json: bool,
+    owner: str, match: str, limit: int | None, as_json: bool, where: tuple[str | None, str, bool], ring: Keyring | None
 ) -> None:
+    """List an owner's sessions (``sessions --owner``); ``where``: the store's url, key prefix and cluster flag."""
     if match != "*":
         raise click.UsageError("--match and --owner do not go together: an owner's listing is not scanned")
     _checked("--owner", owner)
     out = Output(as_json)
     found: list[SessionInfo] = []
+    url, key_prefix, cluster = where
     with _open(url, key_prefix, cluster) as store:
-        listing, cursor = SessionDirectory(store.client, key_prefix, encryption=sealed.keyring(keyring_file)), None
+        listing, cursor = SessionDirectory(store.client, key_prefix, encryption=ring), None
         while limit is None or len(found) < limit:
             page, cursor = listing.list(owner, limit=min(limit or MAX_PAGE, MAX_PAGE), cursor=cursor)
             found += page
