@@ -6,14 +6,14 @@ import subprocess
 import sys
 import textwrap
 import threading
-from contextlib import contextmanager
+from contextlib import asynccontextmanager
 
 import pytest
 import valkey
 from helpers import wait_until
 from strands.types.exceptions import SessionException
 
-from strands_valkey_session_manager import ValkeySessionManager, session_manager
+from strands_valkey_session_manager import ValkeySessionManager, driver
 
 NEIGHBOURS = ["user-4", "user-420", "user-42x", "xuser-42"]
 
@@ -97,15 +97,15 @@ def test_keys_written_while_a_delete_reads_the_session_are_deleted_too(
     writer = make_agent(ValkeySessionManager(session_id="s", client=client))
     writer("hello")
     deleting = ValkeySessionManager(session_id="s", client=client)
-    pinned = session_manager.replication.pinned
+    pinned = driver.SyncDriver.pinned
     written: list[str] = []
 
-    @contextmanager
-    def read_then_write(*args):  # another process writes between the delete's read and its MULTI/EXEC
-        with pinned(*args) as send:
+    @asynccontextmanager
+    async def read_then_write(*args):  # another process writes between the delete's read and its MULTI/EXEC
+        async with pinned(*args) as send:
 
-            def send_then_write(commands):
-                replies = send(commands)
+            async def send_then_write(commands):
+                replies = await send(commands)
                 if not written:
                     written.append(write)
                     if write == "a message":
@@ -119,7 +119,7 @@ def test_keys_written_while_a_delete_reads_the_session_are_deleted_too(
 
             yield send_then_write
 
-    monkeypatch.setattr(session_manager.replication, "pinned", read_then_write)
+    monkeypatch.setattr(driver.SyncDriver, "pinned", read_then_write)
     deleting.delete_session("s")
 
     assert client.keys("*") == []
@@ -176,14 +176,16 @@ def test_a_delete_killed_between_the_record_and_the_rest_leaves_nothing_a_new_lo
 
         manager = ValkeySessionManager("s", valkey.Valkey(port={server.port}))
         run = manager._script
-        def outrun_then_killed(script, session_id, own, args, *rest, **kwargs):
+        async def outrun_then_killed(io, script, session_id, own, args, *rest, **kwargs):
             if script is scripts.DELETE_SESSION and args[0] == "":
                 raise errors.SessionChanging("writers outran the walk")  # as busy writers make it
             if script is scripts.DELETE_SESSION and args[0] == "remnants":
                 os._exit(9)  # the record is gone; the process dies before the rest
-            return run(script, session_id, own, args, *rest, **kwargs)
+            return await run(io, script, session_id, own, args, *rest, **kwargs)
+        async def by_script(*args):
+            return None  # the script's way, as under load
         manager._script = outrun_then_killed
-        manager._delete_watched = lambda *args: None  # the script's way, as under load
+        manager._delete_watched = by_script
         manager.delete_session("s")
         """
     )

@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from strands.types.exceptions import SessionException
 from valkey.backoff import ExponentialBackoff
 from valkey.retry import Retry
 
-from strands_valkey_session_manager import ValkeySessionManager, session_manager
+from strands_valkey_session_manager import ValkeySessionManager, driver
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
@@ -220,20 +220,20 @@ def test_a_delete_whose_connection_is_killed_between_its_read_and_its_del_delete
     open_agent(client, SESSION)("hello")
     logout = ValkeySessionManager(SESSION, client)
     admin = server.client()
-    pinned = session_manager.replication.pinned
+    pinned = driver.SyncDriver.pinned
 
-    @contextmanager
-    def killed_after_the_read(*args):
-        with pinned(*args) as send:
+    @asynccontextmanager
+    async def killed_after_the_read(*args):
+        async with pinned(*args) as send:
 
-            def send_then_kill(commands):
-                replies = send(commands)
+            async def send_then_kill(commands):
+                replies = await send(commands)
                 admin.client_kill_filter(_type="normal", skipme=True)  # this connection among them
                 return replies
 
             yield send_then_kill
 
-    monkeypatch.setattr(session_manager.replication, "pinned", killed_after_the_read)
+    monkeypatch.setattr(driver.SyncDriver, "pinned", killed_after_the_read)
     logout.delete_session(SESSION)
 
     assert client.keys("*") == []

@@ -163,10 +163,10 @@ def test_a_process_killed_between_an_append_and_its_settle_leaves_nothing_a_new_
         agent("old text")  # its next append is a plain block
         ValkeySessionManager("s", client).delete_session("s")  # another process logs the user out
         run = manager._script
-        def killed_before_the_settle(script, *args, **kwargs):
+        async def killed_before_the_settle(io, script, *args, **kwargs):
             if script is scripts.SETTLE_APPEND:
                 os._exit(9)  # the block ran; the process dies before its settle is sent
-            return run(script, *args, **kwargs)
+            return await run(io, script, *args, **kwargs)
         manager._script = killed_before_the_settle
         manager.append_message({{"role": "user", "content": [{{"text": "written after the logout"}}]}}, agent)
         """

@@ -34,6 +34,7 @@ from valkey.cluster import ValkeyCluster
 from valkey.exceptions import ValkeyError
 
 from . import codec, connection, errors, replication, scripts, telemetry
+from .driver import SyncDriver, drive
 from .keys import AGENT, MULTI_AGENT, KeySchema, parse_suffix, validate_id
 from .options import Client
 from .values import PLAIN, Keyring, Values
@@ -142,13 +143,20 @@ class Listing:
     """
 
     def __init__(
-        self, client: Client, keys: KeySchema, session_id: str, ttl_ms: int, clock: Callable[[], float | None]
+        self,
+        run: Callable[[scripts.Script, list[str], list[Any]], Any],
+        keys: KeySchema,
+        session_id: str,
+        ttl_ms: int,
+        clock: Callable[[], float | None],
     ) -> None:
-        """``clock()``: the server's time (ms) as this host estimates it, never behind it (``None``: not known).
+        """Note a session's listing: ``run(script, keys, args)`` runs a script on the manager's client.
+
+        ``clock()``: the server's time (ms) as this host estimates it, never behind it (``None``: not known).
 
         Nothing is sent until an owner is known (``owner``) and the session opened.
         """
-        self.client, self.keys, self.session_id, self.ttl_ms, self.clock = client, keys, session_id, ttl_ms, clock
+        self.run, self.keys, self.session_id, self.ttl_ms, self.clock = run, keys, session_id, ttl_ms, clock
         self.owner: str | None = None
         #: Whether the first user message's text becomes the title (not with encryption: the owner's keys are
         #: not encrypted, and that text would be kept in clear there).
@@ -181,7 +189,7 @@ class Listing:
             return
         keys = [self.keys.owner(self.owner), self.keys.owner_titles(self.owner)]
         try:
-            scripts.OWNER_FORGET(self.client, keys, [self.session_id, ""])
+            self.run(scripts.OWNER_FORGET, keys, [self.session_id, ""])
         except ValkeyError as error:
             logger.warning(
                 "session_id=<%s> | not taken out of its owner's listing (the next listing will): %s",
@@ -196,7 +204,7 @@ class Listing:
         args = [self.session_id, "" if deadline is None else deadline, life, MARGIN_MS, title, how]
         now = self.clock()  # before the touch: the script's clock is later
         try:
-            scripts.OWNER_TOUCH(self.client, keys, args)
+            self.run(scripts.OWNER_TOUCH, keys, args)
         except ValkeyError as error:
             if not quiet:
                 with errors.translated(SessionException, "set title", keys[1]):
@@ -341,12 +349,13 @@ class SessionDirectory:
 
     def _delete_again(self, keys: builtins.list[str], args: builtins.list[Any], walk: builtins.list[str]) -> int:
         """Delete one session on its own (its batched call did not simply succeed), record first under busy writers."""
+        io = SyncDriver(self.client)
 
-        def call(arguments: builtins.list[Any], declared: builtins.list[str]) -> int:
-            deleted: int = scripts.run(scripts.DELETE_SESSION, self.client, keys, arguments, walk=declared)
+        async def call(arguments: builtins.list[Any], declared: builtins.list[str]) -> int:
+            deleted: int = await scripts.run_on(scripts.DELETE_SESSION, io, keys, arguments, walk=declared)
             return deleted
 
-        return scripts.delete_session(call, walk, args[1])
+        return drive(scripts.delete_session(call, walk, args[1]))
 
     def _delete_call(
         self, session_id: str, record: bytes, agents: dict[str, builtins.list[Any]], multi: builtins.list[str]

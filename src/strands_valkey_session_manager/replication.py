@@ -28,7 +28,8 @@ scaling out, failover):
 
 A write keeps following its slot for at most :data:`MIGRATION_WAIT` seconds from its first ``TRYAGAIN``
 or ``MOVED`` (each ``MOVED`` after the first one pauses too); then it raises :class:`SlotMigrating`.
-valkey-py's own handling (``ValkeyCluster.execute_command``, 6.2) is not used for these: it retries
+This is one implementation for every kind of client, on a driver's primitives (driver.py). valkey-py's own
+handling (``ValkeyCluster.execute_command``, 6.2; its asyncio client's has the same limits) is not used: it retries
 ``TRYAGAIN`` for only about 0.4 s (16 attempts, the last 8 after 50 ms each) before a bare
 ``ClusterError("TTL exhausted.")``, and it fails on an ``ASK`` to a node it has not seen (AttributeError),
 after which it releases a connection twice (replies then reach the wrong caller).
@@ -43,11 +44,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from valkey.cluster import PRIMARY, ClusterNode, ValkeyCluster
-from valkey.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError, ValkeyError
+from valkey.exceptions import AskError, ClusterDownError, MovedError, TryAgainError, ValkeyError
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
+from .driver import Driver, Sent, SyncDriver, drive
 from .options import Client, number
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ MAX_PAUSE = 0.1
 CLUSTER_DOWN_PAUSE = 0.25
 
 #: Loads (after NOSCRIPT, "function not found") are about no key: the cluster client sends them to every
-#: primary it knows, a node added after an ASK included (see _node_at), so they reach where the call runs.
+#: primary it knows, a node added after an ASK included (the driver's node_at), so they reach where the call runs.
 _LOADS = ("SCRIPT LOAD", "FUNCTION LOAD")
 
 
@@ -115,7 +116,7 @@ class WaitForReplicas:
         number("wait_timeout_ms", self.timeout_ms, least=1, integer=True)
 
 
-def execute(client: Client, key: str, command: Command, wait: WaitForReplicas | None, **options: Any) -> Any:
+async def execute_on(driver: Driver, key: str, command: Command, wait: WaitForReplicas | None, **options: Any) -> Any:
     """Run ``command`` (about ``key``, with ``options``); with ``wait``, pipeline ``WAIT`` after it, same connection.
 
     Raises:
@@ -123,19 +124,20 @@ def execute(client: Client, key: str, command: Command, wait: WaitForReplicas | 
         SlotMigrating: If, on a cluster, ``key``'s slot was still moving after ``MIGRATION_WAIT`` seconds.
         ValkeyError: Whatever the server or the connection raised (``NoScriptError`` included).
     """
-    untyped: Any = client  # valkey-py's clients are untyped
-    if isinstance(client, ValkeyCluster):
-        if not isinstance(command, Transaction) and " ".join(map(str, command[:2])).upper().startswith(_LOADS):
-            return untyped.execute_command(*command)
-        (reply,), acknowledged = _on_cluster(untyped, key, [command], wait, options)
+    if driver.cluster:
+        if not isinstance(command, Transaction) and (
+            "target_nodes" in options or " ".join(map(str, command[:2])).upper().startswith(_LOADS)
+        ):
+            return await driver.command(*command, **options)
+        (reply,), acknowledged = await _on_cluster(driver, key, [command], wait, options)
     elif wait is None and not isinstance(command, Transaction):
-        return untyped.execute_command(*command, **options)
+        return await driver.command(*command, **options)
     else:
-        (reply,), acknowledged = _send(untyped, [command], wait, False, options)
+        (reply,), acknowledged = await _send(driver, None, [command], wait, False, options)
     return _checked([reply], acknowledged, wait)[0]
 
 
-def read(client: Client, key: str, *commands: tuple[Any, ...], **options: Any) -> list[Any]:
+async def read_on(driver: Driver, key: str, *commands: tuple[Any, ...], **options: Any) -> list[Any]:
     """Run read-only ``commands`` about ``key``'s slot in one round trip (a pipeline, not a transaction).
 
     On a cluster they follow the slot while it moves, as writes do: a command whose key has moved is sent
@@ -146,34 +148,47 @@ def read(client: Client, key: str, *commands: tuple[Any, ...], **options: Any) -
         SlotMigrating: If ``key``'s slot was still moving after ``MIGRATION_WAIT`` seconds.
         ValkeyError: Whatever the server or the connection raised.
     """
-    untyped: Any = client
-    if isinstance(client, ValkeyCluster):
-        return _checked(*_on_cluster(untyped, key, list(commands), None, options), None)
-    return _checked(_send(untyped, list(commands), None, False, options)[0], None, None)
+    if driver.cluster:
+        return _checked(*await _on_cluster(driver, key, list(commands), None, options), None)
+    return _checked((await _send(driver, None, list(commands), None, False, options))[0], None, None)
 
 
-def _send(
-    node: Any, commands: list[Command], wait: WaitForReplicas | None, asking: bool, options: dict[str, Any]
+def execute(client: Client, key: str, command: Command, wait: WaitForReplicas | None, **options: Any) -> Any:
+    """:func:`execute_on` a synchronous client."""
+    return drive(execute_on(SyncDriver(client), key, command, wait, **options))
+
+
+def read(client: Client, key: str, *commands: tuple[Any, ...], **options: Any) -> list[Any]:
+    """:func:`read_on` a synchronous client."""
+    return drive(read_on(SyncDriver(client), key, *commands, **options))
+
+
+async def _send(
+    driver: Driver,
+    node: Any,
+    commands: list[Command],
+    wait: WaitForReplicas | None,
+    asking: bool,
+    options: dict[str, Any],
 ) -> tuple[list[Any], Any]:
     """Send the commands (each after ``ASKING``, if ``asking``; with ``options``) [, WAIT] to one node, one round trip.
 
     Returns their replies and WAIT's (``None`` without ``wait``), errors as values.
     """
-    pipe = node.pipeline(transaction=False)
+    batch: list[Sent] = []
     sizes = []  # how many replies each command has: ASKING's, then its own (MULTI's, each QUEUED, EXEC's)
     for command in commands:
         if asking:
-            pipe.execute_command("ASKING")  # it lets the next command (a MULTI: the block) into an importing slot
+            batch.append((("ASKING",), {}))  # it lets the next command (a MULTI: the block) into an importing slot
         if isinstance(command, Transaction):
-            pipe.response_callbacks = {}  # the server's replies as they are: QUEUED is no command's reply
-            for part in (("MULTI",), *command.commands, ("EXEC",)):
-                pipe.execute_command(*part, **options)
+            batch += [(part, options) for part in (("MULTI",), *command.commands, ("EXEC",))]
         else:
-            pipe.execute_command(*command, **options)
+            batch.append((command, options))
         sizes.append(asking + (len(command.commands) + 2 if isinstance(command, Transaction) else 1))
     if wait is not None:
-        pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
-    replies = pipe.execute(raise_on_error=False)
+        batch.append((("WAIT", wait.replicas, wait.timeout_ms), {}))
+    # A transaction's replies as the server sends them: QUEUED is no command's reply.
+    replies = await driver.round_trip(node, batch, any(isinstance(command, Transaction) for command in commands))
     acknowledged = replies.pop() if wait is not None else None
     answers, first = [], 0
     for size in sizes:
@@ -191,37 +206,17 @@ def pinned(client: Client, key: str) -> Iterator[Callable[[list[tuple[Any, ...]]
     Yields ``send(commands)``: one round trip on that connection, the replies as bytes, errors as values (a
     redirection too: nothing here follows a moving slot). A connection left watching keys (a ``WATCH`` not
     ended by ``EXEC``, ``DISCARD`` or ``UNWATCH``), or that failed, is closed rather than pooled: the next
-    caller's transaction must not inherit its watches.
+    caller's transaction must not inherit its watches. (The driver's ``pinned``, on a synchronous client.)
     """
-    untyped: Any = client
-    if isinstance(client, ValkeyCluster):
-        untyped = untyped.get_valkey_connection(untyped.nodes_manager.get_node_from_slot(untyped.keyslot(key)))
-    pool = untyped.connection_pool
-    connection = pool.get_connection("WATCH")
-    watching = False
-
-    def send(commands: list[tuple[Any, ...]]) -> list[Any]:
-        nonlocal watching
-        connection.send_packed_command(connection.pack_commands(commands))
-        replies = []
-        for command in commands:
-            try:
-                replies.append(connection.read_response(disable_decoding=True))
-            except ResponseError as error:
-                replies.append(error)
-            name = str(command[0]).upper()
-            watching = name == "WATCH" or (watching and name not in ("EXEC", "DISCARD", "UNWATCH"))
-        return replies
-
+    holder = SyncDriver(client).pinned(key)
+    send = drive(holder.__aenter__())
     try:
-        yield send
-    except BaseException:
-        watching = True
-        raise
-    finally:
-        if watching:
-            connection.disconnect()
-        pool.release(connection)
+        yield lambda commands: drive(send(commands))
+    except BaseException as error:
+        if not drive(holder.__aexit__(type(error), error, error.__traceback__)):
+            raise
+    else:
+        drive(holder.__aexit__(None, None, None))
 
 
 def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None) -> list[Any]:
@@ -243,27 +238,28 @@ def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None
     return replies
 
 
-def _on_cluster(
-    cluster: Any, key: str, commands: list[Command], wait: WaitForReplicas | None, options: dict[str, Any]
+async def _on_cluster(
+    driver: Driver, key: str, commands: list[Command], wait: WaitForReplicas | None, options: dict[str, Any]
 ) -> tuple[list[Any], Any]:
     """Send the commands to the node serving ``key``'s slot, following the slot while it moves (module docstring).
 
     A command that met the slot in motion (``MOVED``, ``ASK``, ``TRYAGAIN``) did not run: it is sent again;
     the replies of the others are kept. Returns the replies, and ``WAIT``'s from the round that ran the last.
     """
-    slot = cluster.keyslot(key)
-    retries = int(cluster.cluster_error_retry_attempts)  # after a dropped connection, as ValkeyCluster does
-    moving = _Moving(key, slot)
+    slot = driver.keyslot(key)
+    retries = driver.retries  # after a dropped connection, as ValkeyCluster does
+    moving = _Moving(driver, key, slot)
     replies: list[Any] = [None] * len(commands)
     pending = list(range(len(commands)))
-    asked: ClusterNode | None = None
+    asked: Any = None
     while True:
-        node = asked or cluster.nodes_manager.get_node_from_slot(slot)
+        node = asked or await driver.node_of(slot)
         try:
-            connection = cluster.get_valkey_connection(node)
-            answers, acknowledged = _send(connection, [commands[i] for i in pending], wait, asked is not None, options)
+            answers, acknowledged = await _send(
+                driver, node, [commands[i] for i in pending], wait, asked is not None, options
+            )
         except (ValkeyConnectionError, ValkeyTimeoutError):
-            _refresh_topology(cluster)  # the primary may have failed over: find the slot's owner
+            await _refresh_topology(driver)  # the primary may have failed over: find the slot's owner
             if retries == 0:
                 raise
             retries -= 1
@@ -274,7 +270,7 @@ def _on_cluster(
             if isinstance(answer, MovedError | TryAgainError) or (isinstance(answer, ClusterDownError) and retries):
                 refusals.append(answer)
             elif isinstance(answer, AskError):  # after MovedError, which is an AskError too
-                asked = _node_at(cluster, answer.host, answer.port)
+                asked = driver.node_at(answer.host, answer.port)
             else:
                 replies[i] = answer
                 pending.remove(i)
@@ -285,26 +281,26 @@ def _on_cluster(
         refusal = refusals[0]
         if isinstance(refusal, ClusterDownError):
             logger.debug("key=<%s> | %s, retrying in %.2f s", key, refusal, CLUSTER_DOWN_PAUSE)
-            time.sleep(CLUSTER_DOWN_PAUSE)
-            _refresh_topology(cluster)
+            await driver.sleep(CLUSTER_DOWN_PAUSE)
+            await _refresh_topology(driver)
             retries -= 1
         elif isinstance(refusal, MovedError):
-            moving.wait(refusal, first_is_free=True)
-            cluster.nodes_manager.update_moved_exception(refusal)  # what ValkeyCluster does: fix that slot's owner
+            await moving.wait(refusal, first_is_free=True)
+            driver.moved(refusal)  # what ValkeyCluster does: fix that slot's owner
         else:
-            moving.wait(refusal)
+            await moving.wait(refusal)
 
 
 class _Moving:
     """Paces the attempts of one write while its slot moves; past ``MIGRATION_WAIT`` raises ``SlotMigrating``."""
 
-    def __init__(self, key: str, slot: int) -> None:
-        self.key, self.slot = key, slot
+    def __init__(self, driver: Driver, key: str, slot: int) -> None:
+        self.driver, self.key, self.slot = driver, key, slot
         self.deadline = 0.0
         self.pause = FIRST_PAUSE
         self.refusals = 0
 
-    def wait(self, reply: ValkeyError, first_is_free: bool = False) -> None:
+    async def wait(self, reply: ValkeyError, first_is_free: bool = False) -> None:
         """Pause before the next attempt (no pause for a first free refusal); raise once past the deadline."""
         now = time.monotonic()
         if not self.deadline:
@@ -321,28 +317,13 @@ class _Moving:
             return
         pause = min(self.pause, self.deadline - now)
         logger.debug("key=<%s>, slot=<%d> | %s: slot moving, retrying in %.3f s", self.key, self.slot, reply, pause)
-        time.sleep(pause)
+        await self.driver.sleep(pause)
         self.pause = min(self.pause * 2, MAX_PAUSE)
 
 
-def _node_at(cluster: Any, host: str, port: int) -> ClusterNode:
-    """Return the cluster client's node at ``host:port``, adding it if the client has not seen it yet.
-
-    valkey-py learns nodes from the slot map: a master added to scale out is unknown until it serves a
-    slot, yet an ``ASK`` sends writes to it before. Added as ValkeyCluster adds the target of a ``MOVED``,
-    so that a load (sent to every known primary on ``NOSCRIPT``) reaches it too. (Should the client reload
-    its slot map between that ``NOSCRIPT`` and the load, the load misses the node and the call fails once.)
-    """
-    node: ClusterNode | None = cluster.get_node(host=host, port=port)
-    if node is None:
-        node = ClusterNode(host, port, PRIMARY)  # type: ignore[no-untyped-call]
-        cluster.nodes_manager.nodes_cache[node.name] = node
-    return node
-
-
-def _refresh_topology(cluster: Any) -> None:
+async def _refresh_topology(driver: Driver) -> None:
     """Reload a cluster client's slot map (what ``ValkeyCluster`` itself does after a failed call)."""
     try:
-        cluster.nodes_manager.initialize()
+        await driver.refresh()
     except ValkeyError as error:  # every node unreachable: the next call will say so
         logger.debug("could not refresh the cluster's slot map: %s", error)

@@ -24,6 +24,7 @@ from valkey.cluster import ValkeyCluster
 from valkey.exceptions import NoScriptError, ResponseError
 
 from . import errors, replication, values
+from .driver import Driver, SyncDriver, drive
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,33 @@ class Script:
             await call("SCRIPT LOAD", self.source)  # a cluster client loads it on every primary
             return await call(*evalsha)
 
+    async def on(
+        self,
+        driver: Driver,
+        keys: list[str],
+        args: list[Any],
+        wait: replication.WaitForReplicas | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run the script through ``driver``; with ``wait``, ``WAIT`` for replicas in the same round trip.
+
+        On a cluster the call follows the session's slot while it moves (replication.execute_on); with
+        ``target_nodes=`` it goes there. ``options`` go with the script's call (``NEVER_DECODE``: its reply as
+        bytes). A client on which FCALL or FUNCTION LOAD is refused calls by EVALSHA from then on.
+        """
+
+        async def call(*command: Any) -> Any:
+            if command[0] in _SCRIPT_CALLS:
+                return await replication.execute_on(driver, keys[0] if keys else "", command, wait, **options)
+            return await replication.execute_on(driver, keys[0] if keys else "", command, None)
+
+        while True:
+            try:
+                return await self._run(call, keys, args, driver.client not in _NO_FUNCTIONS)
+            except FunctionsRefused as refused:
+                logger.debug("calling the scripts by EVALSHA on this client: %s", refused.__cause__)
+                _NO_FUNCTIONS.add(driver.client)
+
     def __call__(
         self,
         client: valkey.Valkey | Any,
@@ -102,36 +130,8 @@ class Script:
         wait: replication.WaitForReplicas | None = None,
         **options: Any,
     ) -> Any:
-        """Run the script on a synchronous client; with ``wait``, ``WAIT`` for replicas in the same round trip.
-
-        On a cluster the call follows the session's slot while it moves (replication.execute). ``options`` go with
-        the script's call (``NEVER_DECODE``: its reply as bytes).
-        """
-
-        async def call(*command: Any) -> Any:  # returns at once: the coroutine never suspends
-            if command[0] in _SCRIPT_CALLS:
-                return replication.execute(client, keys[0], command, wait, **options)
-            return replication.execute(client, keys[0], command, None)
-
-        while True:
-            steps = self._run(call, keys, args, client not in _NO_FUNCTIONS)
-            try:
-                steps.send(None)
-            except StopIteration as done:
-                return done.value
-            except FunctionsRefused as refused:
-                logger.debug("calling the scripts by EVALSHA on this client: %s", refused.__cause__)
-                _NO_FUNCTIONS.add(client)
-                continue
-            raise RuntimeError(f"script {self.name} suspended on a synchronous client")  # pragma: no cover
-
-    async def run_async(self, client: Any, keys: list[str], args: list[Any], **options: Any) -> Any:
-        """Run the script on a ``valkey.asyncio`` client; ``options`` go with each command (``target_nodes=``)."""
-
-        async def call(*command: Any) -> Any:
-            return await client.execute_command(*command, **options)
-
-        return await self._run(call, keys, args, fcall=False)
+        """:meth:`on` a synchronous client."""
+        return drive(self.on(SyncDriver(client), keys, args, wait, **options))
 
 
 class Library:
@@ -173,9 +173,9 @@ def _functions_refused(error: ResponseError) -> bool:
     return about_functions and "script:" not in text
 
 
-def run(
+async def run_on(
     script: Script,
-    client: valkey.Valkey | Any,
+    driver: Driver,
     keys: list[str],
     args: list[Any],
     *,
@@ -185,12 +185,13 @@ def run(
     known: dict[str, None] | None = None,
     wait: replication.WaitForReplicas | None = None,
     raw: bool = False,
+    session: bool = True,
 ) -> Any:
     """Run a session script (lua/session.lua says how it is called), declaring what its walk must reach.
 
     Args:
         script: The session script.
-        client: A synchronous client.
+        driver: The client's driver (driver.py).
         keys: The session record key, its index key, then the script's own keys.
         args: The script's own arguments.
         ttl_ms: The session's ttl (0: none of its own).
@@ -200,6 +201,8 @@ def run(
             asked for are added to it, so a caller that keeps it declares them at once the next time.
         wait: ``WAIT`` for replicas after the script, in the same round trip.
         raw: The reply as bytes, whatever the client decodes (a stored value, which may be binary: values.py).
+        session: False for a script that is no session script (ValkeyStorage's): ``args`` are all its ARGV, and
+            the keys it must reach are declared after ``keys``.
 
     A script that must walk the whole session (a due TTL refresh, a delete) and reaches keys that were not
     declared fails with ``UNDECLARED`` and their names, having changed nothing; they are declared and the
@@ -211,9 +214,8 @@ def run(
     for _ in range(MAX_WALKS):
         try:
             options = {NEVER_DECODE: True} if raw else {}
-            return script(
-                client, [*own, *extra], [ttl_ms, fence[1] if fence else "", len(extra), *args], wait, **options
-            )
+            argv = [ttl_ms, fence[1] if fence else "", len(extra), *args] if session else args
+            return await script.on(driver, [*own, *extra], argv, wait, **options)
         except ResponseError as error:
             learnt = undeclared(error, keys[0])
         if known is not None:  # declare every key known, not only those asked for: fewer calls to come
@@ -222,6 +224,11 @@ def run(
             learnt = [key for key in list(known) if key not in declared]  # list(): one step, other threads add
         extra += learnt
     raise errors.SessionChanging(f"{keys[0]}: its keys changed during {MAX_WALKS} calls of {script.name}")
+
+
+def run(script: Script, client: valkey.Valkey | Any, keys: list[str], args: list[Any], **how: Any) -> Any:
+    """:func:`run_on` a synchronous client."""
+    return drive(run_on(script, SyncDriver(client), keys, args, **how))
 
 
 def run_each(
@@ -249,7 +256,9 @@ def run_each(
     ]
 
 
-def delete_session(call: Callable[[list[Any], list[str]], int], walk: list[str], record: Any = "") -> int:
+async def delete_session(
+    call: Callable[[list[Any], list[str]], Awaitable[int]], walk: list[str], record: Any = ""
+) -> int:
     """Delete a session by lua/delete_session.lua, sent by ``call(args, walk)``; returns how many keys went.
 
     Atomically, as a rule. A walk must declare every key it reaches, and writers adding messages faster than
@@ -260,11 +269,11 @@ def delete_session(call: Callable[[list[Any], list[str]], int], walk: list[str],
     id (or a delete) deletes first.
     """
     try:
-        return call(["", record], walk)
+        return await call(["", record], walk)
     except errors.SessionChanging:
         logger.debug("key=<%s> | writers kept adding keys: deleting the record first", walk[:1])
-    deleted = call(["record", record], [])
-    return deleted + call(["remnants", ""], walk) if deleted or not record else 0
+    deleted = await call(["record", record], [])
+    return deleted + await call(["remnants", ""], walk) if deleted or not record else 0
 
 
 def undeclared(error: ResponseError, key: str) -> list[str]:

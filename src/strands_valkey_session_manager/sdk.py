@@ -83,6 +83,11 @@ def forget_agent(manager: RepositorySessionManager, agent_id: str) -> None:
         state.pop(agent_id, None)
 
 
+def forget_synced(manager: RepositorySessionManager, agent_id: str) -> None:
+    """Forget what the SDK last synced of the agent, so that its next ``sync_agent`` writes it (a write failed)."""
+    manager._last_synced_internal_state.pop(agent_id, None)
+
+
 def restore_from_session(manager: RepositorySessionManager) -> None:
     """Make the SDK restore agents from the session rather than treat it as new (it was created concurrently)."""
     manager._is_new_session = False

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import inspect
 import json
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from strands.hooks import HookRegistry, MessageUpdatedEvent
+from strands.hooks import AgentInitializedEvent, HookRegistry, MessageUpdatedEvent, MultiAgentInitializedEvent
 from strands.session.repository_session_manager import RepositorySessionManager
 from strands.session.session_repository import SessionRepository
 from strands.types.content import Message
@@ -24,11 +26,13 @@ from valkey.exceptions import ResponseError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from . import codec, connection, directory, errors, replication, scripts, sdk, telemetry
+from .driver import AsyncioDriver, Driver, SyncDriver, drive, driver_for
 from .held_records import HeldRecords
 from .invocation import Heartbeat
 from .keys import AGENT, MESSAGE, MESSAGES, MULTI_AGENT, KeySchema, parse_suffix, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
+from .storage.client_loop import AsyncClient, ClientLoop, clone_client
 from .values import DEFAULT_MAX_VALUE_BYTES, Keyring, Values
 
 if TYPE_CHECKING:
@@ -41,6 +45,20 @@ logger = logging.getLogger(__name__)
 _errors = functools.partial(errors.translated, SessionException)
 
 DEFAULT_TTL = 3600
+
+#: An operation on the store, written once for every kind of client: a coroutine on the driver it is given.
+Operation = Callable[[Driver], Coroutine[Any, Any, Any]]
+
+#: Set while the SDK's synchronous logic runs inside an async hook: (manager, its queue). The manager's writes
+#: are queued there, then awaited by the hook (``_deferring``). A context variable: other threads (the keep-alive)
+#: never see it.
+_DEFERRED: contextvars.ContextVar[tuple[Any, list[Operation]] | None] = contextvars.ContextVar(
+    "valkey_session_deferred", default=None
+)
+#: Set by ``open()`` around the construction it runs in a worker thread: the loop that awaits its I/O.
+_OPENING_ON: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
+    "valkey_session_opening_on", default=None
+)
 
 #: Clients whose server refused ``SET ... IFEQ`` (before Valkey 8.1; Redis OSS): their agent updates are scripts.
 _NO_IFEQ: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -78,7 +96,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def __init__(
         self,
         session_id: str,
-        client: Client,
+        client: Client | AsyncClient,
         *,
         ttl: int | timedelta | None = DEFAULT_TTL,
         key_prefix: str = "session",
@@ -145,8 +163,18 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         validate_id(session_id, "session_id")
         if owner is not None or require_owner:
             validate_id(owner, "owner (required: require_owner=True)" if require_owner and owner is None else "owner")
-        cluster = connection.check_client(client, "ValkeySessionManager", asyncio=False)  # before anything is sent
+        asyncio_client = isinstance(client, AsyncClient)
+        cluster = connection.check_client(client, "ValkeySessionManager", asyncio=asyncio_client)  # nothing sent yet
         self.client = client
+        self._driver = driver_for(client)
+        # An asyncio client: what is not awaited on the loop that opened the session (open()) runs on a private
+        # loop thread, with a client cloned from it (storage/client_loop.py), as ValkeyStorage does.
+        self._private = None
+        if isinstance(client, AsyncClient):
+            self._private = ClientLoop(functools.partial(clone_client, client), "valkey-session")
+        self._home: asyncio.AbstractEventLoop | None = None  # the loop open() ran on: the client is awaited there
+        self._pending: list[Operation] = []  # writes of a restore on the home loop, awaited by the next hook
+        self._prefetched: dict[tuple[str, str], Any] = {}  # what open() read for the agents' restores
         self.keys = KeySchema(key_prefix, cluster=cluster)
         self.ttl_ms = ttl_ms(ttl)
         self.values = Values(encryption, compression, max_value_bytes)
@@ -155,7 +183,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if lock_timeout is not None:
             self._lock = SessionLock(self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms)
         self.owner = owner
-        self._listing = directory.Listing(client, self.keys, session_id, self.ttl_ms, self._server_ms)
+        self._listing = directory.Listing(self._run_script, self.keys, session_id, self.ttl_ms, self._server_ms)
         self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock, self._listing.kept_alive)
         self._listing.titles = encryption is None  # the first message's text is never kept in clear
         self._held = HeldRecords(self)
@@ -178,7 +206,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self._joined_existing:
             key = self.keys.session(session_id)
             with _errors("read session", key):
-                (raw,) = replication.read(client, key, ("GET", key))
+                (raw,) = self._io(lambda io: replication.read_on(io, key, ("GET", key)), now=True)
             if raw is not None:
                 codec.load_record(Session, raw, key, self.values)  # a foreign value: said so first
             self._check_owner(key, raw)  # the concurrent creator's owner, before anything is written
@@ -199,6 +227,111 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             logger.debug("session_id=<%s> | refused: not opened with its owner", self.session_id)
             raise directory.SessionAccessError(self.session_id)
         self.owner = self._listing.owner = stored if raw is not None else self.owner
+
+    @classmethod
+    async def open(
+        cls, session_id: str, client: AsyncClient, *, agent_ids: Sequence[str] | None = None, **options: Any
+    ) -> ValkeySessionManager:
+        """Open ``session_id`` from async code: every read awaited on this loop, then ``Agent(...)`` sends nothing.
+
+        The constructor runs in a worker thread while its reads and writes are awaited on this loop (which does
+        not block); then the records and messages of the agents ``agent_ids`` names (default: every agent of the
+        session) are read, so that an agent built afterwards is restored from them. A new agent's record, written
+        at construction, is sent by its first hook. ``client`` is then awaited directly on this loop (and on a
+        private loop from any other one).
+
+        Args:
+            session_id: As for the constructor.
+            client: A ``valkey.asyncio.Valkey`` or ``valkey.asyncio.ValkeyCluster``, used on this loop.
+            agent_ids: The agents about to be restored (``None``: every agent of the session).
+            **options: The constructor's options.
+
+        Raises:
+            As the constructor.
+        """
+        loop = asyncio.get_running_loop()
+        token = _OPENING_ON.set(loop)
+        try:
+            manager = await asyncio.to_thread(cls, session_id, client, **options)
+        finally:
+            _OPENING_ON.reset(token)
+        manager._home = loop
+        wanted = manager._agent_ids() if agent_ids is None else list(agent_ids)
+        for agent_id in wanted:
+            key = manager.keys.agent(session_id, agent_id)
+            walk = [manager.keys.messages(session_id, agent_id)]
+            raw = await manager._read_record(manager._driver, "read agent", session_id, key, walk)
+            manager._prefetched[AGENT, agent_id] = raw
+            if raw is not None:
+                reading = manager._list_messages(manager._driver, session_id, agent_id, None, 0)
+                manager._prefetched[MESSAGES, agent_id] = await reading
+        return manager
+
+    def _agent_ids(self) -> list[str]:
+        """Return the agents of this session that opening it found in its index."""
+        parsed = [self.keys.parse(key) for key in list(self._known)]
+        return [found.member_id for found in parsed if found is not None and found.kind == AGENT]
+
+    def _io(self, operation: Operation, now: bool = False) -> Any:
+        """Run ``operation`` from synchronous code; return what it returns.
+
+        A synchronous client: at once, on this thread (its coroutine never suspends, driver.drive). An asyncio
+        client: a write (not ``now``) inside an async hook is queued for the hook to await (``_deferring``);
+        during ``open()`` it is awaited on the opening loop; else it runs on the private loop thread, which
+        blocks only the calling thread.
+        """
+        if isinstance(self._driver, SyncDriver):
+            return drive(operation(self._driver))
+        deferred = _DEFERRED.get()
+        if not now and deferred is not None and deferred[0] is self:
+            deferred[1].append(operation)
+            return None
+        loop = _OPENING_ON.get()
+        if loop is not None:
+            return asyncio.run_coroutine_threadsafe(operation(self._driver), loop).result()
+        return self._private_loop().call(lambda client: operation(AsyncioDriver(client)))
+
+    async def _await(self, operation: Operation) -> Any:
+        """Await ``operation``: on the client itself on the loop ``open()`` ran on, else on the private loop."""
+        if isinstance(self._driver, SyncDriver):
+            return drive(operation(self._driver))
+        if self._home is asyncio.get_running_loop():
+            return await operation(self._driver)
+        return await self._private_loop().run(lambda client: operation(AsyncioDriver(client)))
+
+    def _private_loop(self) -> ClientLoop:
+        assert self._private is not None  # an asyncio client's manager has one
+        return self._private
+
+    def _run_script(self, script: scripts.Script, keys: list[str], args: list[Any]) -> Any:
+        """Run a script (not a session script) now: the owner's listing (directory.Listing)."""
+        return self._io(lambda io: script.on(io, keys, args), now=True)
+
+    def _deferring(self, callback: Callable[[Any], Any]) -> Callable[[Any], Awaitable[None]]:
+        """Return an async hook that runs the SDK's synchronous ``callback`` with the writes queued, then awaits them.
+
+        Writes a restore on the home loop left (``_pending``) go first. If one fails, what the SDK noted as
+        synced of the event's agent is forgotten, so that its next sync writes it again, as after a failed
+        synchronous write.
+        """
+
+        async def hook(event: Any) -> None:
+            queue, self._pending = self._pending, []
+            token = _DEFERRED.set((self, queue))
+            try:
+                callback(event)
+            finally:
+                _DEFERRED.reset(token)
+            try:
+                for operation in queue:
+                    await self._await(operation)
+            except Exception:
+                agent = getattr(event, "agent", None)
+                if agent is not None:
+                    sdk.forget_synced(self, agent.agent_id)
+                raise
+
+        return hook
 
     def set_title(self, title: str) -> None:
         """Give the session the title its owner's listing shows (replacing the first message's); needs an owner.
@@ -251,11 +384,20 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
         Without ``close()``, the connections of a built client go when the manager is garbage collected.
         """
-        if self._owns_client:
+        if self._private is not None:
+            self._private.close()
+        if self._owns_client and not isinstance(self.client, AsyncClient):
             self.client.close()  # type: ignore[no-untyped-call]
 
-    def _script(
-        self, script: scripts.Script, session_id: str, own: list[str], args: list[Any], write: bool = True, **walk: Any
+    async def _script(
+        self,
+        io: Driver,
+        script: scripts.Script,
+        session_id: str,
+        own: list[str],
+        args: list[Any],
+        write: bool = True,
+        **walk: Any,
     ) -> Any:
         """Run a session script (lua/session.lua): KEYS are the session key, its index and ``own``.
 
@@ -268,8 +410,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         wait = self.replica_wait if write else None
         known = self._known if session_id == self.session_id else None
         sent = time.monotonic()
-        reply = scripts.run(
-            script, self.client, keys, args, ttl_ms=self.ttl_ms, fence=fence, known=known, wait=wait, **walk
+        reply = await scripts.run_on(
+            script, io, keys, args, ttl_ms=self.ttl_ms, fence=fence, known=known, wait=wait, **walk
         )
         self._heartbeat.refreshed = sent  # every session script refreshes the session when due
         return reply
@@ -287,18 +429,26 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     def _run_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
         """Run lua/lock.lua on a member of the session for the session lock (lock.py)."""
-        with _errors(operation, member.lock_key):
-            return scripts.run(scripts.LOCK, self.client, member.keys, args, ttl_ms=self.ttl_ms, known=self._known)
+
+        async def lock(io: Driver) -> Any:
+            with _errors(operation, member.lock_key):
+                return await scripts.run_on(scripts.LOCK, io, member.keys, args, ttl_ms=self.ttl_ms, known=self._known)
+
+        return self._io(lock, now=True)
 
     @telemetry.traced(telemetry.KEEP_ALIVE)
     def _keep_alive(self, due_ms: int, extend_ms: int) -> None:
         """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py), every key it knows declared."""
         keys = [self.keys.session(self.session_id), self.keys.index(self.session_id)]
-        with _errors("keep the session alive", keys[0]):
-            args = [due_ms, extend_ms]
-            known, walk = self._known, list(self._known)  # list(): one step, while the agent's thread adds keys
-            self._deadline = None  # it may move: the next append is a script, which says where to
-            scripts.run(scripts.KEEP_ALIVE, self.client, keys, args, ttl_ms=self.ttl_ms, walk=walk, known=known)
+        args = [due_ms, extend_ms]
+
+        async def keep_alive(io: Driver) -> None:
+            with _errors("keep the session alive", keys[0]):
+                known, walk = self._known, list(self._known)  # list(): one step, while the agent's thread adds keys
+                self._deadline = None  # it may move: the next append is a script, which says where to
+                await scripts.run_on(scripts.KEEP_ALIVE, io, keys, args, ttl_ms=self.ttl_ms, walk=walk, known=known)
+
+        self._io(keep_alive, now=True)
         telemetry.refreshed()
         self._listing.kept_alive(extend_ms)
 
@@ -307,6 +457,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     @telemetry.traced(telemetry.CREATE_SESSION)
     def create_session(self, session: Session, **kwargs: Any) -> Session:
         """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
+        return self._io(functools.partial(self._create_session, session=session), now=True)  # type: ignore[no-any-return]
+
+    async def _create_session(self, io: Driver, session: Session) -> Session:
         key = self.keys.session(session.session_id)
         expiry = ("PX", self.ttl_ms) if self.ttl_ms else ()
         record = codec.encode(session)
@@ -314,7 +467,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             record = codec.dumps({**codec.to_dict(session), "owner": self.owner})
         with _errors("create session", key):
             command = ("SET", key, self.values.seal(key, record), "NX", *expiry)
-            created = replication.execute(self.client, key, command, self.replica_wait)
+            created = await replication.execute_on(io, key, command, self.replica_wait)
         if not created:
             if not self._opening:
                 raise SessionException(f"Session {session.session_id} already exists")
@@ -330,6 +483,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         whole session (a due TTL refresh, a delete on logout) declares its members at once and has only
         their messages left to learn; and its deadline and the server's clock, for the plain-command writes.
         """
+        return self._io(functools.partial(self._read_session, session_id=session_id), now=True)  # type: ignore[no-any-return]
+
+    async def _read_session(self, io: Driver, session_id: str) -> Session | None:
         key = self.keys.session(session_id)
         opening = self._opening and session_id == self.session_id
         commands: list[tuple[str, ...]] = [("GET", key)]
@@ -337,7 +493,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             commands += [("SMEMBERS", self.keys.index(session_id)), ("PEXPIRETIME", key), ("TIME",)]
         with _errors("read session", key):
             sent = time.monotonic()
-            raw, *opened = replication.read(self.client, key, *commands, **{NEVER_DECODE: True})  # values are bytes
+            raw, *opened = await replication.read_on(io, key, *commands, **{NEVER_DECODE: True})  # values are bytes
         if opened:
             index, deadline, (seconds, micros) = opened
             for member in index:
@@ -353,10 +509,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if opened:
             self._check_owner(key, raw)  # before anything is written
             if raw is None and index:
-                self._purge_remnants(session_id)
+                await self._purge_remnants(io, session_id)
         return record
 
-    def _purge_remnants(self, session_id: str) -> None:
+    async def _purge_remnants(self, io: Driver, session_id: str) -> None:
         """Delete what a session without a record left (lua/delete_session.lua 'remnants'), before it is created.
 
         Keys under an index but no record are the remnants of a session that is gone: a delete that stopped
@@ -366,7 +522,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """
         key = self.keys.session(session_id)
         with _errors("delete session remnants", key):
-            purged = self._script(scripts.DELETE_SESSION, session_id, [], ["remnants"], walk=list(self._known))
+            purged = await self._script(
+                io, scripts.DELETE_SESSION, session_id, [], ["remnants"], walk=list(self._known)
+            )
         self._known.clear()
         logger.debug("session_id=<%s>, keys=<%d> | deleted the remnants of a session that is gone", session_id, purged)
 
@@ -387,12 +545,19 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         logout) deletes with plain commands (:meth:`_delete_watched`), in two, which costs the server less
         than the walk; when the session is not as a plain delete expects, by the script, which says why.
         """
+        self._io(functools.partial(self._delete_session, session_id=session_id), now=True)
+
+    async def delete_session_async(self, session_id: str) -> None:
+        """:meth:`delete_session`, awaited (an asyncio client: a logout in an async handler waits for nothing)."""
+        await self._await(functools.partial(self._delete_session, session_id=session_id))
+
+    async def _delete_session(self, io: Driver, session_id: str) -> None:
         key = self.keys.session(session_id)
         known = list(self._known) if session_id == self.session_id else []
         with _errors("delete session", key):
-            deleted = None if self._knows_messages(known) else self._delete_watched(session_id, known)
+            deleted = None if self._knows_messages(known) else await self._delete_watched(io, session_id, known)
             if deleted is None:
-                deleted = self._delete_by_script(session_id, known)
+                deleted = await self._delete_by_script(io, session_id, known)
         if session_id == self.session_id:
             self._known.clear()
             self._listing.deleted()
@@ -400,20 +565,20 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
 
-    def _delete_by_script(self, session_id: str, known: list[str]) -> int:
+    async def _delete_by_script(self, io: Driver, session_id: str, known: list[str]) -> int:
         """Delete the session by lua/delete_session.lua: atomically, or record first while writers outrun it."""
 
-        def call(args: list[Any], walk: list[str]) -> int:
-            deleted: int = self._script(scripts.DELETE_SESSION, session_id, [], args, walk=walk)
+        async def call(args: list[Any], walk: list[str]) -> int:
+            deleted: int = await self._script(io, scripts.DELETE_SESSION, session_id, [], args, walk=walk)
             return deleted
 
-        return scripts.delete_session(call, known)
+        return await scripts.delete_session(call, known)
 
     def _knows_messages(self, known: list[str]) -> bool:
         """Whether the ``known`` keys of a session include a message: this manager wrote or restored some."""
         return any((parsed := self.keys.parse(key)) is not None and parsed.kind == MESSAGE for key in known)
 
-    def _delete_watched(self, session_id: str, known: list[str]) -> int | None:
+    async def _delete_watched(self, io: Driver, session_id: str, known: list[str]) -> int | None:
         """Delete the session as an optimistic transaction; returns how many keys went, or None: use the script.
 
         On one connection: ``WATCH`` the record, the index and the message-id ZSETs of the agents ``known``
@@ -429,20 +594,20 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self.replica_wait is not None:
             return None
         try:
-            return self._delete_watched_once(session_id, known)
+            return await self._delete_watched_once(io, session_id, known)
         except (ValkeyConnectionError, ValkeyTimeoutError) as error:  # the connection was closed, not pooled
             logger.debug(
                 "session_id=<%s> | plain delete lost its connection (%s), deleting by script", session_id, error
             )
             return None
 
-    def _delete_watched_once(self, session_id: str, known: list[str]) -> int | None:
+    async def _delete_watched_once(self, io: Driver, session_id: str, known: list[str]) -> int | None:
         """:meth:`_delete_watched`, connection errors raised."""
         key, index = self.keys.session(session_id), self.keys.index(session_id)
         agents = [parsed.member_id for parsed in map(self.keys.parse, known) if parsed and parsed.kind == MESSAGES]
         for _ in range(3):
-            with replication.pinned(self.client, key) as send:
-                read = self._watch(send, session_id, [key, index], agents, ("GET", key), ("SMEMBERS", index))
+            async with io.pinned(key) as send:
+                read = await self._watch(send, session_id, [key, index], agents, ("GET", key), ("SMEMBERS", index))
                 if read is None or read[0] is None or not self._is_session_record(read[0], session_id):
                     return None
                 suffixes = [parse_suffix(member.decode("utf-8", "replace")) for member in read[1]]
@@ -451,7 +616,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     return None  # a member this library does not write: the script's walk says what it is
                 ids = dict(zip(agents, read[2:], strict=True))
                 new = [member_id for kind, member_id in members if kind == AGENT and member_id not in ids]
-                later = self._watch(send, session_id, [], new) if new else []
+                later = await self._watch(send, session_id, [], new) if new else []
                 if later is None:
                     return None
                 ids.update(zip(new, later, strict=True))
@@ -463,14 +628,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                     return None
                 multi_agents = [member_id for kind, member_id in members if kind == MULTI_AGENT]
                 keys = self.keys.every_key(session_id, agents_ids, multi_agents)
-                *_, done = send([("MULTI",), ("DEL", *keys), ("EXEC",)])
+                *_, done = await send([("MULTI",), ("DEL", *keys), ("EXEC",)])
             if done is None:
                 logger.debug("session_id=<%s> | the session changed while a delete read it: again", session_id)
                 continue
             return None if isinstance(done, Exception) else int(done[0])
         return None
 
-    def _watch(
+    async def _watch(
         self, send: Any, session_id: str, keys: list[str], agents: list[str], *reads: tuple[Any, ...]
     ) -> list[Any] | None:
         """``WATCH`` ``keys`` and the agents' message-id ZSETs, run ``reads``, read the ids: one round trip.
@@ -478,7 +643,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         Returns the replies of ``reads``, then each agent's ids; None if anything was refused.
         """
         zsets = [self.keys.messages(session_id, agent_id) for agent_id in agents]
-        replies = send([("WATCH", *keys, *zsets), *reads, *(("ZRANGE", zset, 0, -1) for zset in zsets)])
+        replies = await send([("WATCH", *keys, *zsets), *reads, *(("ZRANGE", zset, 0, -1) for zset in zsets)])
         return None if any(isinstance(reply, Exception) for reply in replies) else replies[1:]
 
     @staticmethod
@@ -497,8 +662,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     # -- agents -----------------------------------------------------------------------------
 
-    def _write_record(
-        self, operation: str, session_id: str, key: str, record: codec.Encodable, walk: Sequence[str] = (), **how: str
+    async def _write_record(
+        self,
+        io: Driver,
+        operation: str,
+        session_id: str,
+        key: str,
+        record: codec.Encodable,
+        walk: Sequence[str] = (),
+        **how: str,
     ) -> tuple[str, bytes]:
         """Create or update one JSON record; returns the ``created_at`` it was stored with, and what was stored.
 
@@ -511,14 +683,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         mode, suffix, not_found = how.get("mode", "create"), how.get("suffix", ""), how.get("not_found", "")
         if self.values.sealing:
             if mode == "update" and "created_at" in data:
-                data = {**data, "created_at": self._stored_created_at(operation, key, not_found)}
+                data = {**data, "created_at": await self._stored_created_at(io, operation, key, not_found)}
             created_at, body = b"", self.values.seal(key, codec.dumps(data))
         else:
             created_at, body = codec.split_created_at(data) if "created_at" in data else (b"", codec.dumps(data))
             self.values.bound(key, len(created_at) + len(body) + 14)  # as joined: {"created_at":<created_at><body>
         with _errors(operation, key, not_found):
             args = [mode, suffix, created_at, body]
-            stored, deadline = self._script(scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
+            stored, deadline = await self._script(io, scripts.WRITE_RECORD, session_id, [key], args, walk=list(walk))
         if session_id == self.session_id:
             self._deadline = deadline
             self._listing.wrote(deadline)
@@ -529,7 +701,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         stored = codec.as_bytes(stored)
         return str(json.loads(stored)), b'{"created_at":' + stored + body
 
-    def _stored_created_at(self, operation: str, key: str, not_found: str) -> str:
+    async def _stored_created_at(self, io: Driver, operation: str, key: str, not_found: str) -> str:
         """Return the ``created_at`` of a stored record: as this manager last stored or read it, or read (a round trip).
 
         ``not_found`` (a ``SessionException``) if the record does not exist.
@@ -537,16 +709,18 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         raw = self._stored.get(key)
         if raw is None:
             with _errors(operation, key):
-                (raw,) = replication.read(self.client, key, ("GET", key), **{NEVER_DECODE: True})
+                (raw,) = await replication.read_on(io, key, ("GET", key), **{NEVER_DECODE: True})
             if raw is None:
                 raise SessionException(not_found or f"key=<{key}> | {operation} refused: the record does not exist")
         return str(codec.loads(raw, key, self.values).get("created_at", ""))
 
-    def _read_record(self, operation: str, session_id: str, key: str, walk: Sequence[str] = ()) -> bytes | str | None:
+    async def _read_record(
+        self, io: Driver, operation: str, session_id: str, key: str, walk: Sequence[str] = ()
+    ) -> bytes | str | None:
         """Read one record, sliding the session's expiry if it is due (``walk`` as for ``_write_record``)."""
         with _errors(operation, key):
-            raw: bytes | str | None = self._script(
-                scripts.READ_RECORD, session_id, [key], [], write=False, walk=list(walk), raw=True
+            raw: bytes | str | None = await self._script(
+                io, scripts.READ_RECORD, session_id, [key], [], write=False, walk=list(walk), raw=True
             )
         if self._lock is not None:
             self._lock.saw(key, raw)
@@ -558,14 +732,27 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
         suffix = self.keys.agent_suffix(agent_id)
-        self._stored[key] = self._write_record("create agent", session_id, key, session_agent, suffix=suffix)[1]
-        self._exist_agent(session_id, agent_id)
+
+        async def create(io: Driver) -> None:
+            self._stored[key] = (
+                await self._write_record(io, "create agent", session_id, key, session_agent, suffix=suffix)
+            )[1]
+            self._exist_agent(session_id, agent_id)
+
+        self._io(create)
 
     @telemetry.traced(telemetry.READ_AGENT)
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """Read an agent, or ``None``; slides the session's expiry (this is how a restore starts)."""
         key = self.keys.agent(session_id, agent_id)
-        raw = self._read_record("read agent", session_id, key, [self.keys.messages(session_id, agent_id)])
+        if (AGENT, agent_id) in self._prefetched:
+            raw = self._prefetched.pop((AGENT, agent_id))
+        else:
+            walk = [self.keys.messages(session_id, agent_id)]
+            raw = self._io(
+                functools.partial(self._read_record, operation="read agent", session_id=session_id, key=key, walk=walk),
+                now=True,
+            )
         if raw is None:
             return None
         self._exist_agent(session_id, agent_id)
@@ -577,15 +764,19 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Update an existing agent, keeping its stored ``created_at``; one round trip."""
         agent_id = session_agent.agent_id
         key = self.keys.agent(session_id, agent_id)
-        if self._update_plain(session_id, key, session_agent):
-            return
-        not_found = f"Agent {agent_id} in session {session_id} does not exist"
-        ids = [self.keys.messages(session_id, agent_id)]
-        session_agent.created_at, self._stored[key] = self._write_record(
-            "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
-        )
 
-    def _update_plain(self, session_id: str, key: str, session_agent: SessionAgent) -> bool:
+        async def update(io: Driver) -> None:
+            if await self._update_plain(io, session_id, key, session_agent):
+                return
+            not_found = f"Agent {agent_id} in session {session_id} does not exist"
+            ids = [self.keys.messages(session_id, agent_id)]
+            session_agent.created_at, self._stored[key] = await self._write_record(
+                io, "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
+            )
+
+        self._io(update)
+
+    async def _update_plain(self, io: Driver, session_id: str, key: str, session_agent: SessionAgent) -> bool:
         """Update a known agent of this session with one ``SET ... IFEQ <what we stored> KEEPTTL``, if it can.
 
         ``IFEQ`` (Valkey 8.1+) writes only over the exact bytes this manager last stored or read there, so only
@@ -609,7 +800,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         with _errors("update agent", key):
             try:
                 command = ("SET", key, value, "IFEQ", previous, "KEEPTTL")
-                written = replication.execute(self.client, key, command, self.replica_wait)
+                written = await replication.execute_on(io, key, command, self.replica_wait)
             except ResponseError as error:
                 if "syntax" in str(error).lower():  # no IFEQ on this server: the script, from now on
                     _NO_IFEQ.add(self.client)
@@ -627,24 +818,26 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     # -- messages ---------------------------------------------------------------------------
 
-    def _append(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]]) -> None:
+    async def _append(self, io: Driver, session_id: str, agent_id: str, batch: list[tuple[int, bytes]]) -> None:
         """Write messages of one agent atomically; a different message under a used id is refused."""
         message_keys = self.keys.message_keys(session_id, agent_id, [message_id for message_id, _ in batch])
         keys = [self.keys.messages(session_id, agent_id), *message_keys]
         pairs = [item for message_id, raw in batch for item in (message_id, raw)]
         with _errors("append message", keys[-1]):
-            plain = self._append_plain(session_id, agent_id, batch, keys)
+            plain = await self._append_plain(io, session_id, agent_id, batch, keys)
             if not plain:
                 previous = str(batch[0][0] - 1) if batch[0][0] > 0 else ""  # how the script knows the agent
                 args = [self.keys.agent_suffix(agent_id), previous, *pairs]
-                deadline = self._script(scripts.APPEND_MESSAGES, session_id, keys, args)
+                deadline = await self._script(io, scripts.APPEND_MESSAGES, session_id, keys, args)
                 if session_id == self.session_id:
                     self._deadline = deadline
         self._exist(session_id, *keys)
         telemetry.wrote(telemetry.PLAIN if plain else telemetry.SCRIPT, len(batch), sum(len(raw) for _, raw in batch))
         logger.debug("session_id=<%s>, agent_id=<%s>, message_id=<%d> | appended", session_id, agent_id, batch[-1][0])
 
-    def _append_plain(self, session_id: str, agent_id: str, batch: list[tuple[int, bytes]], keys: list[str]) -> bool:
+    async def _append_plain(
+        self, io: Driver, session_id: str, agent_id: str, batch: list[tuple[int, bytes]], keys: list[str]
+    ) -> bool:
         """Append an agent's next message with plain commands in one ``MULTI``/``EXEC``, if no refresh is due.
 
         For one message of an agent of this session whose previous message this manager wrote or read, while
@@ -683,7 +876,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         shortfall = None
         options = {NEVER_DECODE: True}  # what SET GET found may be a sealed value: bytes (values.py)
         try:
-            replies = replication.execute(self.client, session_key, block, self.replica_wait, **options)
+            replies = await replication.execute_on(io, session_key, block, self.replica_wait, **options)
         except replication.ReplicasNotAcknowledged as short:  # the block ran: settle it first, then say so
             (replies,), shortfall = short.replies, short
         stored, added, ids_expiring, indexed, index_expiring, found = replies
@@ -696,7 +889,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 *((("PERSIST", index_key),) if isinstance(indexed, ResponseError) and index_expiring == 1 else ()),
             ]
             if undo:
-                replication.execute(self.client, session_key, replication.Transaction(tuple(undo)), None)
+                await replication.execute_on(io, session_key, replication.Transaction(tuple(undo)), None)
             written = ((key, stored), (ids_key, added), (index_key, indexed))
             bad_key, refusal = next((k, r) for k, r in written if isinstance(r, ResponseError))
             raise ResponseError(f"{errors.BADVALUE} {bad_key} {refusal}")
@@ -705,7 +898,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if found != deadline:
             self._deadline = None  # until the settle says where it is: a write that fails meanwhile is a script
             args = [message_id, raw, suffix, int(added == 1), int(indexed == 1)]
-            found = self._script(scripts.SETTLE_APPEND, session_id, keys, args)
+            found = await self._script(io, scripts.SETTLE_APPEND, session_id, keys, args)
         self._deadline = found
         self._heartbeat.refreshed = sent  # the session had over 0.9 ttl left, as after a script
         if shortfall is not None:
@@ -746,18 +939,28 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         gives other bytes (a fresh nonce), so a caller's own retry of a message reuses the bytes still pending,
         and one already stored is recognised by its content.
         """
-        message_id = validate_message_id(session_message.message_id)
-        key = self.keys.message(session_id, agent_id, message_id)
+        validate_message_id(session_message.message_id)
         plain = codec.encode(session_message)
+        self._io(
+            functools.partial(
+                self._create_message, session_id=session_id, agent_id=agent_id, message=session_message, plain=plain
+            )
+        )
+
+    async def _create_message(
+        self, io: Driver, session_id: str, agent_id: str, message: SessionMessage, plain: bytes
+    ) -> None:
+        message_id = message.message_id
+        key = self.keys.message(session_id, agent_id, message_id)
         pending = self._unconfirmed.pop((session_id, agent_id), [])
         again = [raw for number, raw in pending if number == message_id and self.values.open(key, raw) == plain]
         record = (message_id, again[0] if again else self.values.seal(key, plain))
         batch = [*(item for item in pending if not (again and item[0] == message_id)), record]
         telemetry.retried(len(batch) - 1)
         try:
-            self._append(session_id, agent_id, batch)
+            await self._append(io, session_id, agent_id, batch)
         except SessionException as error:
-            if len(batch) == 1 and self._stored_as_is(error, key, plain):
+            if len(batch) == 1 and await self._stored_as_is(io, error, key, plain):
                 return
             if not errors.refused(error.__cause__):  # failed on the wire, not refused by the script: re-send
                 self._unconfirmed[session_id, agent_id] = batch
@@ -769,9 +972,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 )
             raise
         if session_id == self.session_id:
-            self._listing.wrote(self._deadline, session_message)
+            self._listing.wrote(self._deadline, message)
 
-    def _stored_as_is(self, error: SessionException, key: str, plain: bytes) -> bool:
+    async def _stored_as_is(self, io: Driver, error: SessionException, key: str, plain: bytes) -> bool:
         """Whether a conflict on ``key`` is this very message, stored sealed before (so in other bytes)."""
         cause = error.__cause__
         if not self.values.sealing or not isinstance(cause, ResponseError):
@@ -779,7 +982,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if errors.error_code(cause) != (errors.CONFLICT, key):
             return False
         with _errors("append message", key):
-            (stored,) = replication.read(self.client, key, ("GET", key), **{NEVER_DECODE: True})
+            (stored,) = await replication.read_on(io, key, ("GET", key), **{NEVER_DECODE: True})
         return stored is not None and self.values.open(key, stored) == plain
 
     @telemetry.traced(telemetry.READ_MESSAGE)
@@ -787,7 +990,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Read a message, or ``None``."""
         key = self.keys.message(session_id, agent_id, message_id)
         with _errors("read message", key):
-            (raw,) = replication.read(self.client, key, ("GET", key), **{NEVER_DECODE: True})
+            (raw,) = self._io(lambda io: replication.read_on(io, key, ("GET", key), **{NEVER_DECODE: True}), now=True)
         return None if raw is None else codec.load_record(SessionMessage, raw, key, self.values)
 
     @telemetry.traced(telemetry.UPDATE_MESSAGE)
@@ -795,14 +998,19 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Update an existing message (a redaction), keeping its ``created_at``; one round trip."""
         message_id = session_message.message_id
         key = self.keys.message(session_id, agent_id, message_id)
-        session_message.created_at, _ = self._write_record(
-            "update message",
-            session_id,
-            key,
-            session_message,
-            mode="update",
-            not_found=f"Message {message_id} does not exist",
-        )
+
+        async def update(io: Driver) -> None:
+            session_message.created_at, _ = await self._write_record(
+                io,
+                "update message",
+                session_id,
+                key,
+                session_message,
+                mode="update",
+                not_found=f"Message {message_id} does not exist",
+            )
+
+        self._io(update)
 
     @telemetry.traced(telemetry.LIST_MESSAGES)
     def list_messages(
@@ -813,13 +1021,26 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         A message listed in the index but missing from Valkey (evicted, deleted by hand, or of
         another Valkey type) is logged as a warning naming its id, and the rest are returned.
         """
+        if (MESSAGES, agent_id) in self._prefetched and not offset and limit is None:
+            listed: list[SessionMessage] = self._prefetched.pop((MESSAGES, agent_id))
+            return listed
+        return self._io(  # type: ignore[no-any-return]
+            functools.partial(
+                self._list_messages, session_id=session_id, agent_id=agent_id, limit=limit, offset=offset
+            ),
+            now=True,
+        )
+
+    async def _list_messages(
+        self, io: Driver, session_id: str, agent_id: str, limit: int | None, offset: int
+    ) -> list[SessionMessage]:
         agent_key = self.keys.agent(session_id, agent_id)
         ids_key = self.keys.messages(session_id, agent_id)
         python_slice = offset < 0 or (limit is not None and limit < 0)  # rare: keep list-slice semantics
         start, stop = (0, -1) if python_slice else (offset, -1 if limit is None else offset + limit - 1)
         with _errors("list messages", ids_key):
-            agent_exists, ids = replication.read(
-                self.client, ids_key, ("EXISTS", agent_key), ("ZRANGE", ids_key, start, stop)
+            agent_exists, ids = await replication.read_on(
+                io, ids_key, ("EXISTS", agent_key), ("ZRANGE", ids_key, start, stop)
             )
         if not agent_exists and not ids:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
@@ -833,7 +1054,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         keys = self.keys.message_keys(session_id, agent_id, numbers)
         with _errors("list messages", ids_key):  # bytes whatever the client decodes: the codec names a bad key
-            (values,) = replication.read(self.client, ids_key, ("MGET", *keys), **{NEVER_DECODE: True})
+            (values,) = await replication.read_on(io, ids_key, ("MGET", *keys), **{NEVER_DECODE: True})
         missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
         if missing:
             logger.warning(
@@ -856,14 +1077,22 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Create (or overwrite) a Swarm's or Graph's state in the session."""
         key = self.keys.multi_agent(session_id, multi_agent.id)
         suffix = self.keys.multi_agent_suffix(multi_agent.id)
-        self._write_record("create multi-agent", session_id, key, multi_agent.serialize_state(), suffix=suffix)
-        self._exist(session_id, key, self.keys.lock(session_id, suffix))
+        state = multi_agent.serialize_state()
+
+        async def create(io: Driver) -> None:
+            await self._write_record(io, "create multi-agent", session_id, key, state, suffix=suffix)
+            self._exist(session_id, key, self.keys.lock(session_id, suffix))
+
+        self._io(create)
 
     @telemetry.traced(telemetry.READ_MULTI_AGENT)
     def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
         """Read a Swarm's or Graph's state, or ``None``; slides the session's expiry."""
         key = self.keys.multi_agent(session_id, multi_agent_id)
-        raw = self._read_record("read multi-agent", session_id, key)
+        raw = self._io(
+            functools.partial(self._read_record, operation="read multi-agent", session_id=session_id, key=key),
+            now=True,
+        )
         if raw is None:
             return None
         self._exist(session_id, key, self.keys.lock(session_id, self.keys.multi_agent_suffix(multi_agent_id)))
@@ -879,18 +1108,25 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.multi_agent(session_id, multi_agent.id)
         not_found = f"MultiAgent state {multi_agent.id} in session {session_id} does not exist"
         state = multi_agent.serialize_state()
-        try:
-            if not isinstance(state, dict):
-                raise TypeError(
-                    f"multi_agent_id=<{multi_agent.id}> | serialize_state() returned {type(state).__name__}, not a dict"
+
+        async def update(io: Driver) -> None:
+            try:
+                if not isinstance(state, dict):
+                    raise TypeError(
+                        f"multi_agent_id=<{multi_agent.id}> | serialize_state() returned {type(state).__name__}, "
+                        "not a dict"
+                    )
+                await self._write_record(
+                    io, "update multi-agent", session_id, key, state, mode="update", not_found=not_found
                 )
-            self._write_record("update multi-agent", session_id, key, state, mode="update", not_found=not_found)
-        except (TypeError, ValueError):  # refused before anything was sent
-            with _errors("update multi-agent", key):
-                exists = self.client.exists(key)
-            if not exists:
-                raise SessionException(not_found) from None
-            raise
+            except (TypeError, ValueError):  # refused before anything was sent
+                with _errors("update multi-agent", key):
+                    exists = await io.command("EXISTS", key)
+                if not exists:
+                    raise SessionException(not_found) from None
+                raise
+
+        self._io(update)
 
     # -- the session manager side -----------------------------------------------------------
 
@@ -912,8 +1148,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         A ``BidiAgent`` appends each reply as it starts (empty, pending) and replaces it once streamed: without
         this, the stored conversation would keep the empty reply (as the SDK's FileSessionManager does).
         """
-        super().register_hooks(registry, **kwargs)
-        registry.add_callback(
+        hooks: Any = registry if isinstance(self._driver, SyncDriver) else _AsyncHooks(registry, self)
+        super().register_hooks(hooks, **kwargs)
+        hooks.add_callback(
             MessageUpdatedEvent, lambda event: self._update_tracked(event.agent, event.tracking_id, event.message)
         )
 
@@ -939,8 +1176,18 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     @telemetry.traced(telemetry.RESTORE_AGENT)
     def initialize(self, agent: LocalAgent, **kwargs: Any) -> None:
-        """Restore or create the agent; its invocations keep the session alive (and take the lock, if on)."""
-        super().initialize(agent, **kwargs)
+        """Restore or create the agent; its invocations keep the session alive (and take the lock, if on).
+
+        On the loop ``open()`` ran on, the restore's writes (a new agent's record) are sent by the next hook.
+        """
+        if self._home is not None and _running_loop() is self._home:
+            token = _DEFERRED.set((self, self._pending))
+            try:
+                super().initialize(agent, **kwargs)
+            finally:
+                _DEFERRED.reset(token)
+        else:
+            super().initialize(agent, **kwargs)
         if self._heartbeat.needed:
             member = None
             if self._lock is not None:
@@ -951,7 +1198,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     @telemetry.traced(telemetry.RESTORE_MULTI_AGENT)
     def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
         """Restore or create a Swarm's or Graph's state; its runs keep the session alive (and lock it, if on)."""
-        super().initialize_multi_agent(source, **kwargs)
+        if self._home is not None and _running_loop() is self._home:
+            token = _DEFERRED.set((self, self._pending))
+            try:
+                super().initialize_multi_agent(source, **kwargs)
+            finally:
+                _DEFERRED.reset(token)
+        else:
+            super().initialize_multi_agent(source, **kwargs)
         if self._heartbeat.needed:
             member = None
             if self._lock is not None:
@@ -989,3 +1243,27 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Redact the latest message (and its aliases from a retried prompt), exactly as the SDK does."""
         self._held.before_redaction(agent.agent_id)
         super().redact_latest_message(redact_message, agent, **kwargs)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _AsyncHooks:
+    """The SDK's hook registration, for an asyncio client: each callback becomes an awaited one (``_deferring``).
+
+    ``AgentInitializedEvent`` and ``MultiAgentInitializedEvent`` stay synchronous (the SDK forbids async
+    callbacks there).
+    """
+
+    def __init__(self, registry: HookRegistry, manager: ValkeySessionManager) -> None:
+        self.registry, self.manager = registry, manager
+
+    def add_callback(self, event_type: Any, callback: Callable[[Any], Any]) -> None:
+        if event_type in (AgentInitializedEvent, MultiAgentInitializedEvent):
+            self.registry.add_callback(event_type, callback)
+        else:
+            self.registry.add_callback(event_type, self.manager._deferring(callback))

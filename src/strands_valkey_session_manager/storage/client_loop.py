@@ -146,6 +146,11 @@ class ClientLoop:
             return await operation(client)
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_call(operation, client), loop))
 
+    def call(self, operation: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """Run ``operation(client)`` on the private loop and wait for it, blocking only the calling thread."""
+        loop, client = self._started()
+        return asyncio.run_coroutine_threadsafe(_call(operation, client), loop).result()
+
     def close(self) -> None:
         """Disconnect the client and stop the thread (waiting up to ``CLOSE_TIMEOUT`` s). Idempotent."""
         with self._lock:

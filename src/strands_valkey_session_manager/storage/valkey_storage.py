@@ -23,6 +23,7 @@ from strands.types.exceptions import StorageError
 from valkey.exceptions import ResponseError
 
 from .. import connection, errors, scripts, sdk, telemetry
+from ..driver import AsyncioDriver
 from ..options import ttl_ms
 from ..scripts import BASE, Script
 from ..values import DEFAULT_MAX_VALUE_BYTES, Keyring, Values
@@ -145,19 +146,10 @@ class ValkeyStorage:
             args.append(sealed)
             telemetry.wrote(telemetry.SCRIPT, 0, len(sealed))
         with _errors(operation, full):
-            reply = await self._io.run(lambda client: self._declaring(client, keys, args))
+            reply = await self._io.run(
+                lambda client: scripts.run_on(STORAGE, AsyncioDriver(client), keys, args, session=False)
+            )
         return self.values.open(keys[1], reply) if operation == "read" and reply is not None else reply
-
-    @staticmethod
-    async def _declaring(client: AsyncClient, keys: builtins.list[str], args: builtins.list[Any]) -> Any:
-        """Run the storage script; when its group's TTL refresh is due, declare the group's keys and run it again."""
-        extra: builtins.list[str] = []
-        for _ in range(scripts.MAX_WALKS):
-            try:
-                return await STORAGE.run_async(client, [*keys, *extra], args)
-            except ResponseError as error:
-                extra += scripts.undeclared(error, keys[0])
-        raise errors.SessionChanging(f"{keys[0]}: its keys changed during {scripts.MAX_WALKS} calls")
 
     @telemetry.traced(telemetry.STORAGE_WRITE)
     async def write(self, key: str, data: bytes) -> None:
@@ -216,7 +208,8 @@ class ValkeyStorage:
         before, after = self.keys.index_around()
         args = [0, low, high, before, after]
         if not isinstance(client, valkey.asyncio.ValkeyCluster):
-            found: builtins.list[bytes] = await STORAGE_LIST.run_async(client, [], [*args, *self.keys.registries()])
+            registries = self.keys.registries()
+            found: builtins.list[bytes] = await STORAGE_LIST.on(AsyncioDriver(client), [], [*args, *registries])
             return found
         try:
             return await self._list_on_primaries(client, args)
@@ -237,7 +230,7 @@ class ValkeyStorage:
             node = client.nodes_manager.slots_cache[slot][0]
             by_node.setdefault(node.name, (node, []))[1].append(registry)
         calls = [
-            STORAGE_LIST.run_async(client, [], [*args, *registries], target_nodes=node)
+            STORAGE_LIST.on(AsyncioDriver(client), [], [*args, *registries], target_nodes=node)
             for node, registries in by_node.values()
         ]
         return [key for keys in await asyncio.gather(*calls) for key in keys]

@@ -1,0 +1,270 @@
+"""Drivers: the few I/O primitives every session operation is written on, once, as ``async def``.
+
+Each operation (replication.py's writes and reads that follow a moving slot, scripts.py's script calls
+with their reload and their walks) is a coroutine that awaits only a :class:`Driver`'s primitives. A
+driver for a synchronous client (:class:`SyncDriver`) does its I/O inside those awaits and never
+suspends: :func:`drive` runs the coroutine to its end with one ``send(None)``, on the calling thread, with
+no event loop and no thread hop (about a microsecond). A driver for an asyncio client
+(:class:`AsyncioDriver`) awaits the client: the same coroutine is awaited on the client's loop.
+
+What a driver provides (and all a new one, such as GLIDE's, must):
+
+- ``client`` and ``cluster`` (whether it is a cluster client);
+- ``await command(*args, **options)``: one command on the client as its own API sends it (loads of scripts
+  and libraries go to every primary on a cluster; ``target_nodes=`` is honoured);
+- ``await round_trip(node, commands, raw)``: the ``(args, options)`` commands in one pipeline (no
+  transaction) to ``node`` (``None``: the standalone client; else a node of :meth:`node_of`/:meth:`node_at`),
+  the replies in order, errors as values; ``raw``: no reply callbacks (the server's replies as they are);
+- ``await sleep(seconds)``;
+- on a cluster: ``keyslot(key)``, ``await node_of(slot)`` (its primary, from the slot map), ``node_at(host,
+  port)`` (added to the map's nodes if new), ``moved(error)`` (correct the slot map after ``MOVED``), ``await
+  refresh()`` (reload the slot map), ``retries`` (attempts after a dropped connection);
+- ``pinned(key)``: an async context manager holding one connection to ``key``'s node, yielding ``await
+  send(commands)`` (one round trip, replies as bytes, errors as values) and closing a connection left
+  watching keys rather than pooling it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import valkey.asyncio
+from valkey.asyncio.cluster import ClusterNode as AsyncClusterNode
+from valkey.client import NEVER_DECODE
+from valkey.cluster import PRIMARY, ClusterNode, ValkeyCluster
+from valkey.exceptions import ResponseError
+
+T = TypeVar("T")
+
+#: One command of a round trip: its arguments and the options it goes with (``NEVER_DECODE``).
+Sent = tuple[tuple[Any, ...], dict[str, Any]]
+#: ``await send(commands)`` on a pinned connection.
+Send = Callable[[list[tuple[Any, ...]]], Coroutine[Any, Any, list[Any]]]
+
+
+def drive(steps: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (its driver is synchronous) to its end, on this thread."""
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    steps.close()
+    raise RuntimeError("a synchronous driver's operation suspended")  # pragma: no cover
+
+
+class SyncDriver:
+    """valkey-py's synchronous ``Valkey`` / ``ValkeyCluster``: every await returns without suspending."""
+
+    def __init__(self, client: Any) -> None:
+        """Drive ``client``."""
+        self.client = client
+        self.cluster = isinstance(client, ValkeyCluster)
+        self.retries = int(client.cluster_error_retry_attempts) if self.cluster else 0
+
+    async def command(self, *args: Any, **options: Any) -> Any:
+        """One command, as the client sends it."""
+        return self.client.execute_command(*args, **options)
+
+    async def round_trip(self, node: Any, commands: list[Sent], raw: bool) -> list[Any]:
+        """Send the commands in one pipeline to ``node`` (or the client); return the replies, errors as values."""
+        pipe = (self.client if node is None else self.client.get_valkey_connection(node)).pipeline(transaction=False)
+        if raw:
+            pipe.response_callbacks = {}
+        for args, options in commands:
+            pipe.execute_command(*args, **options)
+        return list(pipe.execute(raise_on_error=False))
+
+    async def sleep(self, seconds: float) -> None:
+        """Block this thread (there is no loop to yield to)."""
+        time.sleep(seconds)
+
+    def keyslot(self, key: str) -> int:
+        """Return the key's cluster slot."""
+        return int(self.client.keyslot(key))
+
+    async def node_of(self, slot: int) -> Any:
+        """Return the slot's primary, from the slot map."""
+        return self.client.nodes_manager.get_node_from_slot(slot)
+
+    def node_at(self, host: str, port: int) -> Any:
+        """Return the node at ``host:port``, added to the client's nodes if it has not seen it (a shard just added)."""
+        node = self.client.get_node(host=host, port=port)
+        if node is None:
+            node = ClusterNode(host, port, PRIMARY)  # type: ignore[no-untyped-call]
+            self.client.nodes_manager.nodes_cache[node.name] = node
+        return node
+
+    def moved(self, error: Exception) -> None:
+        """Correct the slot's owner after ``MOVED``, as ``ValkeyCluster`` does."""
+        self.client.nodes_manager.update_moved_exception(error)
+
+    async def refresh(self) -> None:
+        """Reload the slot map."""
+        self.client.nodes_manager.initialize()
+
+    @asynccontextmanager
+    async def pinned(self, key: str) -> AsyncIterator[Send]:
+        """One connection to ``key``'s node for several round trips (see the module docstring)."""
+        client = self.client
+        if self.cluster:
+            client = client.get_valkey_connection(await self.node_of(self.keyslot(key)))
+        pool = client.connection_pool
+        connection = pool.get_connection("WATCH")
+        watching = False
+
+        async def send(commands: list[tuple[Any, ...]]) -> list[Any]:
+            nonlocal watching
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies = []
+            for command in commands:
+                try:
+                    replies.append(connection.read_response(disable_decoding=True))
+                except ResponseError as error:
+                    replies.append(error)
+                watching = _watching(watching, command)
+            return replies
+
+        try:
+            yield send
+        except BaseException:
+            watching = True
+            raise
+        finally:
+            if watching:
+                connection.disconnect()
+            pool.release(connection)
+
+
+class AsyncioDriver:
+    """valkey-py's ``valkey.asyncio.Valkey`` / ``ValkeyCluster``, awaited on the loop its connections belong to.
+
+    On a cluster, commands go to a node's own connections (``ClusterNode``): the client's own redirection
+    handling is not used (replication.py's module docstring says why; the asyncio client's has the same
+    limits as the synchronous one's).
+    """
+
+    def __init__(self, client: Any) -> None:
+        """Drive ``client``."""
+        self.client = client
+        self.cluster = isinstance(client, valkey.asyncio.ValkeyCluster)
+        self.retries = int(client.cluster_error_retry_attempts) if self.cluster else 0
+
+    async def command(self, *args: Any, **options: Any) -> Any:
+        """One command, as the client sends it."""
+        return await self.client.execute_command(*args, **options)
+
+    async def round_trip(self, node: Any, commands: list[Sent], raw: bool) -> list[Any]:
+        """Send the commands in one pipeline to ``node`` (or the client); return the replies, errors as values."""
+        if node is None:
+            pipe = self.client.pipeline(transaction=False)
+            if raw:
+                pipe.response_callbacks = {}
+            for args, options in commands:
+                pipe.execute_command(*args, **options)
+            return list(await pipe.execute(raise_on_error=False))
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(connection.pack_commands(args for args, _ in commands), False)
+            replies = []
+            for args, options in commands:
+                try:
+                    reply = await connection.read_response(disable_decoding=NEVER_DECODE in options)
+                    name = str(args[0]).upper()
+                    if not raw and name in node.response_callbacks:
+                        options = {k: v for k, v in options.items() if k != NEVER_DECODE}
+                        reply = node.response_callbacks[name](reply, **options)
+                except ResponseError as error:
+                    reply = error
+                replies.append(reply)
+        except BaseException:
+            await connection.disconnect()  # replies may be left unread: never reuse it as it is
+            raise
+        finally:
+            node._free.append(connection)  # what ClusterNode.execute_pipeline does with it
+        return replies
+
+    async def sleep(self, seconds: float) -> None:
+        """Yield to the loop."""
+        await asyncio.sleep(seconds)
+
+    def keyslot(self, key: str) -> int:
+        """Return the key's cluster slot."""
+        return int(self.client.keyslot(key))
+
+    async def node_of(self, slot: int) -> Any:
+        """Return the slot's primary, from the slot map (read first, if the client has not yet)."""
+        await self.client.initialize()  # at once, once it is done
+        return self.client.nodes_manager.get_node_from_slot(slot)
+
+    def node_at(self, host: str, port: int) -> Any:
+        """Return the node at ``host:port``, added to the client's nodes if it has not seen it (a shard just added)."""
+        manager = self.client.nodes_manager
+        node = manager.get_node(host=host, port=port)
+        if node is None:
+            node = AsyncClusterNode(host, port, PRIMARY, **manager.connection_kwargs)
+            manager.set_nodes(manager.nodes_cache, {node.name: node})
+        return node
+
+    def moved(self, error: Exception) -> None:
+        """Correct the slot's owner after ``MOVED``, as ``ValkeyCluster`` does (on its next lookup)."""
+        self.client.nodes_manager._moved_exception = error
+
+    async def refresh(self) -> None:
+        """Reload the slot map."""
+        await self.client.nodes_manager.initialize()
+
+    @asynccontextmanager
+    async def pinned(self, key: str) -> AsyncIterator[Send]:
+        """One connection to ``key``'s node for several round trips (see the module docstring)."""
+        if self.cluster:
+            node = await self.node_of(self.keyslot(key))
+            connection, release = node.acquire_connection(), node._free.append
+        else:
+            pool = self.client.connection_pool
+            connection, release = await pool.get_connection("WATCH"), pool.release
+        watching = False
+
+        async def send(commands: list[tuple[Any, ...]]) -> list[Any]:
+            nonlocal watching
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies = []
+            for command in commands:
+                try:
+                    replies.append(await connection.read_response(disable_decoding=True))
+                except ResponseError as error:
+                    replies.append(error)
+                watching = _watching(watching, command)
+            return replies
+
+        try:
+            yield send
+        except BaseException:
+            watching = True
+            raise
+        finally:
+            if watching:
+                await connection.disconnect()
+            result = release(connection)
+            if asyncio.iscoroutine(result):
+                await result
+
+
+def _watching(watching: bool, command: tuple[Any, ...]) -> bool:
+    """Whether a connection watches keys after ``command``."""
+    name = str(command[0]).upper()
+    return name == "WATCH" or (watching and name not in ("EXEC", "DISCARD", "UNWATCH"))
+
+
+#: Either kind of driver.
+Driver = SyncDriver | AsyncioDriver
+
+
+def driver_for(client: Any) -> Driver:
+    """Return the driver of ``client``: asyncio for a ``valkey.asyncio`` client, else synchronous."""
+    if isinstance(client, valkey.asyncio.Valkey | valkey.asyncio.ValkeyCluster):
+        return AsyncioDriver(client)
+    return SyncDriver(client)
