@@ -54,7 +54,8 @@ def seed_library(client: valkey.Valkey, session_id: str, records: list[SessionMe
     manager.create_agent(session_id, session_agent())
     payloads = [(record.message_id, message_json(record).encode()) for record in records]
     for first in range(0, len(payloads), BATCH):
-        manager._append(session_id, AGENT_ID, payloads[first : first + BATCH])
+        batch = payloads[first : first + BATCH]
+        manager._io(lambda io, batch=batch: manager._append(io, session_id, AGENT_ID, batch))
     return manager
 
 

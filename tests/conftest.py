@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,12 +12,18 @@ import pytest
 import valkey
 import valkey.asyncio
 from cli_support import PNG, invoke, lookup
-from helpers import CommandCounter, command_counts, wait_until  # noqa: F401  (re-exported for test files)
+from helpers import (  # noqa: F401  (re-exported for test files)
+    AsyncCountingConnection,
+    CommandCounter,
+    CountingConnection,
+    command_counts,
+    wait_until,
+)
 from strands import Agent
 from strands.multiagent import Swarm
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts
+from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts, session_manager
 from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey, embedded_server, find_server
@@ -151,3 +159,72 @@ def seed(client: valkey.Valkey, make_agent: Callable[..., Agent]) -> Callable[..
             agent([{"text": "What is in this picture?"}, {"image": {"format": "png", "source": {"bytes": PNG}}}])
 
     return build
+
+
+#: Each synchronous test client's asyncio twin (made once: the managers of one test share it, as an app's do).
+_TWINS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def as_asyncio(client: Any) -> Any:
+    """The ``valkey.asyncio`` twin of a synchronous test client (made once per client)."""
+    if client not in _TWINS:
+        twin = _TWINS[client] = _twin(client)
+        # Connect its managers' private loop now, as helpers.counting_client does: the handshake is not ours.
+        with contextlib.suppress(valkey.ValkeyError):  # a server a test made unreachable: its manager says so
+            session_manager._private_loop(twin).call(lambda loop_client: loop_client.ping())
+    return _TWINS[client]
+
+
+def _twin(client: Any) -> Any:
+    """The ``valkey.asyncio`` twin of a synchronous test client: same server (or cluster), decoding, pool size, and
+    a connection that counts its round trips if the original's does (helpers.CountingConnection)."""
+    if isinstance(client, ValkeyCluster):
+        node = client.get_default_node()
+        decode = client.get_connection_kwargs().get("decode_responses", False)
+        return valkey.asyncio.ValkeyCluster(host=node.host, port=node.port, decode_responses=decode)
+    pool = client.connection_pool
+    counting = issubclass(pool.connection_class, CountingConnection)
+    kinds = {"host", "port", "db", "username", "password", "decode_responses", "socket_timeout"}
+    options = {name: value for name, value in pool.connection_kwargs.items() if name in kinds}
+    twin = valkey.asyncio.ConnectionPool(
+        connection_class=AsyncCountingConnection if counting else valkey.asyncio.Connection,
+        max_connections=pool.max_connections,
+        **options,
+    )
+    return valkey.asyncio.Valkey.from_pool(twin)
+
+
+@pytest.fixture
+def client_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once per kind of client: "asyncio" gives every manager it builds the asyncio twin of its client.
+
+    The test's own ``client`` (what it inspects the store with) stays synchronous. A test marked
+    ``sync_client_only`` (it drives the synchronous client's own objects: its pool, its connections) runs once.
+    """
+    if request.param == "asyncio":
+        original = ValkeySessionManager.__init__
+
+        def init(self: ValkeySessionManager, *args: Any, **kwargs: Any) -> None:
+            if "client" in kwargs:
+                kwargs["client"] = as_asyncio(kwargs["client"])
+            elif len(args) > 1:
+                args = (args[0], as_asyncio(args[1]), *args[2:])
+            original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ValkeySessionManager, "__init__", init)
+        made = getattr(request.module, "counting_client", None)
+        if made is not None:  # its twin connected at once too, before the test counts
+            monkeypatch.setattr(request.module, "counting_client", lambda *args: _twinned(made(*args)))
+    return str(request.param)
+
+
+def _twinned(client: Any) -> Any:
+    as_asyncio(client)
+    return client
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``client_kind``: both kinds, or "sync" for a test marked ``sync_client_only``."""
+    if "client_kind" in metafunc.fixturenames:
+        only_sync = metafunc.definition.get_closest_marker("sync_client_only") is not None
+        metafunc.parametrize("client_kind", ["sync"] if only_sync else ["sync", "asyncio"], indirect=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import valkey
+import valkey.asyncio
 from strands.types.session import SessionMessage
 from valkey.cluster import ValkeyCluster
 
@@ -89,6 +90,14 @@ class CountingConnection(valkey.Connection):
     def send_packed_command(self, command: object, check_health: bool = True) -> None:
         CountingConnection.round_trips += 1
         super().send_packed_command(command, check_health)
+
+
+class AsyncCountingConnection(valkey.asyncio.Connection):
+    """:class:`CountingConnection` for ``valkey.asyncio``: its round trips add to the same count."""
+
+    async def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        CountingConnection.round_trips += 1
+        await super().send_packed_command(command, check_health)
 
 
 def populate(client: valkey.Valkey, count: int, prefix: str = "unrelated") -> None:

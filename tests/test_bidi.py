@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import valkey
 from helpers import wait_until
 from strands.bidi import BidiAgent
 
 from strands_valkey_session_manager import SessionBusyError, ValkeySessionManager, invocation
 from strands_valkey_session_manager.testing.model import ScriptedBidiModel
+
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
 
 
 def voice_agent(manager: ValkeySessionManager, replies: Any = ()) -> BidiAgent:

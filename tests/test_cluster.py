@@ -19,6 +19,9 @@ from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.scripts import APPEND_MESSAGES
 from strands_valkey_session_manager.testing.model import ScriptedModel
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 Store = valkey.Valkey | ValkeyCluster
 
 

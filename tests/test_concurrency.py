@@ -14,6 +14,9 @@ from strands.types.exceptions import SessionException
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.testing.server import LocalValkey
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 
 def answers_ping(server: LocalValkey) -> bool:
     probe = server.client(socket_timeout=0.05)
@@ -142,6 +145,7 @@ def test_an_append_that_timed_out_but_landed_is_not_a_conflict_on_the_next_appen
     assert client.zrange("session:s:agent:assistant:messages", 0, -1) == ["0", "1", "2", "3"]
 
 
+@pytest.mark.sync_client_only  # it swaps in a synchronous client
 def test_an_append_that_never_arrived_is_resent_so_ids_have_no_gap(
     server: LocalValkey, client: valkey.Valkey, make_agent
 ) -> None:

@@ -157,10 +157,9 @@ def test_an_unreachable_url_is_a_session_exception_naming_the_cause() -> None:
     [
         lambda server: server.url,
         lambda server: valkey.ConnectionPool.from_url(server.url),
-        lambda server: valkey.asyncio.Valkey.from_url(server.url),
         lambda server: object(),
     ],
-    ids=["url", "pool", "asyncio-client", "object"],
+    ids=["url", "pool", "object"],
 )
 def test_the_manager_refuses_what_is_no_sync_client_saying_what_to_pass(
     server, client, given: Callable[[LocalValkey], Any]
@@ -175,10 +174,13 @@ def test_the_manager_refuses_what_is_no_sync_client_saying_what_to_pass(
     assert client.exists("session:user-42") == 0
 
 
-def test_an_asyncio_client_is_refused_before_any_coroutine_is_made(server: LocalValkey, recwarn) -> None:
-    with pytest.raises(TypeError, match="the SDK calls a session manager synchronously"):
-        ValkeySessionManager("user-42", valkey.asyncio.Valkey.from_url(server.url))
+def test_an_asyncio_client_opens_the_session_with_no_coroutine_left_unawaited(
+    server: LocalValkey, client, recwarn
+) -> None:
+    manager = ValkeySessionManager("user-42", valkey.asyncio.Valkey.from_url(server.url))
 
+    assert client.exists("session:user-42") == 1
+    manager.close()
     assert not [warning for warning in recwarn if "never awaited" in str(warning.message)]
 
 

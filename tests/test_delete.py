@@ -15,6 +15,9 @@ from strands.types.exceptions import SessionException
 
 from strands_valkey_session_manager import ValkeySessionManager, driver
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 NEIGHBOURS = ["user-4", "user-420", "user-42x", "xuser-42"]
 
 

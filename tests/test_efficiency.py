@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import valkey
 from helpers import CommandCounter, CountingConnection, counting_client, has_ifeq, populate
 from strands.types.session import SessionMessage
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.testing.server import LocalValkey
+
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
 
 
 def conversation(client: valkey.Valkey, make_agent, messages: int, session: str = "s") -> None:

@@ -14,6 +14,9 @@ from strands.types.exceptions import SessionException
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.testing.server import LocalValkey
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 
 def conversation(client: valkey.Valkey, make_agent, turns: int = 2) -> None:
     agent = make_agent(ValkeySessionManager(session_id="s", client=client))
@@ -153,6 +156,7 @@ def test_session_exception_names_the_operation(client: valkey.Valkey) -> None:
         manager.create_agent("s", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
 
 
+@pytest.mark.sync_client_only  # the pool held here is the synchronous client's
 def test_an_exhausted_connection_pool_is_named_with_what_to_do(server: LocalValkey, client: valkey.Valkey) -> None:
     pool = valkey.ConnectionPool(port=server.port, max_connections=1, decode_responses=True)
     manager = ValkeySessionManager(session_id="s", client=valkey.Valkey(connection_pool=pool))
@@ -179,6 +183,7 @@ def test_an_exhausted_connection_pool_is_named_with_what_to_do(server: LocalValk
         assert "Check that Valkey is reachable" not in failure
 
 
+@pytest.mark.sync_client_only  # it shares the synchronous client's pool
 def test_sixteen_threads_share_one_connection_through_a_blocking_pool(
     server: LocalValkey, client: valkey.Valkey, make_agent
 ) -> None:

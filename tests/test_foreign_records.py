@@ -17,6 +17,9 @@ from strands.types.exceptions import SessionException
 
 from strands_valkey_session_manager import ValkeySessionManager, errors
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 FLASK_SESSION = b"\x80\x04\x95\x1a\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x04user\x94\x8c\x03ada\x94s."
 
 

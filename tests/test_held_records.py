@@ -11,6 +11,7 @@ import json
 import types
 from typing import Any
 
+import pytest
 import valkey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,9 @@ from strands.types.session import SessionMessage
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.held_records import HeldRecords
 from strands_valkey_session_manager.testing.model import ScriptedModel
+
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
 
 
 def test_held_records_stay_bounded_when_a_sliding_window_drops_messages(client: valkey.Valkey, make_agent) -> None:

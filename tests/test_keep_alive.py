@@ -25,6 +25,9 @@ from strands_valkey_session_manager import ValkeySessionManager, invocation, scr
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 TTL = 2  # seconds: a keep-alive every 0.2 s
 SLOW = 5.0  # seconds a slow model call takes: longer than the ttl
 SESSION = "s"
@@ -142,6 +145,7 @@ def test_after_a_long_turn_the_session_expires_ttl_after_its_end(client: valkey.
     assert session_keys(client) == []
 
 
+@pytest.mark.sync_client_only  # it records what the synchronous client's connection sends
 def test_a_turn_shorter_than_a_tenth_of_the_ttl_sends_no_keep_alive(server: LocalValkey) -> None:
     recording, sent = recording_client(server.port)
     recording.flushall()
@@ -154,6 +158,7 @@ def test_a_turn_shorter_than_a_tenth_of_the_ttl_sends_no_keep_alive(server: Loca
     recording.close()
 
 
+@pytest.mark.sync_client_only  # it records what the synchronous client's connection sends
 @pytest.mark.parametrize("lock", [False, True], ids=["no lock", "lock"])
 def test_a_long_turn_keeps_alive_at_most_once_per_tenth_of_the_ttl(server: LocalValkey, lock: bool) -> None:
     recording, sent = recording_client(server.port)
@@ -169,6 +174,7 @@ def test_a_long_turn_keeps_alive_at_most_once_per_tenth_of_the_ttl(server: Local
     recording.close()
 
 
+@pytest.mark.sync_client_only  # it records what the synchronous client's connection sends
 def test_with_the_lock_a_renewal_carries_the_keep_alive_when_both_fall_due(server: LocalValkey) -> None:
     recording, sent = recording_client(server.port)
     recording.flushall()

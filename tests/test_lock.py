@@ -30,6 +30,9 @@ from strands_valkey_session_manager.keys import KeySchema
 from strands_valkey_session_manager.lock import max_attempts
 from strands_valkey_session_manager.testing.model import ScriptedModel
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 SESSION, AGENT = "chat", "assistant"
 SPAWN = multiprocessing.get_context("spawn")
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import valkey
 from helpers import fails_first_time, two_node_graph
 from strands import Agent
@@ -14,6 +15,9 @@ from strands.session.file_session_manager import FileSessionManager
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.testing.model import ScriptedModel
+
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
 
 ORDERED = ("status", "execution_order")
 UNORDERED = ("completed_nodes", "failed_nodes", "next_nodes_to_execute")  # serialised from sets

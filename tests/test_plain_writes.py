@@ -23,6 +23,9 @@ from strands.types.exceptions import SessionException
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.testing.server import LocalValkey
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 
 def say(manager: ValkeySessionManager, agent: Any, text: str) -> None:
     manager.append_message({"role": "user", "content": [{"text": text}]}, agent)

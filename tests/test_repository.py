@@ -14,6 +14,9 @@ from strands.types.session import Session, SessionAgent, SessionMessage, Session
 
 from strands_valkey_session_manager import ValkeySessionManager
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 
 class FakeMultiAgent:
     """The two members of MultiAgentBase the repository uses."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import valkey
 from strands import Agent
 from strands.agent.conversation_manager import SlidingWindowConversationManager
@@ -15,6 +16,9 @@ from strands.types.session import SessionMessage
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
+
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
 
 
 def texts(agent: Agent) -> list[str]:

@@ -11,6 +11,9 @@ from helpers import CommandCounter, add_messages, wait_until
 
 from strands_valkey_session_manager import ValkeySessionManager
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 
 def deadlines(client: valkey.Valkey, session: str = "s") -> dict[str, int]:
     keys = client.keys(f"session:{session}") + client.keys(f"session:{session}:*")

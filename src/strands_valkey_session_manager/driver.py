@@ -154,38 +154,42 @@ class AsyncioDriver:
         self.retries = int(client.cluster_error_retry_attempts) if self.cluster else 0
 
     async def command(self, *args: Any, **options: Any) -> Any:
-        """One command, as the client sends it."""
-        return await self.client.execute_command(*args, **options)
+        """One command: on a standalone client, a round trip of one; on a cluster, as the client sends it."""
+        if self.cluster:
+            return await self.client.execute_command(*args, **options)
+        (reply,) = await self.round_trip(None, [(args, options)], False)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     async def round_trip(self, node: Any, commands: list[Sent], raw: bool) -> list[Any]:
-        """Send the commands in one pipeline to ``node`` (or the client); return the replies, errors as values."""
-        if node is None:
-            pipe = self.client.pipeline(transaction=False)
-            if raw:
-                pipe.response_callbacks = {}
-            for args, options in commands:
-                pipe.execute_command(*args, **options)
-            return list(await pipe.execute(raise_on_error=False))
-        connection = node.acquire_connection()
+        """Send the commands in one pipeline to ``node`` (or the client); return the replies, errors as values.
+
+        On one of the client's connections, read here rather than by the client's pipeline: a reply line may
+        be longer than asyncio's 64 KiB line limit (an ``UNDECLARED`` naming thousands of keys). A standalone
+        client retries as it is set to (its ``retry``); on a cluster, replication.py does.
+        """
+        if node is not None:
+            connection = node.acquire_connection()
+            try:
+                return await _exchange(connection, commands, raw, node.response_callbacks)
+            except BaseException:
+                await connection.disconnect()  # replies may be left unread: never reuse it as it is
+                raise
+            finally:
+                node._free.append(connection)  # what ClusterNode.execute_pipeline does with it
+        pool = self.client.connection_pool
+        connection = await pool.get_connection("PIPELINE")
         try:
-            await connection.send_packed_command(connection.pack_commands(args for args, _ in commands), False)
-            replies = []
-            for args, options in commands:
-                try:
-                    reply = await connection.read_response(disable_decoding=NEVER_DECODE in options)
-                    name = str(args[0]).upper()
-                    if not raw and name in node.response_callbacks:
-                        options = {k: v for k, v in options.items() if k != NEVER_DECODE}
-                        reply = node.response_callbacks[name](reply, **options)
-                except ResponseError as error:
-                    reply = error
-                replies.append(reply)
+            return await connection.retry.call_with_retry(  # type: ignore[no-any-return]
+                lambda: _exchange(connection, commands, raw, self.client.response_callbacks),
+                lambda error: connection.disconnect(),
+            )
         except BaseException:
-            await connection.disconnect()  # replies may be left unread: never reuse it as it is
+            await connection.disconnect()
             raise
         finally:
-            node._free.append(connection)  # what ClusterNode.execute_pipeline does with it
-        return replies
+            await pool.release(connection)
 
     async def sleep(self, seconds: float) -> None:
         """Yield to the loop."""
@@ -251,6 +255,30 @@ class AsyncioDriver:
             result = release(connection)
             if asyncio.iscoroutine(result):
                 await result
+
+
+#: The longest reply line (an error, a status) an asyncio connection of ours reads: asyncio's default is 64 KiB.
+REPLY_LINE_LIMIT = 2**30
+
+
+async def _exchange(connection: Any, commands: list[Sent], raw: bool, callbacks: Any) -> list[Any]:
+    """Send ``commands`` on an asyncio connection in one write and read their replies, errors as values."""
+    await connection.connect()
+    reader = getattr(connection, "_reader", None)
+    if reader is not None and reader._limit < REPLY_LINE_LIMIT:
+        reader._limit = REPLY_LINE_LIMIT
+    await connection.send_packed_command(connection.pack_commands(args for args, _ in commands), False)
+    replies = []
+    for args, options in commands:
+        try:
+            reply = await connection.read_response(disable_decoding=NEVER_DECODE in options)
+            name = str(args[0]).upper()
+            if not raw and name in callbacks:
+                reply = callbacks[name](reply, **{k: v for k, v in options.items() if k != NEVER_DECODE})
+        except ResponseError as error:
+            reply = error
+        replies.append(reply)
+    return replies
 
 
 def _watching(watching: bool, command: tuple[Any, ...]) -> bool:

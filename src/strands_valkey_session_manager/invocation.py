@@ -36,7 +36,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,15 +161,18 @@ class Heartbeat:
         keep_alive: KeepAlive,
         lock: SessionLock | None,
         renewed: Callable[[int], None] = lambda extend_ms: None,
+        keep_alive_async: Callable[[int, int], Awaitable[None]] | None = None,
     ) -> None:
         """Describe the beats; nothing runs until an invocation starts (``ttl_ms`` 0: the session never expires).
 
         ``renewed(extend_ms)`` is told when a renewal of the held leases carried the keep-alive (``keep_alive``
-        was not called for it): the session's deadline moved to at most now + ``extend_ms``.
+        was not called for it): the session's deadline moved to at most now + ``extend_ms``. ``keep_alive_async``
+        awaits the same (the last one, as an invocation ends on its loop; by default ``keep_alive``).
         """
         self.session_id = session_id
         self._ttl_ms = ttl_ms
         self._keep_alive = keep_alive
+        self._keep_alive_async = keep_alive_async
         self._lock = lock
         self._renewed = renewed
         #: Seconds between two keep-alives, and between two renewals of the held leases (inf: never).
@@ -253,10 +256,10 @@ class Heartbeat:
             try:
                 yield
             finally:
-                self._end()
+                await self._end()
         finally:
             if lease is not None and self._lock is not None:
-                self._lock.exit(lease)
+                await self._lock.exit(lease)
 
     def _begin(self) -> None:
         with self._mutex:
@@ -270,7 +273,7 @@ class Heartbeat:
             run = self._run = _Run(self, keep_at, now + self.renew_every, context=otel_context.get_current())
         _BEATS.schedule(run)
 
-    def _end(self) -> None:
+    async def _end(self) -> None:
         with self._mutex:
             self._running -= 1
             if self._running or self._run is None:
@@ -281,7 +284,10 @@ class Heartbeat:
             _BEATS.cancel(run)
         if run.kept_alive and not run.gone:
             try:  # exactly now + ttl (unless someone set it beyond any keep-alive): the idle clock runs again
-                self._keep_alive(self._extend_ms + 1, self._ttl_ms)
+                if self._keep_alive_async is not None:
+                    await self._keep_alive_async(self._extend_ms + 1, self._ttl_ms)
+                else:
+                    self._keep_alive(self._extend_ms + 1, self._ttl_ms)
             except SessionException as error:
                 logger.warning("%s | could not set the session's idle deadline after the invocation", error)
 

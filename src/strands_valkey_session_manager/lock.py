@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,8 @@ Fingerprint = tuple[str, str]
 
 #: Runs lua/lock.lua on a member: (operation for error messages, member, ARGV after the ttl) -> its reply.
 Runner = Callable[[str, "Member", list[Any]], Any]
+#: The same, awaited (an asyncio client's manager awaits it on the invoking loop: manager._await).
+AsyncRunner = Callable[[str, "Member", list[Any]], Awaitable[Any]]
 
 
 class SessionBusyError(SessionException):
@@ -150,17 +152,26 @@ class SessionLock:
     """The locks one session manager takes: waiting, renewing, fencing, releasing, handing over."""
 
     def __init__(
-        self, run: Runner, keys: KeySchema, session_id: str, timeout: float, lease: float, ttl_ms: int
+        self,
+        run: Runner,
+        keys: KeySchema,
+        session_id: str,
+        timeout: float,
+        lease: float,
+        ttl_ms: int,
+        run_async: AsyncRunner | None = None,
     ) -> None:
         """Check the settings; nothing is sent to Valkey until an invocation starts.
 
-        ``run`` sends lua/lock.lua (the manager's client, its error translation), ``keys`` names the
+        ``run`` sends lua/lock.lua (the manager's client, its error translation); ``run_async`` awaits the same
+        (taking and releasing, which run on the invoking loop; by default ``run``), ``keys`` names the
         members' keys. A lease never ends after its session (ttl_ms: the session's ttl, 0 = none), so with
         a ttl shorter than the lease it is renewed every ttl / 3 instead of every lease / 3.
         """
         number("lock_timeout", timeout, least=0.0, most=MAX_TTL.total_seconds())
         number("lock_lease", lease, least=0.001, most=MAX_TTL.total_seconds())
         self._run = run
+        self._run_async = run_async or _awaitable(run)
         self._keys = keys
         self.session_id = session_id
         self.timeout = float(timeout)
@@ -249,7 +260,7 @@ class SessionLock:
                 member.reload()
                 self._remember(member)
         except BaseException:
-            self.exit(lease)
+            await self.exit(lease)
             member.seen = None  # the reload did not finish: read it again next time
             raise
         return lease
@@ -259,7 +270,7 @@ class SessionLock:
         delays = backoff(self._rng)
         while True:
             telemetry.attempted()
-            reply = self._run("acquire session lock", member, ["acquire", token, self._lease_ms])
+            reply = await self._run_async("acquire session lock", member, ["acquire", token, self._lease_ms])
             if reply is not None:
                 return fingerprint(reply)
             waited = time.monotonic() - started
@@ -307,7 +318,7 @@ class SessionLock:
                 )
         return renewed
 
-    def exit(self, lease: Lease) -> None:
+    async def exit(self, lease: Lease) -> None:
         """Release a lease taken by ``enter`` (once the last invocation sharing it is done); never raises."""
         member = lease.member
         with self._mutex:
@@ -319,7 +330,7 @@ class SessionLock:
         member.seen = None
         try:
             with self._operation(telemetry.LOCK_RELEASE, member):
-                reply = self._run("release session lock", member, ["release", lease.token])
+                reply = await self._run_async("release session lock", member, ["release", lease.token])
         except SessionException as error:
             if errors.session_gone(error.__cause__):
                 logger.warning("%s | nothing to release", error)
@@ -335,6 +346,13 @@ class SessionLock:
         """Take the member's fingerprint from what this process just read of it (none if it did not)."""
         read = self._read.pop(member.record_key, None)
         member.seen = None if read is None else (read, member.newest())
+
+
+def _awaitable(run: Runner) -> AsyncRunner:
+    async def run_async(operation: str, member: Member, args: list[Any]) -> Any:
+        return run(operation, member, args)
+
+    return run_async
 
 
 def _after_fork_in_child() -> None:

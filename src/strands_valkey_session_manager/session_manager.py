@@ -8,6 +8,7 @@ import functools
 import inspect
 import json
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -165,13 +166,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             validate_id(owner, "owner (required: require_owner=True)" if require_owner and owner is None else "owner")
         asyncio_client = isinstance(client, AsyncClient)
         cluster = connection.check_client(client, "ValkeySessionManager", asyncio=asyncio_client)  # nothing sent yet
-        self.client = client
-        self._driver = driver_for(client)
+        self.client = client  # and its driver (driver.py)
         # An asyncio client: what is not awaited on the loop that opened the session (open()) runs on a private
         # loop thread, with a client cloned from it (storage/client_loop.py), as ValkeyStorage does.
-        self._private = None
-        if isinstance(client, AsyncClient):
-            self._private = ClientLoop(functools.partial(clone_client, client), "valkey-session")
+        self._private = _private_loop(client) if isinstance(client, AsyncClient) else None
         self._home: asyncio.AbstractEventLoop | None = None  # the loop open() ran on: the client is awaited there
         self._pending: list[Operation] = []  # writes of a restore on the home loop, awaited by the next hook
         self._prefetched: dict[tuple[str, str], Any] = {}  # what open() read for the agents' restores
@@ -181,10 +179,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self.replica_wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._lock = None
         if lock_timeout is not None:
-            self._lock = SessionLock(self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms)
+            self._lock = SessionLock(
+                self._run_lock, self.keys, session_id, lock_timeout, lock_lease, self.ttl_ms, self._await_lock
+            )
         self.owner = owner
         self._listing = directory.Listing(self._run_script, self.keys, session_id, self.ttl_ms, self._server_ms)
-        self._heartbeat = Heartbeat(session_id, self.ttl_ms, self._keep_alive, self._lock, self._listing.kept_alive)
+        self._heartbeat = Heartbeat(
+            session_id, self.ttl_ms, self._keep_alive, self._lock, self._listing.kept_alive, self._keep_alive_async
+        )
         self._listing.titles = encryption is None  # the first message's text is never kept in clear
         self._held = HeldRecords(self)
         # Messages whose append failed on the wire, by (session, agent): re-sent, byte for byte, before the next one.
@@ -227,6 +229,16 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             logger.debug("session_id=<%s> | refused: not opened with its owner", self.session_id)
             raise directory.SessionAccessError(self.session_id)
         self.owner = self._listing.owner = stored if raw is not None else self.owner
+
+    @property
+    def client(self) -> Client | AsyncClient:
+        """The client this manager sends through (the caller's: ``close()`` leaves it open, unless built here)."""
+        return self._client
+
+    @client.setter
+    def client(self, client: Client | AsyncClient) -> None:
+        self._client = client
+        self._driver: Driver = driver_for(client)
 
     @classmethod
     async def open(
@@ -310,9 +322,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     def _deferring(self, callback: Callable[[Any], Any]) -> Callable[[Any], Awaitable[None]]:
         """Return an async hook that runs the SDK's synchronous ``callback`` with the writes queued, then awaits them.
 
-        Writes a restore on the home loop left (``_pending``) go first. If one fails, what the SDK noted as
-        synced of the event's agent is forgotten, so that its next sync writes it again, as after a failed
-        synchronous write.
+        Writes a restore on the home loop left (``_pending``) go first. (An agent update that fails makes the SDK
+        forget what it noted as synced: see ``update_agent``.)
         """
 
         async def hook(event: Any) -> None:
@@ -322,14 +333,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 callback(event)
             finally:
                 _DEFERRED.reset(token)
-            try:
-                for operation in queue:
-                    await self._await(operation)
-            except Exception:
-                agent = getattr(event, "agent", None)
-                if agent is not None:
-                    sdk.forget_synced(self, agent.agent_id)
-                raise
+            for operation in queue:
+                await self._await(operation)
 
         return hook
 
@@ -384,8 +389,6 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
         Without ``close()``, the connections of a built client go when the manager is garbage collected.
         """
-        if self._private is not None:
-            self._private.close()
         if self._owns_client and not isinstance(self.client, AsyncClient):
             self.client.close()  # type: ignore[no-untyped-call]
 
@@ -429,26 +432,34 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     def _run_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
         """Run lua/lock.lua on a member of the session for the session lock (lock.py)."""
+        return self._io(functools.partial(self._lock_on, operation=operation, member=member, args=args), now=True)
 
-        async def lock(io: Driver) -> Any:
-            with _errors(operation, member.lock_key):
-                return await scripts.run_on(scripts.LOCK, io, member.keys, args, ttl_ms=self.ttl_ms, known=self._known)
+    async def _await_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
+        """:meth:`_run_lock`, awaited: an asyncio client's invocation takes and releases the lock without blocking."""
+        return await self._await(functools.partial(self._lock_on, operation=operation, member=member, args=args))
 
-        return self._io(lock, now=True)
+    async def _lock_on(self, io: Driver, operation: str, member: Member, args: list[Any]) -> Any:
+        with _errors(operation, member.lock_key):
+            return await scripts.run_on(scripts.LOCK, io, member.keys, args, ttl_ms=self.ttl_ms, known=self._known)
 
     @telemetry.traced(telemetry.KEEP_ALIVE)
     def _keep_alive(self, due_ms: int, extend_ms: int) -> None:
         """Run lua/keep_alive.lua: a running invocation's heartbeat (invocation.py), every key it knows declared."""
+        self._io(functools.partial(self._keep_alive_on, due_ms=due_ms, extend_ms=extend_ms), now=True)
+
+    @telemetry.traced(telemetry.KEEP_ALIVE)
+    async def _keep_alive_async(self, due_ms: int, extend_ms: int) -> None:
+        """:meth:`_keep_alive`, awaited (the last one, as an invocation ends on its loop)."""
+        await self._await(functools.partial(self._keep_alive_on, due_ms=due_ms, extend_ms=extend_ms))
+
+    async def _keep_alive_on(self, io: Driver, due_ms: int, extend_ms: int) -> None:
         keys = [self.keys.session(self.session_id), self.keys.index(self.session_id)]
-        args = [due_ms, extend_ms]
-
-        async def keep_alive(io: Driver) -> None:
-            with _errors("keep the session alive", keys[0]):
-                known, walk = self._known, list(self._known)  # list(): one step, while the agent's thread adds keys
-                self._deadline = None  # it may move: the next append is a script, which says where to
-                await scripts.run_on(scripts.KEEP_ALIVE, io, keys, args, ttl_ms=self.ttl_ms, walk=walk, known=known)
-
-        self._io(keep_alive, now=True)
+        with _errors("keep the session alive", keys[0]):
+            known, walk = self._known, list(self._known)  # list(): one step, while the agent's thread adds keys
+            self._deadline = None  # it may move: the next append is a script, which says where to
+            await scripts.run_on(
+                scripts.KEEP_ALIVE, io, keys, [due_ms, extend_ms], ttl_ms=self.ttl_ms, walk=walk, known=known
+            )
         telemetry.refreshed()
         self._listing.kept_alive(extend_ms)
 
@@ -766,13 +777,18 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         key = self.keys.agent(session_id, agent_id)
 
         async def update(io: Driver) -> None:
-            if await self._update_plain(io, session_id, key, session_agent):
-                return
-            not_found = f"Agent {agent_id} in session {session_id} does not exist"
-            ids = [self.keys.messages(session_id, agent_id)]
-            session_agent.created_at, self._stored[key] = await self._write_record(
-                io, "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
-            )
+            try:
+                if await self._update_plain(io, session_id, key, session_agent):
+                    return
+                not_found = f"Agent {agent_id} in session {session_id} does not exist"
+                ids = [self.keys.messages(session_id, agent_id)]
+                session_agent.created_at, self._stored[key] = await self._write_record(
+                    io, "update agent", session_id, key, session_agent, ids, mode="update", not_found=not_found
+                )
+            except BaseException:  # queued by an async hook, the SDK noted it synced already: not so, next time
+                if session_id == self.session_id:
+                    sdk.forget_synced(self, agent_id)
+                raise
 
         self._io(update)
 
@@ -1243,6 +1259,23 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """Redact the latest message (and its aliases from a retried prompt), exactly as the SDK does."""
         self._held.before_redaction(agent.agent_id)
         super().redact_latest_message(redact_message, agent, **kwargs)
+
+
+#: The private loop of each asyncio client given to a manager: shared by its managers (one per request, often), so
+#: they share its connections. It goes with the client (closed when the client is garbage collected).
+_PRIVATE_LOOPS: weakref.WeakKeyDictionary[AsyncClient, ClientLoop] = weakref.WeakKeyDictionary()
+
+
+def _private_loop(client: AsyncClient) -> ClientLoop:
+    with _PRIVATE_LOCK:
+        found = _PRIVATE_LOOPS.get(client)
+        if found is None:
+            found = _PRIVATE_LOOPS[client] = ClientLoop(functools.partial(clone_client, client), "valkey-session")
+            weakref.finalize(client, found.close)
+        return found
+
+
+_PRIVATE_LOCK = threading.Lock()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
