@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import os
 import random
@@ -121,7 +122,7 @@ class Member:
     lock_key: str  # the lease: session:<id>:lock:agent:<agent_id> (or ...:lock:multi_agent:<id>)
     record_key: str  # its record; its other keys (messages) start with this and ``:``
     ids_key: str | None  # an agent's message-id ZSET (None for a Swarm/Graph)
-    reload: Callable[[], None]  # read it again from the session: state, messages
+    reload: Callable[[], Any]  # read it again from the session: state, messages (may return an awaitable)
     newest: Callable[[], str] = no_messages  # the newest message id this process knows of it ('' = none)
     seen: Fingerprint | None = None  # its fingerprint when this process last read or released it
 
@@ -257,7 +258,9 @@ class SessionLock:
                     member.id,
                 )
                 self._read.pop(member.record_key, None)
-                member.reload()
+                reloading = member.reload()
+                if inspect.isawaitable(reloading):  # an asyncio client's manager reads awaited
+                    await reloading
                 self._remember(member)
         except BaseException:
             await self.exit(lease)

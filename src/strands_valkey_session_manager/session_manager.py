@@ -268,16 +268,39 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         finally:
             _OPENING_ON.reset(token)
         manager._home = loop
-        wanted = manager._agent_ids() if agent_ids is None else list(agent_ids)
-        for agent_id in wanted:
-            key = manager.keys.agent(session_id, agent_id)
-            walk = [manager.keys.messages(session_id, agent_id)]
-            raw = await manager._read_record(manager._driver, "read agent", session_id, key, walk)
-            manager._prefetched[AGENT, agent_id] = raw
-            if raw is not None:
-                reading = manager._list_messages(manager._driver, session_id, agent_id, None, 0)
-                manager._prefetched[MESSAGES, agent_id] = await reading
+        for agent_id in manager._agent_ids() if agent_ids is None else list(agent_ids):
+            await manager._prefetch(agent_id)
         return manager
+
+    async def _prefetch(self, agent_id: str) -> None:
+        """Read (awaited) what restoring the agent reads: its record and, if it exists, its messages."""
+        key = self.keys.agent(self.session_id, agent_id)
+        walk = [self.keys.messages(self.session_id, agent_id)]
+        raw = await self._await(
+            functools.partial(self._read_record, operation="read agent", session_id=self.session_id, key=key, walk=walk)
+        )
+        self._prefetched[AGENT, agent_id] = raw
+        if raw is not None:
+            listing = functools.partial(
+                self._list_messages, session_id=self.session_id, agent_id=agent_id, limit=None, offset=0
+            )
+            self._prefetched[MESSAGES, agent_id] = await self._await(listing)
+
+    def _restoring(self, restore: Callable[[], None]) -> None:
+        """Run a restore of the SDK's; on the loop ``open()`` ran on, its writes are sent by the next hook."""
+        if self._home is not None and _running_loop() is self._home:
+            token = _DEFERRED.set((self, self._pending))
+            try:
+                restore()
+            finally:
+                _DEFERRED.reset(token)
+        else:
+            restore()
+
+    async def _flush_pending(self) -> None:
+        """Send the writes a restore on the home loop left (a new agent's record), before anything else."""
+        while self._pending:
+            await self._await(self._pending.pop(0))
 
     def _agent_ids(self) -> list[str]:
         """Return the agents of this session that opening it found in its index."""
@@ -327,7 +350,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         """
 
         async def hook(event: Any) -> None:
-            queue, self._pending = self._pending, []
+            await self._flush_pending()
+            queue: list[Operation] = []
             token = _DEFERRED.set((self, queue))
             try:
                 callback(event)
@@ -436,6 +460,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     async def _await_lock(self, operation: str, member: Member, args: list[Any]) -> Any:
         """:meth:`_run_lock`, awaited: an asyncio client's invocation takes and releases the lock without blocking."""
+        await self._flush_pending()  # a new agent's record first, as the lock's fingerprint of it expects
         return await self._await(functools.partial(self._lock_on, operation=operation, member=member, args=args))
 
     async def _lock_on(self, io: Driver, operation: str, member: Member, args: list[Any]) -> Any:
@@ -1196,32 +1221,21 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
         On the loop ``open()`` ran on, the restore's writes (a new agent's record) are sent by the next hook.
         """
-        if self._home is not None and _running_loop() is self._home:
-            token = _DEFERRED.set((self, self._pending))
-            try:
-                super().initialize(agent, **kwargs)
-            finally:
-                _DEFERRED.reset(token)
-        else:
-            super().initialize(agent, **kwargs)
+        self._restoring(functools.partial(RepositorySessionManager.initialize, self, agent, **kwargs))
         if self._heartbeat.needed:
             member = None
             if self._lock is not None:
                 newest = functools.partial(self._newest_message_id, agent.agent_id)
-                member = self._lock.agent(agent, functools.partial(self._reload_agent, agent), newest)
+                reload: Callable[[], Any] = functools.partial(self._reload_agent, agent)
+                if not isinstance(self._driver, SyncDriver):
+                    reload = functools.partial(self._reload_agent_async, agent)
+                member = self._lock.agent(agent, reload, newest)
             self._heartbeat.guard(agent, member)
 
     @telemetry.traced(telemetry.RESTORE_MULTI_AGENT)
     def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
         """Restore or create a Swarm's or Graph's state; its runs keep the session alive (and lock it, if on)."""
-        if self._home is not None and _running_loop() is self._home:
-            token = _DEFERRED.set((self, self._pending))
-            try:
-                super().initialize_multi_agent(source, **kwargs)
-            finally:
-                _DEFERRED.reset(token)
-        else:
-            super().initialize_multi_agent(source, **kwargs)
+        self._restoring(functools.partial(RepositorySessionManager.initialize_multi_agent, self, source, **kwargs))
         if self._heartbeat.needed:
             member = None
             if self._lock is not None:
@@ -1246,7 +1260,12 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 agent_id,
                 [message_id for message_id, _ in unconfirmed],
             )
-        RepositorySessionManager.initialize(self, agent)
+        self._restoring(functools.partial(RepositorySessionManager.initialize, self, agent))
+
+    async def _reload_agent_async(self, agent: LocalAgent) -> None:
+        """:meth:`_reload_agent` with its reads awaited first (an asyncio client)."""
+        await self._prefetch(agent.agent_id)
+        self._reload_agent(agent)
 
     # -- the SDK's held-record bookkeeping, amortised (held_records.py) ----------------------
 
