@@ -10,8 +10,8 @@ no event loop and no thread hop (about a microsecond). A driver for an asyncio c
 What a driver provides (and all a new one, such as GLIDE's, must):
 
 - ``client`` and ``cluster`` (whether it is a cluster client);
-- ``await command(*args, **options)``: one command on the client as its own API sends it (loads of scripts
-  and libraries go to every primary on a cluster; ``target_nodes=`` is honoured);
+- ``await command(*args, **options)``: one command on the client (on a cluster, only loads of scripts and
+  libraries, which go to every primary, and calls with ``target_nodes=``);
 - ``await round_trip(node, commands, raw)``: the ``(args, options)`` commands in one pipeline (no
   transaction) to ``node`` (``None``: the standalone client; else a node of :meth:`node_of`/:meth:`node_at`),
   the replies in order, errors as values; ``raw``: no reply callbacks (the server's replies as they are);
@@ -154,8 +154,9 @@ class AsyncioDriver:
         self.retries = int(client.cluster_error_retry_attempts) if self.cluster else 0
 
     async def command(self, *args: Any, **options: Any) -> Any:
-        """One command: on a standalone client, a round trip of one; on a cluster, as the client sends it."""
+        """Send one command: standalone, a round trip of one; on a cluster, to every primary (a load) or ``target_nodes``."""
         if self.cluster:
+            options = {"target_nodes": self.client.PRIMARIES, **options}  # its client cannot route FUNCTION LOAD
             return await self.client.execute_command(*args, **options)
         (reply,) = await self.round_trip(None, [(args, options)], False)
         if isinstance(reply, Exception):

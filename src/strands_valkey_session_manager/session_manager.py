@@ -1162,7 +1162,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 )
             except (TypeError, ValueError):  # refused before anything was sent
                 with _errors("update multi-agent", key):
-                    exists = await io.command("EXISTS", key)
+                    (exists,) = await replication.read_on(io, key, ("EXISTS", key))
                 if not exists:
                     raise SessionException(not_found) from None
                 raise

@@ -44,7 +44,8 @@ class ScriptedModel(Model):
     """Streams the next scripted reply each call; with no script, echoes the last user text.
 
     ``replies`` may be a list of replies (used in turn, then echo) or a function of the
-    conversation so far returning one. ``delay`` seconds pass before each reply starts (a slow model).
+    conversation so far returning one. ``delay`` seconds pass before each reply starts (a slow model); a text
+    reply streams in ``chunks`` deltas, ``chunk_delay`` seconds apart (a model streaming its tokens).
     """
 
     def __init__(
@@ -52,9 +53,11 @@ class ScriptedModel(Model):
         replies: Iterable[Reply] | Callable[[Messages], Reply] = (),
         label: str = "scripted",
         delay: float = 0.0,
+        chunks: int = 1,
+        chunk_delay: float = 0.0,
     ) -> None:
         """Create the model with its replies."""
-        self.delay = delay
+        self.delay, self.chunks, self.chunk_delay = delay, max(1, chunks), chunk_delay
         self._lock = threading.Lock()
         self._script: Callable[[Messages], Reply] | None = replies if callable(replies) else None
         self._queue: list[Reply] = [] if callable(replies) else list(replies)
@@ -98,7 +101,11 @@ class ScriptedModel(Model):
             yield {"messageStop": {"stopReason": "tool_use"}}
         else:
             yield {"contentBlockStart": {"start": {}}}
-            yield {"contentBlockDelta": {"delta": {"text": reply}}}
+            size = -(-len(reply) // self.chunks) or 1
+            for at in range(0, max(len(reply), 1), size):
+                if at and self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                yield {"contentBlockDelta": {"delta": {"text": reply[at : at + size]}}}
             yield {"contentBlockStop": {}}
             yield {"messageStop": {"stopReason": "end_turn"}}
 
