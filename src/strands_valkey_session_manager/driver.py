@@ -154,7 +154,7 @@ class AsyncioDriver:
         self.retries = int(client.cluster_error_retry_attempts) if self.cluster else 0
 
     async def command(self, *args: Any, **options: Any) -> Any:
-        """Send one command: standalone, a round trip of one; on a cluster, to all primaries (a load) or target_nodes."""
+        """Send one command: standalone, a round trip of one; on a cluster, to all primaries (loads) or target_nodes."""
         if self.cluster:
             options = {"target_nodes": self.client.PRIMARIES, **options}  # its client cannot route FUNCTION LOAD
             return await self.client.execute_command(*args, **options)
