@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import inspect
@@ -56,7 +57,7 @@ Operation = Callable[[Driver], Coroutine[Any, Any, Any]]
 _DEFERRED: contextvars.ContextVar[tuple[Any, list[Operation]] | None] = contextvars.ContextVar(
     "valkey_session_deferred", default=None
 )
-#: Set by ``open()`` around the construction it runs in a worker thread: the loop that awaits its I/O.
+#: Set by ``open()`` around the construction it runs in a thread of its own: the loop that awaits its I/O.
 _OPENING_ON: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
     "valkey_session_opening_on", default=None
 )
@@ -262,11 +263,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             As the constructor.
         """
         loop = asyncio.get_running_loop()
-        token = _OPENING_ON.set(loop)
-        try:
-            manager = await asyncio.to_thread(cls, session_id, client, **options)
-        finally:
-            _OPENING_ON.reset(token)
+        # Not the loop's default executor: the loop itself may need it meanwhile (getaddrinfo, to connect).
+        manager = await loop.run_in_executor(
+            _OPENERS, functools.partial(_construct, loop, cls, session_id, client, options)
+        )
         manager._home = loop
         for agent_id in manager._agent_ids() if agent_ids is None else list(agent_ids):
             await manager._prefetch(agent_id)
@@ -1295,6 +1295,21 @@ def _private_loop(client: AsyncClient) -> ClientLoop:
 
 
 _PRIVATE_LOCK = threading.Lock()
+
+
+#: The threads ``open()`` runs constructors in (each awaiting its I/O on the opening loop).
+_OPENERS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="valkey-session-open")
+
+
+def _construct(
+    loop: asyncio.AbstractEventLoop, cls: type[ValkeySessionManager], session_id: str, client: Any, options: Any
+) -> ValkeySessionManager:
+    """Build a manager in an ``open()`` thread: its I/O is awaited on ``loop`` (``_io``)."""
+    token = _OPENING_ON.set(loop)
+    try:
+        return cls(session_id, client, **options)
+    finally:
+        _OPENING_ON.reset(token)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
