@@ -174,6 +174,14 @@ def test_the_manager_refuses_what_is_no_sync_client_saying_what_to_pass(
     assert client.exists("session:user-42") == 0
 
 
+def test_from_url_builds_an_asyncio_client_when_asked(server: LocalValkey, client, recwarn) -> None:
+    manager = ValkeySessionManager.from_url(server.url, "user-42", asyncio=True)
+
+    assert isinstance(manager.client, valkey.asyncio.Valkey) and client.exists("session:user-42") == 1
+    manager.close()
+    assert not [warning for warning in recwarn if "never awaited" in str(warning.message)]
+
+
 def test_an_asyncio_client_opens_the_session_with_no_coroutine_left_unawaited(
     server: LocalValkey, client, recwarn
 ) -> None:

@@ -90,11 +90,11 @@ def test_the_fastapi_example_resumes_each_session_across_requests(server, client
             http.post(f"/sessions/{session_id}/chat", json={"prompt": prompt}).json()["reply"].strip()
             for session_id, prompt in [("user-1", "Hi, I am Ada."), ("user-1", "My name?"), ("user-2", "Hello.")]
         ]
-    namespace["client"].close()
+        assert http.delete("/sessions/user-2").json() == {"deleted": "user-2"}
 
     assert replies == ["1 messages", "3 messages", "1 messages"]  # the second request's agent was restored
     assert client.zcard("session:user-1:agent:assistant:messages") == 4
-    assert client.zcard("session:user-2:agent:assistant:messages") == 2
+    assert client.keys("session:user-2*") == []  # logged out
 
 
 def test_the_pypi_readme_has_the_readmes_quick_start() -> None:

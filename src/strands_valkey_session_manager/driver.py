@@ -27,6 +27,7 @@ What a driver provides (and all a new one, such as GLIDE's, must):
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -113,30 +114,8 @@ class SyncDriver:
         if self.cluster:
             client = client.get_valkey_connection(await self.node_of(self.keyslot(key)))
         pool = client.connection_pool
-        connection = pool.get_connection("WATCH")
-        watching = False
-
-        async def send(commands: list[tuple[Any, ...]]) -> list[Any]:
-            nonlocal watching
-            connection.send_packed_command(connection.pack_commands(commands))
-            replies = []
-            for command in commands:
-                try:
-                    replies.append(connection.read_response(disable_decoding=True))
-                except ResponseError as error:
-                    replies.append(error)
-                watching = _watching(watching, command)
-            return replies
-
-        try:
+        async with _holding(pool.get_connection("WATCH"), pool.release) as send:
             yield send
-        except BaseException:
-            watching = True
-            raise
-        finally:
-            if watching:
-                connection.disconnect()
-            pool.release(connection)
 
 
 class AsyncioDriver:
@@ -231,31 +210,8 @@ class AsyncioDriver:
         else:
             pool = self.client.connection_pool
             connection, release = await pool.get_connection("WATCH"), pool.release
-        watching = False
-
-        async def send(commands: list[tuple[Any, ...]]) -> list[Any]:
-            nonlocal watching
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies = []
-            for command in commands:
-                try:
-                    replies.append(await connection.read_response(disable_decoding=True))
-                except ResponseError as error:
-                    replies.append(error)
-                watching = _watching(watching, command)
-            return replies
-
-        try:
+        async with _holding(connection, release) as send:
             yield send
-        except BaseException:
-            watching = True
-            raise
-        finally:
-            if watching:
-                await connection.disconnect()
-            result = release(connection)
-            if asyncio.iscoroutine(result):
-                await result
 
 
 #: The longest reply line (an error, a status) an asyncio connection of ours reads: asyncio's default is 64 KiB.
@@ -282,10 +238,42 @@ async def _exchange(connection: Any, commands: list[Sent], raw: bool, callbacks:
     return replies
 
 
-def _watching(watching: bool, command: tuple[Any, ...]) -> bool:
-    """Whether a connection watches keys after ``command``."""
-    name = str(command[0]).upper()
-    return name == "WATCH" or (watching and name not in ("EXEC", "DISCARD", "UNWATCH"))
+@asynccontextmanager
+async def _holding(connection: Any, release: Callable[[Any], Any]) -> AsyncIterator[Send]:
+    """Hold ``connection`` (of either kind: its calls' results are awaited when awaitable) until ``release``.
+
+    Yields ``send(commands)`` (see the module docstring); a connection left watching keys, or that failed, is
+    closed before it is released.
+    """
+    watching = False
+
+    async def send(commands: list[tuple[Any, ...]]) -> list[Any]:
+        nonlocal watching
+        await _done(connection.send_packed_command(connection.pack_commands(commands)))
+        replies = []
+        for command in commands:
+            try:
+                replies.append(await _done(connection.read_response(disable_decoding=True)))
+            except ResponseError as error:
+                replies.append(error)
+            name = str(command[0]).upper()
+            watching = name == "WATCH" or (watching and name not in ("EXEC", "DISCARD", "UNWATCH"))
+        return replies
+
+    try:
+        yield send
+    except BaseException:
+        watching = True
+        raise
+    finally:
+        if watching:
+            await _done(connection.disconnect())
+        await _done(release(connection))
+
+
+async def _done(result: Any) -> Any:
+    """Return ``result``, awaited if it is awaitable (an asyncio connection's call; a synchronous one's is done)."""
+    return await result if inspect.isawaitable(result) else result
 
 
 #: Either kind of driver.

@@ -379,7 +379,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     _owns_client = False
 
     @classmethod
-    def from_url(cls, url: str, session_id: str, *, cluster: bool = False, **options: Any) -> ValkeySessionManager:
+    def from_url(
+        cls, url: str, session_id: str, *, cluster: bool = False, asyncio: bool = False, **options: Any
+    ) -> ValkeySessionManager:
         """Open ``session_id`` on the Valkey at ``url`` through a client built for this manager (``close()`` it).
 
         Args:
@@ -387,6 +389,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 in the query, or as an option), ``redis://``, ``rediss://``, ``unix://``.
             session_id: As for the constructor.
             cluster: Build a ``ValkeyCluster`` (it finds the other nodes from the URL's one).
+            asyncio: Build a ``valkey.asyncio`` client (its calls from synchronous code run on a private loop
+                thread; from async code, pass a client to ``await ValkeySessionManager.open(...)`` instead).
             **options: The constructor's options (``ttl``, ``key_prefix``, ``wait_replicas``, ``lock_timeout``, ...)
                 and the client's settings by name (``socket_timeout``, ``ssl_ca_certs``, ``max_connections``, ...),
                 which replace the defaults: ``socket_timeout=5``, ``socket_connect_timeout=2``, replies as bytes,
@@ -399,11 +403,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             SessionException: If Valkey cannot be reached, or as for the constructor.
         """
         validate_id(session_id, "session_id")
-        mine, client = connection.open_url(cls, url, False, cluster, options, SessionException)
+        mine, client = connection.open_url(cls, url, asyncio, cluster, options, SessionException)
         try:
             manager = cls(session_id, client, **mine)
         except BaseException:
-            client.close()
+            _close_built(client)
             raise
         manager._owns_client = True
         return manager
@@ -413,8 +417,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
         Without ``close()``, the connections of a built client go when the manager is garbage collected.
         """
-        if self._owns_client and not isinstance(self.client, AsyncClient):
-            self.client.close()  # type: ignore[no-untyped-call]
+        if self._owns_client:
+            _close_built(self.client)
 
     async def _script(
         self,
@@ -1295,6 +1299,17 @@ def _private_loop(client: AsyncClient) -> ClientLoop:
 
 
 _PRIVATE_LOCK = threading.Lock()
+
+
+def _close_built(client: Client | AsyncClient) -> None:
+    """Disconnect a client ``from_url`` built: an asyncio one was used only through its private loop, closed here."""
+    if isinstance(client, AsyncClient):
+        with _PRIVATE_LOCK:
+            private = _PRIVATE_LOOPS.pop(client, None)
+        if private is not None:
+            private.close()
+    else:
+        client.close()  # type: ignore[no-untyped-call]
 
 
 #: The threads ``open()`` runs constructors in (each awaiting its I/O on the opening loop).
