@@ -33,6 +33,9 @@ from strands_valkey_session_manager.testing.cluster import LocalCluster, cli_for
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 SESSIONS = 24
 #: valkey-cli moves the source's lowest-numbered slots: the sessions live in the lowest MOVED of them.
 MOVED = 300
