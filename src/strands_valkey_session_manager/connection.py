@@ -235,10 +235,7 @@ def _describe(client: object, asyncio: bool) -> str:
         module = "valkey.asyncio" if asyncio else "valkey"
         return f"a connection pool, not a client: wrap it, {module}.Valkey(connection_pool=pool)"
     if not asyncio and isinstance(client, (valkey.asyncio.Valkey, valkey.asyncio.ValkeyCluster)):
-        return (
-            "an asyncio client, but the SDK calls a session manager synchronously (in an async app too: see "
-            "'Inside async apps' in the README)"
-        )
+        return "an asyncio client, where a synchronous one is needed"
     if asyncio and isinstance(client, (valkey.Valkey, ValkeyCluster)):
         return "a synchronous client, but the SDK awaits its Storage on event loops"
     return "something that is not a Valkey client"

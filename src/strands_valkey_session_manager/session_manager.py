@@ -118,7 +118,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         Args:
             session_id: Id of the session; no ``:``, braces, glob characters, whitespace or
                 control characters.
-            client: A synchronous ``valkey.Valkey`` or ``valkey.cluster.ValkeyCluster``, with
+            client: A ``valkey.Valkey`` or ``valkey.cluster.ValkeyCluster``, or their ``valkey.asyncio`` kin (the
+                hooks await it; from async code open with ``await ValkeySessionManager.open(...)``), with
                 ``decode_responses`` True or False. Its timeouts bound every call made here. It stays
                 the caller's: ``close()`` leaves it open. (``from_url`` builds one for you.)
             ttl: Seconds (or a ``timedelta``) a session lives after its last write or restore;
@@ -150,7 +151,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 strands-agents 1.62).
 
         Raises:
-            TypeError: If ``client`` is not a synchronous Valkey client (a URL, a pool, an asyncio client), or an
+            TypeError: If ``client`` is not a Valkey client (a URL, a pool, another library's client), or an
                 option is unknown (``ttl_seconds=``: the closest known one is named); nothing is sent.
             ValueError: If ``session_id``, ``ttl``, ``key_prefix`` or a lock setting is not usable; nothing
                 is written.
@@ -1293,9 +1294,19 @@ def _private_loop(client: AsyncClient) -> ClientLoop:
     with _PRIVATE_LOCK:
         found = _PRIVATE_LOOPS.get(client)
         if found is None:
-            found = _PRIVATE_LOOPS[client] = ClientLoop(functools.partial(clone_client, client), "valkey-session")
+            found = _PRIVATE_LOOPS[client] = ClientLoop(
+                functools.partial(_clone, weakref.ref(client)), "valkey-session"
+            )
             weakref.finalize(client, found.close)
         return found
+
+
+def _clone(client: weakref.ref[AsyncClient]) -> AsyncClient:
+    """Clone the client a private loop serves (held weakly: the loop must not keep it alive; its managers do)."""
+    alive = client()
+    if alive is None:  # pragma: no cover - a manager holds its client while it may call
+        raise RuntimeError("the asyncio client of this private loop is gone")
+    return clone_client(alive)
 
 
 _PRIVATE_LOCK = threading.Lock()
