@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import valkey
 import valkey.asyncio
+from helpers import CommandCounter
 from strands import Agent
+from strands.agent.conversation_manager import SlidingWindowConversationManager
 
 from strands_valkey_session_manager import ValkeySessionManager
 from strands_valkey_session_manager.testing.model import ScriptedModel
@@ -158,3 +160,34 @@ def test_the_synchronous_client_blocks_the_loop_for_every_held_reply(proxy: Hold
 
     assert len(messages) == 4
     assert worst >= HOLD * 0.9, worst  # the measure above catches a hook that waits on the loop
+
+
+def test_after_open_building_the_agent_sends_nothing_even_when_its_window_slid(
+    server: LocalValkey, client: valkey.Valkey
+) -> None:
+    def build(manager: ValkeySessionManager) -> Agent:
+        window = SlidingWindowConversationManager(window_size=4)  # the restore lists from the messages it removed
+        return Agent(
+            agent_id="talker",
+            model=ScriptedModel(),
+            conversation_manager=window,
+            session_manager=manager,
+            callback_handler=None,
+        )
+
+    first = build(ValkeySessionManager("s", client))
+    for turn in range(4):
+        first(f"turn {turn}")
+
+    async def reopen() -> tuple[dict[str, int], Any]:
+        remote = valkey.asyncio.Valkey(port=server.port)
+        manager = await ValkeySessionManager.open("s", remote)
+        with CommandCounter(client) as counter:
+            restored = build(manager)
+        await remote.aclose()
+        return counter.counts, restored.messages
+
+    counts, messages = asyncio.run(reopen())
+
+    assert counts == {}  # every read was done, awaited, by open()
+    assert messages == first.messages and len(messages) == 4

@@ -274,7 +274,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         return manager
 
     async def _prefetch(self, agent_id: str) -> None:
-        """Read (awaited) what restoring the agent reads: its record and, if it exists, its messages."""
+        """Read (awaited) what restoring the agent reads: its record and, if it exists, its messages.
+
+        The messages from the offset its conversation manager will ask for (the messages it removed, as stored).
+        """
         key = self.keys.agent(self.session_id, agent_id)
         walk = [self.keys.messages(self.session_id, agent_id)]
         raw = await self._await(
@@ -282,10 +285,13 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         )
         self._prefetched[AGENT, agent_id] = raw
         if raw is not None:
+            state = codec.load_record(SessionAgent, raw, key, self.values).conversation_manager_state
+            offset = state.get("removed_message_count", 0) if isinstance(state, dict) else 0
+            offset = offset if isinstance(offset, int) and offset >= 0 else 0
             listing = functools.partial(
-                self._list_messages, session_id=self.session_id, agent_id=agent_id, limit=None, offset=0
+                self._list_messages, session_id=self.session_id, agent_id=agent_id, limit=None, offset=offset
             )
-            self._prefetched[MESSAGES, agent_id] = await self._await(listing)
+            self._prefetched[MESSAGES, agent_id] = (offset, await self._await(listing))
 
     def _restoring(self, restore: Callable[[], None]) -> None:
         """Run a restore of the SDK's; on the loop ``open()`` ran on, its writes are sent by the next hook."""
@@ -1067,8 +1073,9 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         A message listed in the index but missing from Valkey (evicted, deleted by hand, or of
         another Valkey type) is logged as a warning naming its id, and the rest are returned.
         """
-        if (MESSAGES, agent_id) in self._prefetched and not offset and limit is None:
-            listed: list[SessionMessage] = self._prefetched.pop((MESSAGES, agent_id))
+        prefetched = self._prefetched.pop((MESSAGES, agent_id), None)
+        if prefetched is not None and prefetched[0] == offset and limit is None:
+            listed: list[SessionMessage] = prefetched[1]
             return listed
         return self._io(  # type: ignore[no-any-return]
             functools.partial(
