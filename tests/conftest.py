@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import weakref
 from collections.abc import Callable, Iterator
@@ -204,6 +205,7 @@ def client_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     if request.param == "asyncio":
         original = ValkeySessionManager.__init__
 
+        @functools.wraps(original)  # its signature too: from_url reads the constructor's options from it
         def init(self: ValkeySessionManager, *args: Any, **kwargs: Any) -> None:
             if "client" in kwargs:
                 kwargs["client"] = as_asyncio(kwargs["client"])

@@ -33,6 +33,9 @@ from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
+#: Every manager these tests build runs once on a synchronous client, once on an asyncio one (conftest).
+pytestmark = pytest.mark.usefixtures("client_kind")
+
 KEYS = KeySchema()
 
 

@@ -346,8 +346,22 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         return self._private
 
     def _run_script(self, script: scripts.Script, keys: list[str], args: list[Any]) -> Any:
-        """Run a script (not a session script) now: the owner's listing (directory.Listing)."""
-        return self._io(lambda io: script.on(io, keys, args), now=True)
+        """Run a script (not a session script): the owner's listing (directory.Listing), best effort.
+
+        Inside an operation running on an event loop of this manager's asyncio client (the loop ``open()`` ran
+        on, or the private one), it cannot be waited for there: it is sent as a task of that loop, and a
+        failure is logged (the listing's touches are amortised, and the next listing repairs what one missed).
+        """
+        loop = _running_loop()
+        io: Driver | None = None
+        if loop is not None and self._private is not None:
+            private = self._private.client_on(loop)
+            io = self._driver if loop is self._home else AsyncioDriver(private) if private is not None else None
+        if io is None:
+            return self._io(lambda io: script.on(io, keys, args), now=True)
+        task = asyncio.ensure_future(script.on(io, keys, args))
+        task.add_done_callback(_log_listing_failure)
+        return None
 
     def _deferring(self, callback: Callable[[Any], Any]) -> Callable[[Any], Awaitable[None]]:
         """Return an async hook that runs the SDK's synchronous ``callback`` with the writes queued, then awaits them.
@@ -592,13 +606,21 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         logout) deletes with plain commands (:meth:`_delete_watched`), in two, which costs the server less
         than the walk; when the session is not as a plain delete expects, by the script, which says why.
         """
-        self._io(functools.partial(self._delete_session, session_id=session_id), now=True)
+        self._deleted(session_id, self._io(functools.partial(self._delete_session, session_id=session_id), now=True))
 
     async def delete_session_async(self, session_id: str) -> None:
         """:meth:`delete_session`, awaited (an asyncio client: a logout in an async handler waits for nothing)."""
-        await self._await(functools.partial(self._delete_session, session_id=session_id))
+        self._deleted(session_id, await self._await(functools.partial(self._delete_session, session_id=session_id)))
 
-    async def _delete_session(self, io: Driver, session_id: str) -> None:
+    def _deleted(self, session_id: str, deleted: int) -> None:
+        """After a delete: out of the owner's listing (outside the operation: not on the client's loop), or raise."""
+        if session_id == self.session_id:
+            self._listing.deleted()
+        if not deleted:
+            raise SessionException(f"Session {session_id} does not exist")
+        logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
+
+    async def _delete_session(self, io: Driver, session_id: str) -> int:
         key = self.keys.session(session_id)
         known = list(self._known) if session_id == self.session_id else []
         with _errors("delete session", key):
@@ -607,10 +629,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 deleted = await self._delete_by_script(io, session_id, known)
         if session_id == self.session_id:
             self._known.clear()
-            self._listing.deleted()
-        if not deleted:
-            raise SessionException(f"Session {session_id} does not exist")
-        logger.debug("session_id=<%s>, keys=<%d> | deleted session", session_id, deleted)
+        return deleted
 
     async def _delete_by_script(self, io: Driver, session_id: str, known: list[str]) -> int:
         """Delete the session by lua/delete_session.lua: atomically, or record first while writers outrun it."""
@@ -1343,6 +1362,11 @@ def _construct(
         return cls(session_id, client, **options)
     finally:
         _OPENING_ON.reset(token)
+
+
+def _log_listing_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("owner's listing not updated, the next listing repairs it: %s", task.exception())
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -151,6 +151,11 @@ class ClientLoop:
         loop, client = self._started()
         return asyncio.run_coroutine_threadsafe(_call(operation, client), loop).result()
 
+    def client_on(self, loop: asyncio.AbstractEventLoop) -> AsyncClient | None:
+        """Return the private client if ``loop`` is the private loop (code running there), else ``None``."""
+        state = self._state
+        return state[2] if state is not None and state[0] is loop else None
+
     def close(self) -> None:
         """Disconnect the client and stop the thread (waiting up to ``CLOSE_TIMEOUT`` s). Idempotent."""
         with self._lock:
