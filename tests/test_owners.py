@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import valkey
+import valkey.asyncio
 from helpers import CommandCounter, CountingConnection, counting_client, wait_until
 from strands import Agent
 from strands.types.exceptions import SessionException
@@ -544,3 +546,18 @@ def test_cli_lists_and_erases_an_owners_encrypted_sessions_given_the_keyring(
     assert listed.exit_code == 0, listed.stderr
     assert [item["session_id"] for item in json.loads(listed.stdout)] == ["chat-1"]
     assert erased.exit_code == 0 and client.dbsize() == 0
+
+
+@pytest.mark.sync_client_only  # it makes its own asyncio client
+def test_an_awaited_logout_leaves_the_listing_before_it_returns(server: LocalValkey, client: valkey.Valkey) -> None:
+    ValkeySessionManager("chat-2", client, owner="alice")
+
+    async def logout() -> list[str]:
+        mine = valkey.asyncio.Valkey(port=server.port)
+        manager = await ValkeySessionManager.open("chat-1", mine, owner="alice")
+        await manager.delete_session_async("chat-1")
+        left = client.zrange(KEYS.owner("alice"), 0, -1)  # at once: no task left behind to do it
+        await mine.aclose()
+        return left
+
+    assert asyncio.run(logout()) == ["chat-2"]

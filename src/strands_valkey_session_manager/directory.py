@@ -19,6 +19,7 @@ session opens (no script parses the record for it). ValkeyStorage's layout has n
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import math
 import time
@@ -131,6 +132,17 @@ def _read_each(client: Client, groups: list[tuple[str, list[tuple[Any, ...]]]]) 
     return answers
 
 
+@contextlib.contextmanager
+def not_forgotten(session_id: str) -> Iterator[None]:
+    """Log (not raise) a failure to take a deleted session out of its owner's listing: the next listing drops it."""
+    try:
+        yield
+    except ValkeyError as error:
+        logger.warning(
+            "session_id=<%s> | not taken out of its owner's listing (the next listing will): %s", session_id, error
+        )
+
+
 class Listing:
     """One manager's session in its owner's listing: touched as it opens and as it is written, amortised.
 
@@ -183,19 +195,18 @@ class Listing:
         """Give the session the app's title (it replaces any)."""
         self._touch(None, self.ttl_ms, title, "set", quiet=False)
 
+    def forgetting(self) -> tuple[list[str], list[Any]] | None:
+        """Return the keys and arguments of lua/owner_forget.lua that unlist this session (no owner: None)."""
+        if self.owner is None:
+            return None
+        return [self.keys.owner(self.owner), self.keys.owner_titles(self.owner)], [self.session_id, ""]
+
     def deleted(self) -> None:
         """Take the deleted session out of its owner's listing (if this fails, the next listing drops it)."""
-        if self.owner is None:
-            return
-        keys = [self.keys.owner(self.owner), self.keys.owner_titles(self.owner)]
-        try:
-            self.run(scripts.OWNER_FORGET, keys, [self.session_id, ""])
-        except ValkeyError as error:
-            logger.warning(
-                "session_id=<%s> | not taken out of its owner's listing (the next listing will): %s",
-                self.session_id,
-                error,
-            )
+        forget = self.forgetting()
+        if forget is not None:
+            with not_forgotten(self.session_id):
+                self.run(scripts.OWNER_FORGET, *forget)
 
     def _touch(self, deadline: int | None, life: int, title: str = "", how: str = "nx", quiet: bool = True) -> None:
         if self.owner is None:

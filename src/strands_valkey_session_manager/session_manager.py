@@ -609,12 +609,20 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         self._deleted(session_id, self._io(functools.partial(self._delete_session, session_id=session_id), now=True))
 
     async def delete_session_async(self, session_id: str) -> None:
-        """:meth:`delete_session`, awaited (an asyncio client: a logout in an async handler waits for nothing)."""
-        self._deleted(session_id, await self._await(functools.partial(self._delete_session, session_id=session_id)))
+        """:meth:`delete_session`, awaited (an asyncio client: a logout in an async handler waits for nothing).
 
-    def _deleted(self, session_id: str, deleted: int) -> None:
+        An owned session leaves its owner's listing before this returns (awaited too).
+        """
+        deleted = await self._await(functools.partial(self._delete_session, session_id=session_id))
+        forget = self._listing.forgetting() if session_id == self.session_id else None
+        if forget is not None:
+            with directory.not_forgotten(session_id):
+                await self._await(lambda io: scripts.OWNER_FORGET.on(io, *forget))
+        self._deleted(session_id, deleted, unlisted=forget is not None)
+
+    def _deleted(self, session_id: str, deleted: int, unlisted: bool = False) -> None:
         """After a delete: out of the owner's listing (outside the operation: not on the client's loop), or raise."""
-        if session_id == self.session_id:
+        if session_id == self.session_id and not unlisted:
             self._listing.deleted()
         if not deleted:
             raise SessionException(f"Session {session_id} does not exist")
