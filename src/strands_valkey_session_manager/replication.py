@@ -8,9 +8,9 @@ cluster both go to the primary that owns the session's slot: ``WAIT`` only count
 its own connection.
 
 A :class:`Transaction` is sent as one ``MULTI``/``EXEC`` block (all its commands run, or none does), and is
-one command for everything below: its redirections, its ``WAIT``. :func:`pinned` holds one connection to
-the slot's node for an optimistic transaction (``WATCH``, reads, then ``MULTI``/``EXEC``); it does not follow
-a moving slot: a redirection comes back as a reply, and the caller takes another way.
+one command for everything below: its redirections, its ``WAIT``. A driver's ``pinned`` (driver.py) holds one
+connection to the slot's node for an optimistic transaction (``WATCH``, reads, then ``MULTI``/``EXEC``); it does
+not follow a moving slot: a redirection comes back as a reply, and the caller takes another way.
 
 On a cluster every write (with or without ``WAIT``) and every read of a restore (:func:`read`) is sent
 here, to the node that serves the session's slot, and follows the slot when it moves (resharding,
@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,26 +195,6 @@ async def _send(
         answers.append(next((reply for reply in own[1:-1] if isinstance(reply, Exception)), own[-1]))
         first += size
     return answers, acknowledged
-
-
-@contextmanager
-def pinned(client: Client, key: str) -> Iterator[Callable[[list[tuple[Any, ...]]], list[Any]]]:
-    """Hold one connection to the node serving ``key`` (its slot's primary) for several round trips.
-
-    Yields ``send(commands)``: one round trip on that connection, the replies as bytes, errors as values (a
-    redirection too: nothing here follows a moving slot). A connection left watching keys (a ``WATCH`` not
-    ended by ``EXEC``, ``DISCARD`` or ``UNWATCH``), or that failed, is closed rather than pooled: the next
-    caller's transaction must not inherit its watches. (The driver's ``pinned``, on a synchronous client.)
-    """
-    holder = SyncDriver(client).pinned(key)
-    send = drive(holder.__aenter__())
-    try:
-        yield lambda commands: drive(send(commands))
-    except BaseException as error:
-        if not drive(holder.__aexit__(type(error), error, error.__traceback__)):
-            raise
-    else:
-        drive(holder.__aexit__(None, None, None))
 
 
 def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None) -> list[Any]:
