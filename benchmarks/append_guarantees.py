@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.append_guarantees [--writes N] [--rounds R] [--pace SECONDS]`` starts its own
 valkey-server and prints a Markdown table: for each way of writing a message, from the floor's bare
-``SET EX`` up to the block an append sends (session_manager._append_plain), the server's CPU per write
+``SET EX`` up to the block an append sends (store._append_plain), the server's CPU per write
 (``INFO cpu``, net of idle, :mod:`benchmarks.serverstats`) and its ratio to the floor (the median of the
 rounds' ratios, quartiles in brackets). The ways alternate within a round, the order flips every round.
 ``--pace``: a pause after each write, as an agent's writes come (the server idles between them).

@@ -55,7 +55,7 @@ def seed_library(client: valkey.Valkey, session_id: str, records: list[SessionMe
     payloads = [(record.message_id, message_json(record).encode()) for record in records]
     for first in range(0, len(payloads), BATCH):
         batch = payloads[first : first + BATCH]
-        manager._io(lambda io, batch=batch: manager._append(io, session_id, AGENT_ID, batch))
+        manager._runner.now(lambda io, batch=batch: manager.store.append(io, session_id, AGENT_ID, batch))
     return manager
 
 

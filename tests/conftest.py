@@ -24,7 +24,7 @@ from strands import Agent
 from strands.multiagent import Swarm
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, scripts, session_manager
+from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, runner, scripts
 from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey, embedded_server, find_server
@@ -172,7 +172,7 @@ def as_asyncio(client: Any) -> Any:
         twin = _TWINS[client] = _twin(client)
         # Connect its managers' private loop now, as helpers.counting_client does: the handshake is not ours.
         with contextlib.suppress(valkey.ValkeyError):  # a server a test made unreachable: its manager says so
-            session_manager._private_loop(twin).call(lambda loop_client: loop_client.ping())
+            runner.private_loop(twin).call(lambda loop_client: loop_client.ping())
     return _TWINS[client]
 
 

@@ -91,7 +91,7 @@ def test_a_session_created_between_read_and_create_is_joined_not_an_error(client
         """Sees no session on its read, as if the other process had not created it yet."""
 
         def read_session(self, session_id: str, **kwargs: object):  # type: ignore[no-untyped-def]
-            return None if self._opening else super().read_session(session_id)
+            return None if self.store.opening else super().read_session(session_id)
 
     late = LateOpener(session_id="race", client=client)
     first = make_agent(late, agent_id="first")

@@ -178,7 +178,7 @@ def test_a_delete_killed_between_the_record_and_the_rest_leaves_nothing_a_new_lo
         from strands_valkey_session_manager import ValkeySessionManager, errors, scripts
 
         manager = ValkeySessionManager("s", valkey.Valkey(port={server.port}))
-        run = manager._script
+        run = manager.store.script
         async def outrun_then_killed(io, script, session_id, own, args, *rest, **kwargs):
             if script is scripts.DELETE_SESSION and args[0] == "":
                 raise errors.SessionChanging("writers outran the walk")  # as busy writers make it
@@ -187,8 +187,8 @@ def test_a_delete_killed_between_the_record_and_the_rest_leaves_nothing_a_new_lo
             return await run(io, script, session_id, own, args, *rest, **kwargs)
         async def by_script(*args):
             return None  # the script's way, as under load
-        manager._script = outrun_then_killed
-        manager._delete_watched = by_script
+        manager.store.script = outrun_then_killed
+        manager.store._delete_watched = by_script
         manager.delete_session("s")
         """
     )

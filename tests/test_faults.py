@@ -414,7 +414,7 @@ def test_evicted_half_of_a_tool_call_is_named_in_a_warning_and_the_restore_is_va
     with caplog.at_level(logging.WARNING):
         restored = open_agent(client, SESSION, replies=["still here"])
 
-    warnings = [r.getMessage() for r in caplog.records if r.name == "strands_valkey_session_manager.session_manager"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "strands_valkey_session_manager.store"]
     assert any(f"message_ids=<[{victim_id}]>" in text for text in warnings), warnings
     assert_valid_conversation(restored.messages)
     restored("and now?")

@@ -94,7 +94,7 @@ def test_a_message_written_with_a_deadline_that_had_passed_is_kept(
     # elapsed time was monotonic. Its next plain append writes the message PXAT that past deadline.
     manager = stepped._session_manager
     past = int(real_ms(client)) - 1000
-    manager._deadline, manager._clock_ms = past, past - 60_000 - time.monotonic() * 1000
+    manager.store.deadline, manager.store.clock_ms = past, past - 60_000 - time.monotonic() * 1000
 
     say(stepped._session_manager, stepped, "two")
 
@@ -165,12 +165,12 @@ def test_a_process_killed_between_an_append_and_its_settle_leaves_nothing_a_new_
         agent = Agent(agent_id="talker", model=ScriptedModel(["ok"]), session_manager=manager, callback_handler=None)
         agent("old text")  # its next append is a plain block
         ValkeySessionManager("s", client).delete_session("s")  # another process logs the user out
-        run = manager._script
+        run = manager.store.script
         async def killed_before_the_settle(io, script, *args, **kwargs):
             if script is scripts.SETTLE_APPEND:
                 os._exit(9)  # the block ran; the process dies before its settle is sent
             return await run(io, script, *args, **kwargs)
-        manager._script = killed_before_the_settle
+        manager.store.script = killed_before_the_settle
         manager.append_message({{"role": "user", "content": [{{"text": "written after the logout"}}]}}, agent)
         """
     )

@@ -10,7 +10,7 @@
 -- same agent id. Identical content is a retry of a write that did land, and is accepted as done.
 -- One message costs PTTL, SADD, ZADD, SET NX GET and PEXPIRETIME; the agent's first also two PEXPIREATs.
 -- Returns the session's deadline (PEXPIRETIME: ms on the server's clock, -1 = none): while it is not due for a
--- refresh, the manager appends with plain commands (session_manager._append_plain) and gives it to new keys.
+-- refresh, the manager appends with plain commands (store._append_plain) and gives it to new keys.
 
 open(KEYS, ARGV)
 local ids_key, suffix, previous = KEYS[3], ARGV[4], ARGV[5]

@@ -1,5 +1,5 @@
 #!lua
--- Settle a plain append (session_manager._append_plain: in one MULTI/EXEC, no script, the message SET NX with
+-- Settle a plain append (store._append_plain: in one MULTI/EXEC, no script, the message SET NX with
 -- the deadline the manager last saw, its id ZADDed, the agent SADDed to the index, the ZSET and the index given
 -- that deadline if they had none, and the session's PEXPIRETIME read) that found the session's deadline other
 -- than the one it wrote: another process moved it (a refresh, a running invocation's keep-alive, a new session

@@ -10,7 +10,7 @@
 -- a string. A sealed value (values.py) comes whole in ARGV[7] (ARGV[6] ''): opaque here, its created_at is the
 -- caller's to keep. Anything else is BADVALUE, and leaves the store as it was (its value and its TTL). Returns
 -- the created_at used and the session's deadline
--- (PEXPIRETIME), for the manager's plain-command writes (session_manager._fresh_deadline).
+-- (PEXPIRETIME), for the manager's plain-command writes (store.fresh_deadline).
 -- An update costs PTTL, PEXPIRETIME, GET and SET XX.
 
 open(KEYS, ARGV)
