@@ -105,7 +105,7 @@ def openers(port: int, files: str) -> dict[str, Opener]:
     }
 
 
-async def run(opener: Opener, conversations: int, turns: int, tag: str) -> dict[str, float]:
+async def run(opener: Opener, conversations: int, turns: int, tag: str, latency: float = LATENCY) -> dict[str, float]:
     """Run the conversations concurrently with a ticker on the loop; return the lag, turn time and throughput."""
     lags: list[float] = []
     turn_times: list[float] = []
@@ -119,7 +119,7 @@ async def run(opener: Opener, conversations: int, turns: int, tag: str) -> dict[
 
     async def conversation(n: int) -> None:
         manager = await opener(f"{tag}-{n}")
-        model = ScriptedModel(delay=LATENCY, chunks=CHUNKS, chunk_delay=CHUNK_DELAY)
+        model = ScriptedModel(delay=latency, chunks=CHUNKS, chunk_delay=CHUNK_DELAY)
         agent = Agent(agent_id="assistant", model=model, session_manager=manager, callback_handler=None)
         for turn in range(turns):
             start = time.perf_counter()
@@ -142,7 +142,9 @@ async def run(opener: Opener, conversations: int, turns: int, tag: str) -> dict[
     }
 
 
-def measure(counts: list[int], turns: int, only: list[str] | None = None) -> list[tuple[int, str, dict[str, float]]]:
+def measure(
+    counts: list[int], turns: int, only: list[str] | None = None, latency: float = LATENCY
+) -> list[tuple[int, str, dict[str, float]]]:
     """Run every configuration at every count, side by side in this run, against one throwaway server."""
     results = []
     with LocalValkey() as server, tempfile.TemporaryDirectory() as files:
@@ -150,7 +152,7 @@ def measure(counts: list[int], turns: int, only: list[str] | None = None) -> lis
             for name, opener in openers(server.port, files).items():
                 if only and name not in only:
                     continue
-                results.append((count, name, asyncio.run(run(opener, count, turns, f"{name[:4]}-{count}"))))
+                results.append((count, name, asyncio.run(run(opener, count, turns, f"{name[:4]}-{count}", latency))))
                 valkey.Valkey(port=server.port).flushall()
     return results
 
@@ -179,8 +181,9 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--only", nargs="+", help="configurations to run (default: all)")
+    parser.add_argument("--latency", type=float, default=LATENCY, help="seconds the model waits before its reply")
     arguments = parser.parse_args()
-    print(table(measure(arguments.conversations, arguments.turns, arguments.only)))
+    print(table(measure(arguments.conversations, arguments.turns, arguments.only, arguments.latency)))
 
 
 if __name__ == "__main__":
