@@ -7,7 +7,8 @@ synchronous code (its ``SessionRepository`` methods, the restore inside ``Agent(
 - a synchronous client: at once, on the calling thread (its coroutine never suspends, ``drive``);
 - an asyncio client, a write the SDK's synchronous logic makes inside an async hook: queued, and awaited by
   the hook once that logic returns (:meth:`Runner.deferring`);
-- an asyncio client, on the loop ``open()`` ran on (the home loop): awaited on the client itself;
+- an asyncio client, on the loop ``open()`` ran on (the home loop): awaited on the client itself (``open()`` reads
+  the session awaited before the SDK's constructor runs there, so that it has nothing left to send);
 - an asyncio client, anywhere else (a synchronous ``agent("hi")`` on a loop of the SDK's, a worker thread): on a
   private loop thread with a client cloned from the given one (storage/client_loop.py), one per client, shared by
   its managers. Only the calling thread waits.
@@ -16,7 +17,6 @@ synchronous code (its ``SessionRepository`` methods, the restore inside ``Agent(
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import functools
 import logging
@@ -45,10 +45,6 @@ Operation = Callable[[Driver], Coroutine[Any, Any, Any]]
 _DEFERRED: contextvars.ContextVar[tuple[Any, list[Operation]] | None] = contextvars.ContextVar(
     "valkey_session_deferred", default=None
 )
-#: Set by ``construct`` around the construction it runs in a thread of its own: the loop that awaits its I/O.
-_OPENING_ON: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
-    "valkey_session_opening_on", default=None
-)
 
 
 class Runner:
@@ -61,6 +57,7 @@ class Runner:
         self._private = private_loop(client) if isinstance(client, AsyncClient) else None
         self.home: asyncio.AbstractEventLoop | None = None  # the loop open() ran on: the client is awaited there
         self._pending: list[Operation] = []  # writes of a restore on the home loop, awaited by the next hook
+        self._tasks: set[asyncio.Future[Any]] = set()  # best-effort operations running as tasks (held: not collected)
 
     @property
     def client(self) -> Client | AsyncClient:
@@ -80,13 +77,10 @@ class Runner:
     def now(self, operation: Operation) -> Any:
         """Run ``operation`` from synchronous code and return what it returns (a read, or a write that must be done).
 
-        On the opening loop during ``open()``, else on the private loop thread, which blocks only this thread.
+        An asyncio client's runs on the private loop thread, which blocks only this thread.
         """
         if isinstance(self.driver, SyncDriver):
             return drive(operation(self.driver))
-        loop = _OPENING_ON.get()
-        if loop is not None:
-            return asyncio.run_coroutine_threadsafe(operation(self.driver), loop).result()
         return self._private_loop().call(lambda client: operation(AsyncioDriver(client)))
 
     def later(self, operation: Operation) -> None:
@@ -125,7 +119,16 @@ class Runner:
             self.now(operation)
             return
         task = asyncio.ensure_future(operation(io))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_listing_failure)
+
+    async def settled(self) -> None:
+        """Wait for the best-effort operations running as tasks on this loop (their failures are logged)."""
+        loop = asyncio.get_running_loop()
+        mine = [task for task in self._tasks if task.get_loop() is loop]
+        if mine:
+            await asyncio.wait(mine)
 
     def script(self, script: scripts.Script, keys: list[str], args: list[Any]) -> None:
         """:meth:`best_effort` a script of no session (the owner's listing)."""
@@ -170,24 +173,6 @@ class Runner:
         """Return the registry the SDK's hooks go to: as it is for a synchronous client, else one that awaits them."""
         return registry if self.blocking else _AsyncHooks(registry, self)
 
-
-async def construct(build: Callable[[], T]) -> T:
-    """Run ``build`` (a manager's constructor) in a thread of its own while its I/O is awaited on this loop."""
-    loop = asyncio.get_running_loop()
-    # Not the loop's default executor: the loop itself may need it meanwhile (getaddrinfo, to connect).
-    return await loop.run_in_executor(_OPENERS, functools.partial(_constructing, loop, build))
-
-
-def _constructing(loop: asyncio.AbstractEventLoop, build: Callable[[], T]) -> T:
-    token = _OPENING_ON.set(loop)
-    try:
-        return build()
-    finally:
-        _OPENING_ON.reset(token)
-
-
-#: The threads ``construct`` runs constructors in (each awaiting its I/O on the opening loop).
-_OPENERS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="valkey-session-open")
 
 #: The private loop of each asyncio client given to a manager: shared by its managers (one per request, often), so
 #: they share its connections. It goes with the client (closed when the client is garbage collected).

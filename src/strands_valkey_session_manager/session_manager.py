@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from strands.types.agent import LocalAgent
 
 logger = logging.getLogger(__name__)
+
+#: Set by ``open()`` while it builds a manager: the SDK's constructor waits until the session has been read, awaited.
+_OPENING: contextvars.ContextVar[bool] = contextvars.ContextVar("valkey_session_opening", default=False)
 
 #: ``with _errors(operation, key[, not_found]):`` turns what Valkey raises into a ``SessionException``.
 _errors = functools.partial(errors.translated, SessionException)
@@ -166,20 +170,28 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         wait = replication.WaitForReplicas(wait_replicas, wait_timeout_ms) if wait_replicas else None
         self.store = SessionStore(session_id, keys, self.ttl_ms, values, wait, lock, listing, self._heartbeat, owner)
         self._held = HeldRecords(self)
-        super().__init__(session_id=session_id, session_repository=self, **kwargs)
+        self._repository_options = kwargs
+        self._opened: tuple[Session, bool] | None = None  # the session as open() read (or created) it, awaited
+        if not _OPENING.get():  # open() starts it once it has read the session
+            self._start()
+
+    def _start(self) -> None:
+        """Run the SDK's constructor (it reads the session, and creates it if there is none), then list the session."""
+        super().__init__(session_id=self.store.session_id, session_repository=self, **self._repository_options)
+        self._opened = None
         self.store.opening = False
         if self.store.joined_existing:
-            key = keys.session(session_id)
+            key = self.keys.session(self.session_id)
             with _errors("read session", key):
                 raw = self._runner.now(lambda io: self.store.read(io, key))
             if raw is not None:
-                codec.load_record(Session, raw, key, values)  # a foreign value: said so first
+                codec.load_record(Session, raw, key, self.values)  # a foreign value: said so first
             self.store.check_owner(key, raw)  # the concurrent creator's owner, before anything is written
             # Another process created the session between our read and our create: use theirs,
             # and restore agents from it rather than treating it as empty.
             sdk.restore_from_session(self)
-            self.session = self.read_session(session_id) or self.session
-        listing.opened()
+            self.session = self.read_session(self.session_id) or self.session
+        self._listing.opened()
 
     @property
     def client(self) -> Client | AsyncClient:
@@ -211,11 +223,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     ) -> ValkeySessionManager:
         """Open ``session_id`` from async code: every read awaited on this loop, then ``Agent(...)`` sends nothing.
 
-        The constructor runs in a worker thread while its reads and writes are awaited on this loop (which does
-        not block); then the records and messages of the agents ``agent_ids`` names (default: every agent of the
-        session) are read, so that an agent built afterwards is restored from them. A new agent's record, written
-        at construction, is sent by its first hook. ``client`` is then awaited directly on this loop (and on a
-        private loop from any other one).
+        The session is read (and created, if there is none) awaited on this loop, then the SDK's constructor runs
+        with nothing left to send; then the records and messages of the agents ``agent_ids`` names (default: every
+        agent of the session) are read, so that an agent built afterwards is restored from them. A new agent's
+        record, written at construction, is sent by its first hook. ``client`` is then awaited directly on this
+        loop (and on a private loop from any other one).
 
         Args:
             session_id: As for the constructor.
@@ -226,8 +238,15 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         Raises:
             As the constructor.
         """
-        manager = await runner.construct(functools.partial(cls, session_id, client, **options))
+        token = _OPENING.set(True)
+        try:
+            manager = cls(session_id, client, **options)  # nothing sent yet
+        finally:
+            _OPENING.reset(token)
         manager._runner.home = asyncio.get_running_loop()
+        manager._opened = await manager._runner.awaited(manager.store.open_session)
+        manager._runner.restoring(manager._start)  # on this loop, with nothing left to send but the listing
+        await manager._runner.settled()
         for agent_id in manager.store.agent_ids() if agent_ids is None else list(agent_ids):
             await manager._prefetch(agent_id)
         return manager
@@ -322,11 +341,16 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     @telemetry.traced(telemetry.CREATE_SESSION)
     def create_session(self, session: Session, **kwargs: Any) -> Session:
         """Create a new session; ``SessionException`` if it exists (unless a concurrent open)."""
+        if self._opened is not None and session.session_id == self.session_id:
+            return self._opened[0]  # open() created it
         return self._runner.now(functools.partial(self.store.create_session, session=session))  # type: ignore[no-any-return]
 
     @telemetry.traced(telemetry.READ_SESSION)
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
         """Read a session record, or ``None`` (opening the manager's own, its index and deadline too)."""
+        if self._opened is not None and session_id == self.session_id:
+            session, created = self._opened  # as open() read it, awaited: the SDK's constructor asks
+            return None if created else session
         return self._runner.now(functools.partial(self.store.read_session, session_id=session_id))  # type: ignore[no-any-return]
 
     @telemetry.traced(telemetry.DELETE_SESSION)

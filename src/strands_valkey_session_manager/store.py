@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from strands.types.exceptions import SessionException
-from strands.types.session import Session, SessionAgent, SessionMessage
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 from valkey.client import NEVER_DECODE
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import ResponseError
@@ -151,6 +151,21 @@ class SessionStore:
             )
         telemetry.refreshed()
         self.listing.kept_alive(extend_ms)
+
+    async def open_session(self, io: Driver) -> tuple[Session, bool]:
+        """Read this manager's session, creating it if there is none: what the SDK's constructor does, awaited.
+
+        Returns the session and whether it was created here. One created meanwhile by another process is joined:
+        read again (its owner checked).
+        """
+        session = await self.read_session(io, self.session_id)
+        if session is not None:
+            return session, False
+        session = await self.create_session(io, Session(session_id=self.session_id, session_type=SessionType.AGENT))
+        if not self.joined_existing:
+            return session, True
+        self.joined_existing = False
+        return await self.read_session(io, self.session_id) or session, False
 
     async def create_session(self, io: Driver, session: Session) -> Session:
         """Create a new session; ``SessionException`` if it exists (unless it was created meanwhile, as it opens)."""
