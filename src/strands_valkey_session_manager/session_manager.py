@@ -21,7 +21,7 @@ from strands.types.session import Session, SessionAgent, SessionMessage
 from . import codec, connection, directory, errors, replication, runner, scripts, sdk, telemetry
 from .held_records import HeldRecords
 from .invocation import Heartbeat
-from .keys import AGENT, MESSAGES, KeySchema, validate_id, validate_message_id
+from .keys import AGENT, MESSAGES, MULTI_AGENT, KeySchema, validate_id, validate_message_id
 from .lock import Member, SessionLock
 from .options import Client, ttl_ms
 from .runner import Runner
@@ -463,6 +463,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
     @telemetry.traced(telemetry.READ_MULTI_AGENT)
     def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
         """Read a Swarm's or Graph's state, or ``None``; slides the session's expiry."""
+        if (MULTI_AGENT, multi_agent_id) in self._prefetched:
+            return self._prefetched.pop((MULTI_AGENT, multi_agent_id))  # type: ignore[no-any-return]
         read = functools.partial(self.store.read_multi_agent, session_id=session_id, multi_agent_id=multi_agent_id)
         return self._runner.now(read)  # type: ignore[no-any-return]
 
@@ -544,9 +546,21 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         if self._heartbeat.needed:
             member = None
             if self._lock is not None:
-                reload = functools.partial(RepositorySessionManager.initialize_multi_agent, self, source)
+                reload: Callable[[], Any] = functools.partial(self._reload_multi_agent, source)
+                if not self._runner.blocking:
+                    reload = functools.partial(self._reload_multi_agent_async, source)
                 member = self._lock.multi_agent(source, reload)
             self._heartbeat.guard(source, member)
+
+    def _reload_multi_agent(self, source: MultiAgentBase) -> None:
+        """Restore a Swarm's or Graph's state again from what is stored (another run wrote it since we read it)."""
+        self._runner.restoring(functools.partial(RepositorySessionManager.initialize_multi_agent, self, source))
+
+    async def _reload_multi_agent_async(self, source: MultiAgentBase) -> None:
+        """:meth:`_reload_multi_agent` with its read awaited first (an asyncio client)."""
+        read = functools.partial(self.store.read_multi_agent, session_id=self.session_id, multi_agent_id=source.id)
+        self._prefetched[MULTI_AGENT, source.id] = await self._runner.awaited(read)
+        self._reload_multi_agent(source)
 
     def _newest_message_id(self, agent_id: str) -> str:
         latest = sdk.latest_message(self, agent_id)
