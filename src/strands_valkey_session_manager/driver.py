@@ -71,13 +71,25 @@ class SyncDriver:
         return self.client.execute_command(*args, **options)
 
     async def round_trip(self, node: Any, commands: list[Sent], raw: bool) -> list[Any]:
-        """Send the commands in one pipeline to ``node`` (or the client); return the replies, errors as values."""
-        pipe = (self.client if node is None else self.client.get_valkey_connection(node)).pipeline(transaction=False)
-        if raw:
-            pipe.response_callbacks = {}
-        for args, options in commands:
-            pipe.execute_command(*args, **options)
-        return list(pipe.execute(raise_on_error=False))
+        """Send the commands in one write to ``node`` (or the client); return the replies, errors as values.
+
+        On one of the client's connections, packed and read here (not by a ``Pipeline``, whose per-call objects
+        and bookkeeping cost more than the exchange itself); a failure on the wire is retried as the client's
+        own commands are (its ``retry``, on its ``retry_on_error``), after closing the connection.
+        """
+        client = self.client if node is None else self.client.get_valkey_connection(node)
+        pool = client.connection_pool
+        connection = pool.get_connection("PIPELINE")
+        try:
+            return connection.retry.call_with_retry(  # type: ignore[no-any-return]
+                lambda: drive(_exchange(connection, commands, raw, client.response_callbacks, False)),
+                lambda error: _disconnect_raise(connection, error),
+            )
+        except BaseException:
+            connection.disconnect()  # replies may be left unread: never reuse it as it is
+            raise
+        finally:
+            pool.release(connection)
 
     async def sleep(self, seconds: float) -> None:
         """Block this thread (there is no loop to yield to)."""
@@ -114,7 +126,7 @@ class SyncDriver:
         if self.cluster:
             client = client.get_valkey_connection(await self.node_of(self.keyslot(key)))
         pool = client.connection_pool
-        async with _holding(pool.get_connection("WATCH"), pool.release) as send:
+        async with _holding(pool.get_connection("WATCH"), pool.release, False) as send:
             yield send
 
 
@@ -152,7 +164,7 @@ class AsyncioDriver:
         if node is not None:
             connection = node.acquire_connection()
             try:
-                return await _exchange(connection, commands, raw, node.response_callbacks)
+                return await _exchange(connection, commands, raw, node.response_callbacks, True)
             except BaseException:
                 await connection.disconnect()  # replies may be left unread: never reuse it as it is
                 raise
@@ -162,7 +174,7 @@ class AsyncioDriver:
         connection = await pool.get_connection("PIPELINE")
         try:
             return await connection.retry.call_with_retry(  # type: ignore[no-any-return]
-                lambda: _exchange(connection, commands, raw, self.client.response_callbacks),
+                lambda: _exchange(connection, commands, raw, self.client.response_callbacks, True),
                 lambda error: connection.disconnect(),
             )
         except BaseException:
@@ -210,37 +222,58 @@ class AsyncioDriver:
         else:
             pool = self.client.connection_pool
             connection, release = await pool.get_connection("WATCH"), pool.release
-        async with _holding(connection, release) as send:
+        async with _holding(connection, release, True) as send:
             yield send
 
+
+#: The options of a command whose reply is read as the server sent it (bytes, whatever the client decodes).
+_AS_BYTES = {NEVER_DECODE: True}
 
 #: The longest reply line (an error, a status) an asyncio connection of ours reads: asyncio's default is 64 KiB.
 REPLY_LINE_LIMIT = 2**30
 
 
-async def _exchange(connection: Any, commands: list[Sent], raw: bool, callbacks: Any) -> list[Any]:
-    """Send ``commands`` on an asyncio connection in one write and read their replies, errors as values."""
-    await connection.connect()
-    reader = getattr(connection, "_reader", None)
-    if reader is not None and reader._limit < REPLY_LINE_LIMIT:
-        reader._limit = REPLY_LINE_LIMIT
-    await connection.send_packed_command(connection.pack_commands(args for args, _ in commands), False)
+async def _exchange(connection: Any, commands: list[Sent], raw: bool, callbacks: Any, awaits: bool) -> list[Any]:
+    """Send ``commands`` on a connection in one write and read their replies, errors as values.
+
+    ``awaits``: an asyncio connection, whose calls are awaited (a synchronous one's are done when they return).
+    """
+    if awaits:
+        await connection.connect()
+        reader = getattr(connection, "_reader", None)
+        if reader is not None and reader._limit < REPLY_LINE_LIMIT:
+            reader._limit = REPLY_LINE_LIMIT
+    # a synchronous connection checks its health first, as valkey-py's own pipelines do
+    sent = connection.send_packed_command(connection.pack_commands([args for args, _ in commands]), not awaits)
+    if awaits:
+        await sent
+    read = connection.read_response
     replies = []
     for args, options in commands:
         try:
-            reply = await connection.read_response(disable_decoding=NEVER_DECODE in options)
-            name = str(args[0]).upper()
-            if not raw and name in callbacks:
-                reply = callbacks[name](reply, **{k: v for k, v in options.items() if k != NEVER_DECODE})
+            reply = read(disable_decoding=NEVER_DECODE in options)
+            if awaits:
+                reply = await reply
+            if not raw:
+                name = str(args[0]).upper()
+                if name in callbacks:
+                    reply = callbacks[name](reply, **{k: v for k, v in options.items() if k != NEVER_DECODE})
         except ResponseError as error:
             reply = error
         replies.append(reply)
     return replies
 
 
+def _disconnect_raise(connection: Any, error: Exception) -> None:
+    """Close a synchronous connection that failed; raise ``error`` unless the client retries it (valkey-py's rule)."""
+    connection.disconnect()
+    if not isinstance(error, tuple(connection.retry_on_error or ())):
+        raise error
+
+
 @asynccontextmanager
-async def _holding(connection: Any, release: Callable[[Any], Any]) -> AsyncIterator[Send]:
-    """Hold ``connection`` (of either kind: its calls' results are awaited when awaitable) until ``release``.
+async def _holding(connection: Any, release: Callable[[Any], Any], awaits: bool) -> AsyncIterator[Send]:
+    """Hold ``connection`` (``awaits``: an asyncio one) until ``release`` (awaited if it returns an awaitable).
 
     Yields ``send(commands)`` (see the module docstring); a connection left watching keys, or that failed, is
     closed before it is released.
@@ -249,13 +282,8 @@ async def _holding(connection: Any, release: Callable[[Any], Any]) -> AsyncItera
 
     async def send(commands: list[tuple[Any, ...]]) -> list[Any]:
         nonlocal watching
-        await _done(connection.send_packed_command(connection.pack_commands(commands)))
-        replies = []
+        replies = await _exchange(connection, [(command, _AS_BYTES) for command in commands], True, {}, awaits)
         for command in commands:
-            try:
-                replies.append(await _done(connection.read_response(disable_decoding=True)))
-            except ResponseError as error:
-                replies.append(error)
             name = str(command[0]).upper()
             watching = name == "WATCH" or (watching and name not in ("EXEC", "DISCARD", "UNWATCH"))
         return replies
