@@ -658,7 +658,7 @@ class SessionStore:
         found = [(key, raw) for key, raw in zip(keys, values, strict=True) if raw is not None]
         self.exist(session_id, ids_key, *(key for key, _ in found))
         telemetry.restored(len(found))
-        return [codec.load_record(SessionMessage, raw, key, self.values) for key, raw in found]
+        return codec.load_messages(found, self.values)
 
     # -- agents and multi-agents -------------------------------------------------------------
 
