@@ -107,3 +107,24 @@ def test_list_messages_returns_what_from_dict_gives_for_every_stored_value(clien
 
     stored = [client.get(f"session:parity:agent:agent:message:{index}") for index in range(len(VARIED))]
     assert listed == [SessionMessage.from_dict(json.loads(value)) for value in stored]
+
+
+ODD_MESSAGES = [
+    b' {"message": {"role": "user", "content": []}, "message_id": 1, "created_at": "x", "updated_at": "x"} ',
+    b'{"message": {"role": "user", "content": []}, "message_id": 2, "created_at": "x", "updated_at": "x", "new": 1}',
+    '{"message":{"role":"user","content":[]},"message_id":3,"created_at":"x","updated_at":"x"}'.encode("utf-16"),
+]
+BAD_MESSAGES = [b'{"message": {"role": "user"}, "message_id": 4}', b"[1]", b"\xff{}", b'{"a": 1} x', b""]
+
+
+def test_load_messages_builds_what_load_record_builds_and_refuses_what_it_refuses() -> None:
+    plain = [codec.dumps(record(message, number).to_dict()) for number, message in enumerate(VARIED)]
+    found = [(f"key-{number}", raw) for number, raw in enumerate(plain + ODD_MESSAGES)]
+
+    assert codec.load_messages(found) == [codec.load_record(SessionMessage, raw, key) for key, raw in found]
+    for bad in BAD_MESSAGES:
+        with pytest.raises(SessionException, match="key=<the-bad-one>") as raised:
+            codec.load_messages([*found, ("the-bad-one", bad)])
+        with pytest.raises(SessionException) as expected:
+            codec.load_record(SessionMessage, bad, "the-bad-one")
+        assert str(raised.value) == str(expected.value)
