@@ -28,12 +28,20 @@ from .timing import percentile
 STORES = ("none", "library", "naive", "file", "floor")
 
 
-def _process(store: str, port: int, file_dir: str, tag: str, threads: int, length: float, go: Any, out: Any) -> None:
+def _process(
+    store: str, port: int, file_dir: str, tag: str, threads: int, length: float, go: Any, out: Any, kind: str | None
+) -> None:
     """One process: ``threads`` agents, warmed up, then released together with every other process.
 
-    Each agent runs ``length`` turns if it is an int, else turns until ``length`` seconds have passed.
+    Each agent runs ``length`` turns if it is an int, else turns until ``length`` seconds have passed. ``kind``:
+    a synchronous client kind of clients.py (``None``: valkey-py as it is installed).
     """
-    client = valkey.Valkey(host="127.0.0.1", port=port, decode_responses=True, max_connections=threads + 2)
+    if kind is None:
+        client = valkey.Valkey(host="127.0.0.1", port=port, decode_responses=True, max_connections=threads + 2)
+    else:
+        from .clients import KINDS  # not at the top: clients.py imports this module
+
+        client = KINDS[kind].make(port)
     agents = [
         Agent(
             agent_id=AGENT_ID,
@@ -78,18 +86,21 @@ def measure(
     tag: str,
     length: float,
     probe: Callable[[], Any] = lambda: None,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     """Run ``clients`` = (processes, threads each) agents of ``store`` once against the server on ``port``.
 
     ``length``: turns per agent (int) or seconds (float). ``probe()`` is called as the agents are released
-    and again when the last one is done (``probes``). Returns the turns, the wall time (of the slowest
-    process), the processes' CPU seconds and every turn's latency.
+    and again when the last one is done (``probes``); ``kind``: the client kind (``_process``). Returns the turns,
+    the wall time (of the slowest process), the processes' CPU seconds and every turn's latency.
     """
     processes, threads = clients
     spawn = multiprocessing.get_context("spawn")
     go, out = spawn.Event(), spawn.Queue()
     children = [
-        spawn.Process(target=_process, args=(store, port, str(file_dir), f"{tag}-{index}", threads, length, go, out))
+        spawn.Process(
+            target=_process, args=(store, port, str(file_dir), f"{tag}-{index}", threads, length, go, out, kind)
+        )
         for index in range(processes)
     ]
     for child in children:
