@@ -183,21 +183,19 @@ def load_messages(found: list[tuple[str, bytes]], values: Values = PLAIN) -> lis
     fields_of, scan, marker, sealed = _FIELDS[SessionMessage], _SCAN, _BYTES_MARKER, values.is_sealed
     records = []
     for key, raw in found:
-        if isinstance(raw, bytes) and marker not in raw and not sealed(raw):
+        if type(raw) is bytes and marker not in raw and not sealed(raw):
             try:
                 text = raw.decode()
                 fields, end = scan(text, 0)
-            except (ValueError, StopIteration, RecursionError):
-                fields, end, text = None, -1, ""
-            if end == len(text) and type(fields) is dict and fields.keys() <= fields_of:
+                usable = end == len(text) and type(fields) is dict and fields.keys() <= fields_of
+            except (ValueError, StopIteration, RecursionError):  # UnicodeDecodeError and JSONDecodeError: ValueErrors
+                usable = False
+            if usable and _is_message(fields.get("message")):
                 try:
-                    record = SessionMessage(**fields)
+                    records.append(SessionMessage(**fields))
+                    continue
                 except TypeError:  # a field missing: load_record says which
                     pass
-                else:
-                    if _is_message(record.message):
-                        records.append(record)
-                        continue
         records.append(load_record(SessionMessage, raw, key, values))
     return records
 

@@ -639,14 +639,16 @@ class SessionStore:
         if limit == 0 or not ids:
             return []
         try:
-            numbers = [int(message_id) for message_id in ids]
+            numbers = list(map(int, ids))
         except ValueError as error:
             raise SessionException(f"key=<{ids_key}> | list messages failed: a member is not a message id") from error
         keys = self.keys.message_keys(session_id, agent_id, numbers)
         with _errors("list messages", ids_key):  # bytes whatever the client decodes: the codec names a bad key
             (values,) = await replication.read_on(io, ids_key, ("MGET", *keys), **{NEVER_DECODE: True})
-        missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
-        if missing:
+        found = list(zip(keys, values, strict=True))
+        if None in values:  # (a scan in C: the usual case, none missing, builds no other list)
+            missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
+            found = [(key, raw) for key, raw in found if raw is not None]
             logger.warning(
                 "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | messages listed in %s are missing from "
                 "Valkey (evicted, deleted or of another type); restoring the others",
@@ -655,7 +657,6 @@ class SessionStore:
                 missing,
                 ids_key,
             )
-        found = [(key, raw) for key, raw in zip(keys, values, strict=True) if raw is not None]
         self.exist(session_id, ids_key, *(key for key, _ in found))
         telemetry.restored(len(found))
         return codec.load_messages(found, self.values)
