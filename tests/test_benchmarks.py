@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import SERVER_BINARY
 
-from benchmarks import append_guarantees
+from benchmarks import append_guarantees, clients
 from benchmarks.serverstats import CommandCounter, measure
 from strands_valkey_session_manager.testing.server import LocalValkey
 
@@ -130,3 +130,18 @@ def test_append_guarantees_measures_each_way_of_writing_against_the_floor() -> N
     ]
     assert len(rows) == 5 and rows[0][2] == 1.0  # the floor against itself
     assert all(cpu_us > 0 for _, cpu_us, *_ in rows)
+
+
+def test_client_kinds_are_measured_side_by_side_beside_both_floors() -> None:
+    command = [sys.executable, "-m", "benchmarks.clients", "--server", SERVER_BINARY, "--sessions", "1", "--turns"]
+    command += ["2", "--sizes", "10", "--repeats", "1", "--saturation", "0.2", "--processes", "1", "--threads", "1"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    for kind in clients.available():  # every kind: per turn, restore; the synchronous ones saturated too
+        measured = [row for row in rows if row.startswith(f"| this library, {kind} |")]
+        assert len(measured) == (3 if not clients.KINDS[kind].asyncio else 2), kind
+    for floor in ("same-writes floor", "raw floor", "raw floor (MGET + json.loads)"):
+        assert f"| {floor}, {clients.PURE} | " in run.stdout
+    assert f"| this library, {clients.PURE} | " in run.stdout and "(1.00x)" in run.stdout
