@@ -32,6 +32,10 @@ _FIELDS: dict[type, frozenset[str]] = {
 _DECODER = json.JSONDecoder()
 #: The decoder's own scanner: ``json.loads`` less its per-call work (type checks, two whitespace regexes).
 _SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
+#: SessionMessage is a plain dataclass (strands-agents 1.62: no __post_init__, no __slots__): a stored message
+#: with every one of its fields is built by setting them, without __init__ (~0.35 ms a 1000-message restore).
+_PLAIN_MESSAGE = not hasattr(SessionMessage, "__post_init__") and not hasattr(SessionMessage, "__slots__")
+_new = object.__new__
 #: A message's fields, in the order to_dict() writes them (dataclasses.fields() is looked up once, here).
 _MESSAGE_FIELDS = tuple(field.name for field in dataclasses.fields(SessionMessage))
 
@@ -181,6 +185,7 @@ def load_messages(found: list[tuple[str, bytes]], values: Values = PLAIN) -> lis
     is built right here; anything else goes through :func:`load_record`, which opens, checks and names the key.
     """
     fields_of, scan, marker, sealed = _FIELDS[SessionMessage], _SCAN, _BYTES_MARKER, values.is_sealed
+    every_field = len(fields_of) if _PLAIN_MESSAGE else -1
     records = []
     for key, raw in found:
         if type(raw) is bytes and marker not in raw and not sealed(raw):
@@ -191,6 +196,11 @@ def load_messages(found: list[tuple[str, bytes]], values: Values = PLAIN) -> lis
             except (ValueError, StopIteration, RecursionError):  # UnicodeDecodeError and JSONDecodeError: ValueErrors
                 usable = False
             if usable and _is_message(fields.get("message")):
+                if len(fields) == every_field:  # what __init__ would do with them, without matching keywords
+                    record = _new(SessionMessage)
+                    record.__dict__ = fields
+                    records.append(record)
+                    continue
                 try:
                     records.append(SessionMessage(**fields))
                     continue
