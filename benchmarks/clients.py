@@ -12,7 +12,8 @@ client, and how to build one for a port), measured in one run, interleaved, besi
   loop, as ``open()`` reads each agent's), beside the raw floor: one ``MGET`` of the keys + ``json.loads``
   of each value, on valkey-py with its pure-Python parser (what ``pip install valkey`` gives) and libvalkey;
 - **saturation** (``--saturation SECONDS``, 0 to skip): P processes x T threads of agents, each with its own
-  session, turning for that long (scenario_concurrency.measure), turns/s per kind.
+  session, turning for that long (scenario_concurrency.measure), turns/s per synchronous kind, beside the
+  same-writes floor on it; ``--rounds`` rounds, the order rotating.
 
 Ratios are to the floors on valkey-py with its pure-Python parser (the reference), measured in the same run.
 Prints Markdown tables (docs/benchmarks.md); the machine is shared: quote medians and ratios.
@@ -271,16 +272,30 @@ def restore_table(results: dict[int, dict[str, list[float]]]) -> list[str]:
     return lines
 
 
-def saturation_table(port: int, kinds: list[str], clients: tuple[int, int], seconds: float) -> list[str]:
-    """Markdown: turns/s of P x T agents of each synchronous kind (and of the same-writes floor), one at a time."""
-    lines = ["| client kind / store | turns/s | p99 turn (ms) |", "|---|---|---|"]
+def saturation_table(port: int, kinds: list[str], clients: tuple[int, int], seconds: float, rounds: int) -> list[str]:
+    """Markdown: turns/s of P x T agents of each synchronous kind and of the same-writes floor on it.
+
+    One case at a time, ``rounds`` times, the order rotating each round; the median round, and its ratio to the
+    same-writes floor on valkey-py in pure Python of the same round.
+    """
+    cases = [(store, kind) for kind in kinds for store in ("library", "bare")]
+    rates: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
+    ratios: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as files:
-        for number, kind in enumerate(kinds):
-            for store in ("library", "bare"):
-                one = measure(port, Path(files), store, clients, f"sat-{store}-{number}", seconds, kind=kind)
-                p99 = sorted(one["latencies"])[max(0, int(0.99 * len(one["latencies"])) - 1)] * 1e3
-                label = "this library" if store == "library" else "same-writes floor"
-                lines.append(f"| {label}, {kind} | {one['turns'] / one['wall_s']:.0f} | {p99:.1f} |")
+        for round_ in range(rounds):
+            measured = {}
+            for store, kind in cases[round_ % len(cases) :] + cases[: round_ % len(cases)]:
+                tag = f"sat-{round_}-{store}-{kinds.index(kind)}"
+                one = measure(port, Path(files), store, clients, tag, seconds, kind=kind)
+                measured[store, kind] = one["turns"] / one["wall_s"]
+            for case, rate in measured.items():
+                rates[case].append(rate)
+                ratios[case].append(rate / measured["bare", PURE])
+    lines = ["| client kind / store | turns/s | x same-writes floor |", "|---|---|---|"]
+    for store, kind in cases:
+        label = "this library" if store == "library" else "same-writes floor"
+        rate, ratio = statistics.median(rates[store, kind]), statistics.median(ratios[store, kind])
+        lines.append(f"| {label}, {kind} | {rate:.0f} | {ratio:.2f}x |")
     return lines
 
 
@@ -295,8 +310,10 @@ def _main(args: argparse.Namespace, port: int, loop: asyncio.AbstractEventLoop) 
     out += [*restore_table(restored), ""]
     if args.saturation:
         synchronous = [name for name, kind in kinds.items() if not kind.asyncio]
-        out += [f"Saturation, {args.processes} processes x {args.threads} threads, {args.saturation} s each:", ""]
-        out += [*saturation_table(port, synchronous, (args.processes, args.threads), args.saturation), ""]
+        agents = (args.processes, args.threads)
+        out += [f"Saturation, {agents[0]} processes x {agents[1]} threads, {args.saturation} s each, median of"]
+        out += [f"{args.rounds} rounds:", ""]
+        out += [*saturation_table(port, synchronous, agents, args.saturation, args.rounds), ""]
     for name, client in clients.items():
         if kinds[name].asyncio:
             loop.run_until_complete(client.aclose())
@@ -316,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--saturation", type=float, default=3.0, help="seconds per saturation run (0: skip)")
     parser.add_argument("--processes", type=int, default=2, help="saturation: client processes (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="saturation: agents per process (default 4)")
+    parser.add_argument("--rounds", type=int, default=3, help="saturation: rounds of every case (default 3)")
     args = parser.parse_args(argv)
     loop = asyncio.new_event_loop()  # the asyncio clients': run only while one of their calls is timed
     try:

@@ -135,6 +135,7 @@ def test_append_guarantees_measures_each_way_of_writing_against_the_floor() -> N
 def test_client_kinds_are_measured_side_by_side_beside_both_floors() -> None:
     command = [sys.executable, "-m", "benchmarks.clients", "--server", SERVER_BINARY, "--sessions", "1", "--turns"]
     command += ["2", "--sizes", "10", "--repeats", "1", "--saturation", "0.2", "--processes", "1", "--threads", "1"]
+    command += ["--rounds", "1"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
 
