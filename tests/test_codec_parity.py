@@ -121,10 +121,11 @@ def test_load_messages_builds_what_load_record_builds_and_refuses_what_it_refuse
     plain = [codec.dumps(record(message, number).to_dict()) for number, message in enumerate(VARIED)]
     found = [(f"key-{number}", raw) for number, raw in enumerate(plain + ODD_MESSAGES)]
 
-    assert codec.load_messages(found) == [codec.load_record(SessionMessage, raw, key) for key, raw in found]
+    keys, raws = [key for key, _ in found], [raw for _, raw in found]
+    assert codec.load_messages(keys, raws) == [codec.load_record(SessionMessage, raw, key) for key, raw in found]
     for bad in BAD_MESSAGES:
         with pytest.raises(SessionException, match="key=<the-bad-one>") as raised:
-            codec.load_messages([*found, ("the-bad-one", bad)])
+            codec.load_messages([*keys, "the-bad-one"], [*raws, bad])
         with pytest.raises(SessionException) as expected:
             codec.load_record(SessionMessage, bad, "the-bad-one")
         assert str(raised.value) == str(expected.value)

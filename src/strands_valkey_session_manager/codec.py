@@ -178,8 +178,8 @@ def load_record(cls: type[Record], raw: bytes | str, key: str, values: Values = 
     return record
 
 
-def load_messages(found: list[tuple[str, bytes]], values: Values = PLAIN) -> list[SessionMessage]:
-    """:func:`load_record` of each ``(key, raw)`` message, in one loop (a restore decodes thousands).
+def load_messages(keys: list[str], raws: list[bytes], values: Values = PLAIN) -> list[SessionMessage]:
+    """:func:`load_record` of each message (``raws[i]``, stored at ``keys[i]``), in one loop: a restore has thousands.
 
     A plain UTF-8 JSON object of a message's fields only, with no base64'd bytes (what this library writes)
     is built right here; anything else goes through :func:`load_record`, which opens, checks and names the key.
@@ -187,7 +187,7 @@ def load_messages(found: list[tuple[str, bytes]], values: Values = PLAIN) -> lis
     fields_of, scan, marker, sealed = _FIELDS[SessionMessage], _SCAN, _BYTES_MARKER, values.is_sealed
     every_field = len(fields_of) if _PLAIN_MESSAGE else -1
     records = []
-    for key, raw in found:
+    for key, raw in zip(keys, raws, strict=True):
         if type(raw) is bytes and marker not in raw and not sealed(raw):
             try:
                 text = raw.decode()

@@ -645,10 +645,12 @@ class SessionStore:
         keys = self.keys.message_keys(session_id, agent_id, numbers)
         with _errors("list messages", ids_key):  # bytes whatever the client decodes: the codec names a bad key
             (values,) = await replication.read_on(io, ids_key, ("MGET", *keys), **{NEVER_DECODE: True})
-        found = list(zip(keys, values, strict=True))
         if None in values:  # (a scan in C: the usual case, none missing, builds no other list)
             missing = [number for number, raw in zip(numbers, values, strict=True) if raw is None]
-            found = [(key, raw) for key, raw in found if raw is not None]
+            keys, values = (
+                [key for key, raw in zip(keys, values, strict=True) if raw is not None],
+                [raw for raw in values if raw is not None],
+            )
             logger.warning(
                 "session_id=<%s>, agent_id=<%s>, message_ids=<%s> | messages listed in %s are missing from "
                 "Valkey (evicted, deleted or of another type); restoring the others",
@@ -657,9 +659,9 @@ class SessionStore:
                 missing,
                 ids_key,
             )
-        self.exist(session_id, ids_key, *(key for key, _ in found))
-        telemetry.restored(len(found))
-        return codec.load_messages(found, self.values)
+        self.exist(session_id, ids_key, *keys)
+        telemetry.restored(len(keys))
+        return codec.load_messages(keys, values, self.values)
 
     # -- agents and multi-agents -------------------------------------------------------------
 
