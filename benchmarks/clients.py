@@ -62,10 +62,15 @@ class PurePythonConnection(valkey.Connection):
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of client: whether it is an asyncio one, and how to build one for the server on a port."""
+    """A kind of client: whether it is an asyncio one, how to build one for the server on a port, and whether it can.
+
+    ``make(port)`` returns the client, or (an asyncio kind's, such as GLIDE's ``create``) an awaitable of it,
+    awaited on the benchmark's loop: the loop the client then belongs to.
+    """
 
     asyncio: bool
     make: Callable[[int], Any]
+    usable: Callable[[], bool] = lambda: True
 
 
 def _pure(port: int) -> valkey.Valkey:
@@ -78,7 +83,9 @@ def _pure(port: int) -> valkey.Valkey:
 #: Every client kind measured, by name; kinds whose package is missing are left out (:func:`available`).
 KINDS: dict[str, Kind] = {
     "valkey-py (pure Python)": Kind(False, _pure),
-    "valkey-py + libvalkey": Kind(False, lambda port: valkey.Valkey(port=port, decode_responses=True)),
+    "valkey-py + libvalkey": Kind(
+        False, lambda port: valkey.Valkey(port=port, decode_responses=True), lambda: LIBVALKEY_AVAILABLE
+    ),
     "valkey-py asyncio (pure Python)": Kind(
         True,
         lambda port: valkey.asyncio.Valkey(
@@ -87,17 +94,17 @@ KINDS: dict[str, Kind] = {
             )
         ),
     ),
-    "valkey-py asyncio + libvalkey": Kind(True, lambda port: valkey.asyncio.Valkey(port=port, decode_responses=True)),
+    "valkey-py asyncio + libvalkey": Kind(
+        True, lambda port: valkey.asyncio.Valkey(port=port, decode_responses=True), lambda: LIBVALKEY_AVAILABLE
+    ),
 }
-#: The kinds that need libvalkey (the others are valkey-py alone).
-NATIVE = ("valkey-py + libvalkey", "valkey-py asyncio + libvalkey")
 #: The floors' two clients: the reference (pure Python) and with libvalkey.
 PURE, NATIVE_SYNC = "valkey-py (pure Python)", "valkey-py + libvalkey"
 
 
 def available() -> dict[str, Kind]:
     """Return the kinds this environment can build."""
-    return {name: kind for name, kind in KINDS.items() if LIBVALKEY_AVAILABLE or name not in NATIVE}
+    return {name: kind for name, kind in KINDS.items() if kind.usable()}
 
 
 class HookTime:
@@ -301,7 +308,7 @@ def saturation_table(port: int, kinds: list[str], clients: tuple[int, int], seco
 
 def _main(args: argparse.Namespace, port: int, loop: asyncio.AbstractEventLoop) -> list[str]:
     kinds = available()
-    clients = {name: kind.make(port) for name, kind in kinds.items()}
+    clients = {name: _made(kind.make(port), loop) for name, kind in kinds.items()}
     out = [f"_{machine_line(machine(clients[PURE]))}_", "", f"Kinds: {', '.join(clients)}.", ""]
     samples = per_turn(clients, args.sessions, args.turns, loop)
     out += ["Per turn (in hooks, median):", "", *turn_table(samples), ""]
@@ -314,12 +321,14 @@ def _main(args: argparse.Namespace, port: int, loop: asyncio.AbstractEventLoop) 
         out += [f"Saturation, {agents[0]} processes x {agents[1]} threads, {args.saturation} s each, median of"]
         out += [f"{args.rounds} rounds:", ""]
         out += [*saturation_table(port, synchronous, agents, args.saturation, args.rounds), ""]
-    for name, client in clients.items():
-        if kinds[name].asyncio:
-            loop.run_until_complete(client.aclose())
-        else:
-            client.close()
+    for client in clients.values():
+        _made(client.aclose() if hasattr(client, "aclose") else client.close(), loop)
     return out
+
+
+def _made(result: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """Return ``result``, awaited on ``loop`` if it is awaitable (an asyncio client's creation or closing)."""
+    return loop.run_until_complete(result) if inspect.isawaitable(result) else result
 
 
 def main(argv: list[str] | None = None) -> None:
