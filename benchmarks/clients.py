@@ -98,8 +98,9 @@ KINDS: dict[str, Kind] = {
         True, lambda port: valkey.asyncio.Valkey(port=port, decode_responses=True), lambda: LIBVALKEY_AVAILABLE
     ),
 }
-#: The floors' two clients: the reference (pure Python) and with libvalkey.
+#: The floors' two clients: the reference (pure Python) and with libvalkey (the floors use valkey-py's API).
 PURE, NATIVE_SYNC = "valkey-py (pure Python)", "valkey-py + libvalkey"
+FLOORS = (PURE, NATIVE_SYNC)
 
 
 def available() -> dict[str, Kind]:
@@ -187,7 +188,7 @@ def _conversation(case: str, clients: dict[str, Any], session_id: str, loop: Any
 
 def per_turn(clients: dict[str, Any], sessions: int, turns: int, loop: Any) -> dict[str, list[float]]:
     """Seconds in hooks per turn, per case, every case's turns interleaved in a fresh random order."""
-    floors = [kind for kind in (PURE, NATIVE_SYNC) if kind in clients]
+    floors = [kind for kind in FLOORS if kind in clients]
     cases = [f"library/{kind}" for kind in clients] + [
         f"{store}/{kind}" for store in ("bare", "floor") for kind in floors
     ]
@@ -223,7 +224,7 @@ def restore(clients: dict[str, Any], sizes: list[int], repeats: int, loop: Any) 
                 manager = ValkeySessionManager(session_id=sid, client=client, ttl=TTL)
                 read = functools.partial(manager.list_messages, sid, AGENT_ID)
             cases[f"library/{name}"] = read
-        for name in (PURE, NATIVE_SYNC):
+        for name in FLOORS:
             if name in clients:
                 cases[f"floor/{name}"] = functools.partial(_floor_restore, clients[name], floor_keys)
         results[n] = interleaved(cases, repeats if n < 10_000 else max(3, repeats // 3))
@@ -280,12 +281,12 @@ def restore_table(results: dict[int, dict[str, list[float]]]) -> list[str]:
 
 
 def saturation_table(port: int, kinds: list[str], clients: tuple[int, int], seconds: float, rounds: int) -> list[str]:
-    """Markdown: turns/s of P x T agents of each synchronous kind and of the same-writes floor on it.
+    """Markdown: turns/s of P x T agents of each synchronous kind, and of the same-writes floor on valkey-py's.
 
     One case at a time, ``rounds`` times, the order rotating each round; the median round, and its ratio to the
     same-writes floor on valkey-py in pure Python of the same round.
     """
-    cases = [(store, kind) for kind in kinds for store in ("library", "bare")]
+    cases = [(store, kind) for kind in kinds for store in ("library", "bare") if store == "library" or kind in FLOORS]
     rates: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     ratios: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as files:
