@@ -195,38 +195,148 @@ def _twin(client: Any) -> Any:
     return valkey.asyncio.Valkey.from_pool(twin)
 
 
+#: The kinds of client a ``client_kind`` test runs on: valkey-py's (sync, asyncio) and GLIDE's (glide: glide_sync,
+#: glide-asyncio: glide). ``$TEST_CLIENT_KINDS`` (comma-separated) selects some: scripts/test runs the GLIDE kinds
+#: on some servers only (CI time).
+CLIENT_KINDS = ("sync", "asyncio", "glide", "glide-asyncio")
+SELECTED_KINDS = [kind for kind in os.environ.get("TEST_CLIENT_KINDS", ",".join(CLIENT_KINDS)).split(",") if kind]
+_unknown_kinds = set(SELECTED_KINDS) - set(CLIENT_KINDS)
+if _unknown_kinds:
+    raise ValueError(f"TEST_CLIENT_KINDS: unknown kinds {sorted(_unknown_kinds)}; the kinds are {CLIENT_KINDS}")
+#: Twins by kind: made once per test client, the managers of one test share them, as an app's do.
+_KIND_TWINS: dict[str, weakref.WeakKeyDictionary[Any, Any]] = {
+    kind: weakref.WeakKeyDictionary() for kind in CLIENT_KINDS
+}
+
+
+def twin_of(client: Any, kind: str) -> Any:
+    """The ``kind`` twin of a synchronous test client (made once per client): same server (or cluster), database
+    and credentials; for "sync", the client itself."""
+    if kind == "sync":
+        return client
+    if kind == "asyncio":
+        return as_asyncio(client)
+    twins = _KIND_TWINS[kind]
+    if client not in twins:
+        twins[client] = glide_twin(client, asyncio=kind == "glide-asyncio")
+    return twins[client]
+
+
+def glide_twin(client: Any, asyncio: bool) -> Any:
+    """A GLIDE client on the server (or cluster) of a valkey-py test client; an asyncio one is made on the GLIDE
+    loop thread (``glide_loop``), whose loop it then belongs to."""
+    import glide
+    import glide_sync
+
+    if isinstance(client, ValkeyCluster):
+        node = client.get_default_node()
+        config: Any = glide_sync.GlideClusterClientConfiguration(
+            [glide_sync.NodeAddress(node.host, node.port)], request_timeout=5000, lazy_connect=True
+        )
+        kinds = (glide.GlideClusterClient, glide_sync.GlideClusterClient)
+    else:
+        settings = client.connection_pool.connection_kwargs
+        password = settings.get("password")
+        config = glide_sync.GlideClientConfiguration(
+            [glide_sync.NodeAddress(settings.get("host", "localhost"), settings.get("port", 6379))],
+            database_id=settings.get("db") or None,
+            credentials=glide_sync.ServerCredentials(password, settings.get("username")) if password else None,
+            request_timeout=int(1000 * (settings.get("socket_timeout") or 5)),
+            lazy_connect=True,  # as valkey-py's: a server a test made unreachable is its manager's to report
+        )
+        kinds = (glide.GlideClient, glide_sync.GlideClient)
+    if asyncio:
+        return glide_loop().call(lambda: kinds[0].create(config))
+    return kinds[1].create(config)
+
+
+class _GlideLoop:
+    """An event loop in a daemon thread, for the asyncio GLIDE twins (a GLIDE asyncio client belongs to its loop)."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="glide-twins", daemon=True).start()
+
+    def call(self, make: Callable[[], Any]) -> Any:
+        import asyncio
+
+        async def run() -> Any:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+
+@functools.cache
+def glide_loop() -> _GlideLoop:
+    """The one loop thread of the asyncio GLIDE twins (started on first use)."""
+    return _GlideLoop()
+
+
+def _count_glide_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count each GLIDE request (a command, or a batch: one round trip) in ``CountingConnection.round_trips``.
+
+    The real calls, counted as CountingConnection counts valkey-py's; an asyncio GLIDE twin's manager sends through a
+    glide_sync client off the client's loop (driver_glide.SyncTwin), which is counted here too.
+    """
+    import glide
+    import glide_sync
+
+    for kind in (glide_sync.GlideClient, glide_sync.GlideClusterClient, glide.GlideClient, glide.GlideClusterClient):
+        for name in ("custom_command", "exec"):
+            original = getattr(kind, name)
+
+            def counted(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+                CountingConnection.round_trips += 1
+                return __original(self, *args, **kwargs)
+
+            monkeypatch.setattr(kind, name, counted)
+
+
 @pytest.fixture
 def client_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test once per kind of client: "asyncio" gives every manager it builds the asyncio twin of its client.
+    """Run a test once per kind of client: every manager it builds gets that kind's twin of its client.
 
-    The test's own ``client`` (what it inspects the store with) stays synchronous. A test marked
-    ``sync_client_only`` (it drives the synchronous client's own objects: its pool, its connections) runs once.
+    "sync": valkey-py's synchronous client as given; "asyncio": its ``valkey.asyncio`` twin; "glide" and
+    "glide-asyncio": a GLIDE twin (``glide_sync``, asyncio ``glide``) on the same server or cluster. The test's own
+    ``client`` (what it inspects the store with) stays valkey-py's. A test marked ``sync_client_only`` (it drives
+    the synchronous client's own objects: its pool, its connections) runs once; one marked ``valkey_py_only``
+    (it drives what GLIDE has not: a held connection, valkey-py's own retry settings) runs on valkey-py's kinds.
     """
-    if request.param == "asyncio":
+    kind = str(request.param)
+    if kind != "sync":
         original = ValkeySessionManager.__init__
 
         @functools.wraps(original)  # its signature too: from_url reads the constructor's options from it
         def init(self: ValkeySessionManager, *args: Any, **kwargs: Any) -> None:
             if "client" in kwargs:
-                kwargs["client"] = as_asyncio(kwargs["client"])
+                kwargs["client"] = twin_of(kwargs["client"], kind)
             elif len(args) > 1:
-                args = (args[0], as_asyncio(args[1]), *args[2:])
+                args = (args[0], twin_of(args[1], kind), *args[2:])
             original(self, *args, **kwargs)
 
         monkeypatch.setattr(ValkeySessionManager, "__init__", init)
         made = getattr(request.module, "counting_client", None)
         if made is not None:  # its twin connected at once too, before the test counts
-            monkeypatch.setattr(request.module, "counting_client", lambda *args: _twinned(made(*args)))
-    return str(request.param)
+            monkeypatch.setattr(request.module, "counting_client", lambda *args: _twinned(made(*args), kind))
+            if kind.startswith("glide"):
+                _count_glide_round_trips(monkeypatch)
+    return kind
 
 
-def _twinned(client: Any) -> Any:
-    as_asyncio(client)
+def _twinned(client: Any, kind: str) -> Any:
+    twin_of(client, kind)
     return client
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``client_kind``: both kinds, or "sync" for a test marked ``sync_client_only``."""
+    """Parametrize ``client_kind``: the selected kinds (``$TEST_CLIENT_KINDS``), fewer for a test marked so."""
     if "client_kind" in metafunc.fixturenames:
-        only_sync = metafunc.definition.get_closest_marker("sync_client_only") is not None
-        metafunc.parametrize("client_kind", ["sync"] if only_sync else ["sync", "asyncio"], indirect=True)
+        kinds = SELECTED_KINDS
+        if metafunc.definition.get_closest_marker("sync_client_only") is not None:
+            kinds = [kind for kind in kinds if kind == "sync"] or ["sync"]
+        elif metafunc.definition.get_closest_marker("valkey_py_only") is not None:
+            kinds = [kind for kind in kinds if not kind.startswith("glide")] or ["sync"]
+        metafunc.parametrize("client_kind", kinds, indirect=True)

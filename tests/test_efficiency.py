@@ -103,7 +103,7 @@ def test_an_append_costs_the_same_commands_at_10_and_at_200_messages(client: val
 
 
 def test_delete_session_on_logout_is_one_transaction_whose_cost_ignores_other_keys(
-    server: LocalValkey, client: valkey.Valkey, make_agent
+    server: LocalValkey, client: valkey.Valkey, make_agent, client_kind: str
 ) -> None:
     def delete_counts() -> dict[str, int]:
         conversation(client, make_agent, 200)
@@ -120,6 +120,11 @@ def test_delete_session_on_logout_is_one_transaction_whose_cost_ignores_other_ke
     # deletes its 205 keys in one DEL in MULTI/EXEC: no command per message, no script.
     opening = {"pexpiretime": 1, "time": 1}
     delete = {"watch": 1, "zrange": 1, "multi": 1, "del": 1, "exec": 1}
+    if client_kind.startswith("glide"):
+        # No connection to hold for WATCH (driver_glide.py): the script, which learns the messages from its walk
+        # (one call refused UNDECLARED naming them, one that deletes; their commands counted inside), and no more.
+        assert quiet == {**opening, "get": 2, "smembers": 3, "zrange": 2, "fcall": 2, "type": 1, "del": 1}
+        return
     assert quiet == {**opening, **delete, "get": 2, "smembers": 2}
 
 

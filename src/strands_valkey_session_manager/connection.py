@@ -26,6 +26,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.exceptions import ValkeyClusterException, ValkeyError
 
+from .driver import glide_kind
 from .options import Client
 
 #: Seconds a reply may take (``socket_timeout``) and a connection (TCP and TLS handshake) may take to open.
@@ -35,8 +36,15 @@ CONNECT_TIMEOUT = 2.0
 RETRIES = 3
 
 #: What to pass as a client, for the TypeError of a value that is none.
-SYNC_CLIENTS = "valkey.Valkey(...) / valkey.Valkey.from_url(url), or valkey.cluster.ValkeyCluster(...)"
-ASYNC_CLIENTS = "valkey.asyncio.Valkey(...) / valkey.asyncio.Valkey.from_url(url), or valkey.asyncio.ValkeyCluster(...)"
+SYNC_CLIENTS = (
+    "valkey.Valkey(...) / valkey.Valkey.from_url(url), or valkey.cluster.ValkeyCluster(...), or a GLIDE "
+    "glide_sync.GlideClient / GlideClusterClient"
+)
+ASYNC_CLIENTS = (
+    "valkey.asyncio.Valkey(...) / valkey.asyncio.Valkey.from_url(url), or valkey.asyncio.ValkeyCluster(...), or a "
+    "GLIDE glide.GlideClient / GlideClusterClient"
+)
+
 
 #: Constructor arguments that say where the server is: the URL says that.
 _LOCATION = frozenset({"self", "kwargs", "url", "host", "port", "startup_nodes", "connection_pool", "unix_socket_path"})
@@ -145,7 +153,13 @@ def defaults(asyncio: bool, cluster: bool) -> dict[str, Any]:
 
 
 def open_url(
-    owner: Any, url: object, asyncio: bool, cluster: bool, options: dict[str, Any], failure: type[Exception]
+    owner: Any,
+    url: object,
+    asyncio: bool,
+    cluster: bool,
+    options: dict[str, Any],
+    failure: type[Exception],
+    library: str = "valkey",
 ) -> tuple[dict[str, Any], Any]:
     """Split ``owner.from_url``'s options, and build the client: return the owner's options and the client.
 
@@ -161,6 +175,8 @@ def open_url(
     """
     caller = f"{owner.__name__}.from_url()" if owner is not None else "client_from_url()"
     names = keyword_options(owner.__init__) if owner is not None else []
+    if library != "valkey":
+        return _open_glide(caller, names, url, asyncio, cluster, options, failure, library)
     mine, settings = split_options(caller, getattr(owner, "__name__", ""), names, asyncio, cluster, options)
     if not isinstance(url, str):
         raise TypeError(
@@ -180,6 +196,36 @@ def open_url(
     if not cluster:
         _check_connection_settings(client.connection_pool, url)
     return mine, client
+
+
+def _open_glide(
+    caller: str,
+    names: list[str],
+    url: object,
+    asyncio: bool,
+    cluster: bool,
+    options: dict[str, Any],
+    failure: type[Exception],
+    library: str,
+) -> tuple[dict[str, Any], Any]:
+    """:func:`open_url` for ``client="glide"``: a ``glide_sync`` client (driver_glide.glide_configuration)."""
+    if library != "glide":
+        raise ValueError(f"client=<{library!r}> | {caller} builds client='valkey' (valkey-py) or client='glide'")
+    if asyncio:
+        raise TypeError(
+            f"{caller} cannot build an asyncio GLIDE client: it belongs to the event loop it is made on. On that "
+            "loop: client = await glide.GlideClient.create(glide_configuration(url)), then "
+            "await ValkeySessionManager.open(session_id, client); or leave out asyncio=True for a glide_sync client"
+        )
+    if not isinstance(url, str):
+        raise TypeError(f"url=<{type(url).__qualname__}> | {caller} takes a URL string (valkey://host:6379)")
+    from .driver_glide import glide_client
+
+    mine = {name: value for name, value in options.items() if name in names}
+    try:
+        return mine, glide_client(url, cluster, {k: v for k, v in options.items() if k not in names})
+    except ValkeyError as error:
+        raise failure(f"url=<{redact(url)}> | connecting failed: {error}. Check the url, credentials") from error
 
 
 def client_from_url(url: str, *, cluster: bool = False, **settings: Any) -> Client:
@@ -209,24 +255,46 @@ def _check_connection_settings(pool: Any, url: str) -> None:
         ) from error
 
 
-def check_client(client: object, owner: str, asyncio: bool) -> bool:
+def is_glide(client: object) -> bool:
+    """Whether ``client`` is a Valkey GLIDE client (``glide_sync``, or the asyncio ``glide``)."""
+    return glide_kind(client) is not None
+
+
+def is_asyncio(client: object) -> bool:
+    """Whether ``client`` is an asyncio client: ``valkey.asyncio``'s, or GLIDE's ``glide``."""
+    kind = glide_kind(client)
+    if kind is not None:
+        return kind[0]
+    return isinstance(client, (valkey.asyncio.Valkey, valkey.asyncio.ValkeyCluster))
+
+
+def check_client(client: object, owner: str, asyncio: bool, glide: bool = False) -> bool:
     """Return whether ``client`` is a cluster client; ``TypeError`` saying what was passed and what to pass.
 
     ``owner`` (``ValkeySessionManager``, ``ValkeyStorage``) needs a synchronous client, or an asyncio one
-    if ``asyncio``.
+    if ``asyncio``; with ``glide``, a GLIDE client of that kind too, unless it compresses values
+    (driver_glide.check_glide).
     """
+    if glide and is_glide(client) and is_asyncio(client) == asyncio:
+        from .driver_glide import check_glide  # the glide extra is there: its client is
+
+        check_glide(client, owner)
+        return bool(glide_kind(client) == (asyncio, True))
     standalone, cluster = client_class(asyncio, False), client_class(asyncio, True)
     if isinstance(client, (standalone, cluster)):
         return isinstance(client, cluster)
     wanted = ASYNC_CLIENTS if asyncio else SYNC_CLIENTS
+    if not glide:
+        wanted = wanted.rpartition(", or a")[0]
     raise TypeError(
-        f"client=<{type(client).__module__}.{type(client).__qualname__}> | {owner} got {_describe(client, asyncio)}; "
+        f"client=<{type(client).__module__}.{type(client).__qualname__}> | {owner} got "
+        f"{_describe(client, asyncio, glide)}; "
         f"pass {'an asyncio' if asyncio else 'a synchronous'} client: {wanted}. Or let {owner}.from_url(url, ...) "
         "build one."
     )
 
 
-def _describe(client: object, asyncio: bool) -> str:
+def _describe(client: object, asyncio: bool, glide: bool) -> str:
     """Say what a value that is not a usable client is, for the TypeError."""
     if isinstance(client, str):
         url = ": a URL goes to from_url()" if "://" in client else ""
@@ -234,8 +302,10 @@ def _describe(client: object, asyncio: bool) -> str:
     if isinstance(client, (valkey.ConnectionPool, valkey.asyncio.ConnectionPool)):
         module = "valkey.asyncio" if asyncio else "valkey"
         return f"a connection pool, not a client: wrap it, {module}.Valkey(connection_pool=pool)"
-    if not asyncio and isinstance(client, (valkey.asyncio.Valkey, valkey.asyncio.ValkeyCluster)):
+    if not asyncio and is_asyncio(client):
         return "an asyncio client, where a synchronous one is needed"
-    if asyncio and isinstance(client, (valkey.Valkey, ValkeyCluster)):
+    if is_glide(client) and not glide:
+        return "a GLIDE client, which it does not take yet (ValkeySessionManager does)"
+    if asyncio and (isinstance(client, (valkey.Valkey, ValkeyCluster)) or is_glide(client)):
         return "a synchronous client, but the SDK awaits its Storage on event loops"
     return "something that is not a Valkey client"

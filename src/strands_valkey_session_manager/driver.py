@@ -9,19 +9,25 @@ no event loop and no thread hop (about a microsecond). A driver for an asyncio c
 
 What a driver provides (and all a new one, such as GLIDE's, must):
 
-- ``client`` and ``cluster`` (whether it is a cluster client);
+- ``client``, ``cluster`` (whether it is a cluster client) and ``asyncio`` (whether its awaits suspend: an
+  asyncio client, awaited on the loop it belongs to; else :func:`drive` runs its operations);
 - ``await command(*args, **options)``: one command on the client (on a cluster, only loads of scripts and
   libraries, which go to every primary, and calls with ``target_nodes=``);
-- ``await round_trip(node, commands, raw)``: the ``(args, options)`` commands in one pipeline (no
-  transaction) to ``node`` (``None``: the standalone client; else a node of :meth:`node_of`/:meth:`node_at`),
-  the replies in order, errors as values; ``raw``: no reply callbacks (the server's replies as they are);
+- ``await round_trip(node, commands)``: the commands in one pipeline to ``node`` (``None``: the standalone
+  client; else a node of :meth:`node_of`/:meth:`node_at`), the replies in order, errors as values; each
+  command is ``(args, options)``, or a :class:`Transaction` (its reply: ``EXEC``'s, or the refusal that made
+  ``EXEC`` run none), which a driver sends as its client does transactions (valkey-py: ``MULTI``/``EXEC``
+  in the pipeline, :func:`flattened`; GLIDE: an atomic ``Batch``);
 - ``await sleep(seconds)``;
 - on a cluster: ``keyslot(key)``, ``await node_of(slot)`` (its primary, from the slot map), ``node_at(host,
   port)`` (added to the map's nodes if new), ``moved(error)`` (correct the slot map after ``MOVED``), ``await
   refresh()`` (reload the slot map), ``retries`` (attempts after a dropped connection);
 - ``pinned(key)``: an async context manager holding one connection to ``key``'s node, yielding ``await
   send(commands)`` (one round trip, replies as bytes, errors as values) and closing a connection left
-  watching keys rather than pooling it.
+  watching keys rather than pooling it; only where ``pins`` (GLIDE multiplexes one connection per node and
+  cannot hold one: its callers take the script path instead).
+
+The GLIDE drivers are in driver_glide.py.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import valkey.asyncio
 from valkey.asyncio.cluster import ClusterNode as AsyncClusterNode
@@ -45,6 +52,57 @@ T = TypeVar("T")
 
 #: One command of a round trip: its arguments and the options it goes with (``NEVER_DECODE``).
 Sent = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """Commands about one slot run as one ``MULTI``/``EXEC`` block: :func:`execute` returns ``EXEC``'s replies.
+
+    Their replies come as the server sends them (no client-side parsing): an error one of them met when it
+    ran (``WRONGTYPE``) is a value in the list, as ``EXEC`` reports it, and the others ran. A command refused
+    before it was queued (a redirection, an unknown command) makes ``EXEC`` run none: that refusal is raised.
+    """
+
+    commands: tuple[tuple[Any, ...], ...]
+    options: dict[str, Any] = field(default_factory=dict)  # what goes with each command (NEVER_DECODE)
+
+
+#: One item of a round trip.
+Item = Sent | Transaction
+
+
+def flattened(items: list[Item]) -> tuple[list[Sent], bool, Callable[[list[Any]], list[Any]]]:
+    """Return a round trip's items as plain commands (a transaction: ``MULTI``, its commands, ``EXEC``) for valkey-py.
+
+    Returns the commands, whether their replies must be left raw (a transaction's: ``QUEUED`` is no command's
+    reply), and what turns the commands' replies into the items' (a transaction's: ``EXEC``'s, unless a command
+    was refused before it ran, which made ``EXEC`` run none).
+    """
+    sent: list[Sent] = []
+    sizes = []
+    for item in items:
+        if isinstance(item, Transaction):
+            sent += [(part, item.options) for part in (("MULTI",), *item.commands, ("EXEC",))]
+            sizes.append(len(item.commands) + 2)
+        else:
+            sent.append(item)
+            sizes.append(0)
+
+    def regroup(replies: list[Any]) -> list[Any]:
+        answers, first = [], 0
+        for size in sizes:
+            if not size:
+                answers.append(replies[first])
+                first += 1
+                continue
+            own = replies[first : first + size]
+            answers.append(next((reply for reply in own[1:-1] if isinstance(reply, Exception)), own[-1]))
+            first += size
+        return answers
+
+    return sent, any(sizes), regroup
+
+
 #: ``await send(commands)`` on a pinned connection.
 Send = Callable[[list[tuple[Any, ...]]], Coroutine[Any, Any, list[Any]]]
 
@@ -62,6 +120,9 @@ def drive(steps: Coroutine[Any, Any, T]) -> T:
 class SyncDriver:
     """valkey-py's synchronous ``Valkey`` / ``ValkeyCluster``: every await returns without suspending."""
 
+    asyncio = False
+    pins = True
+
     def __init__(self, client: Any) -> None:
         """Drive ``client``."""
         self.client = client
@@ -72,21 +133,23 @@ class SyncDriver:
         """One command, as the client sends it."""
         return self.client.execute_command(*args, **options)
 
-    async def round_trip(self, node: Any, commands: list[Sent], raw: bool) -> list[Any]:
+    async def round_trip(self, node: Any, items: list[Item]) -> list[Any]:
         """Send the commands in one write to ``node`` (or the client); return the replies, errors as values.
 
         On one of the client's connections, packed and read here (not by a ``Pipeline``, whose per-call objects
         and bookkeeping cost more than the exchange itself); a failure on the wire is retried as the client's
         own commands are (its ``retry``, on its ``retry_on_error``), after closing the connection.
         """
+        commands, raw, regroup = flattened(items)
         client = self.client if node is None else self.client.get_valkey_connection(node)
         pool = client.connection_pool
         connection = pool.get_connection("PIPELINE")
         try:
-            return connection.retry.call_with_retry(  # type: ignore[no-any-return]
+            replies = connection.retry.call_with_retry(
                 lambda: drive(_exchange(connection, commands, raw, client.response_callbacks, False)),
                 lambda error: _disconnect_raise(connection, error),
             )
+            return regroup(replies)
         except BaseException:
             connection.disconnect()  # replies may be left unread: never reuse it as it is
             raise
@@ -140,6 +203,9 @@ class AsyncioDriver:
     limits as the synchronous one's).
     """
 
+    asyncio = True
+    pins = True
+
     def __init__(self, client: Any) -> None:
         """Drive ``client``."""
         self.client = client
@@ -151,18 +217,22 @@ class AsyncioDriver:
         if self.cluster:
             options = {"target_nodes": self.client.PRIMARIES, **options}  # its client cannot route FUNCTION LOAD
             return await self.client.execute_command(*args, **options)
-        (reply,) = await self.round_trip(None, [(args, options)], False)
+        (reply,) = await self.round_trip(None, [(args, options)])
         if isinstance(reply, Exception):
             raise reply
         return reply
 
-    async def round_trip(self, node: Any, commands: list[Sent], raw: bool) -> list[Any]:
+    async def round_trip(self, node: Any, items: list[Item]) -> list[Any]:
         """Send the commands in one pipeline to ``node`` (or the client); return the replies, errors as values.
 
         On one of the client's connections, read here rather than by the client's pipeline: a reply line may
         be longer than asyncio's 64 KiB line limit (an ``UNDECLARED`` naming thousands of keys). A standalone
         client retries as it is set to (its ``retry``); on a cluster, replication.py does.
         """
+        commands, raw, regroup = flattened(items)
+        return regroup(await self._round_trip(node, commands, raw))
+
+    async def _round_trip(self, node: Any, commands: list[Sent], raw: bool) -> list[Any]:
         if node is not None:
             connection = node.acquire_connection()
             try:
@@ -314,12 +384,32 @@ async def _done(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-#: Either kind of driver.
-Driver = SyncDriver | AsyncioDriver
+#: Any kind of driver.
+Driver = Union[SyncDriver, AsyncioDriver, "GlideDriver"]
 
 
 def driver_for(client: Any) -> Driver:
-    """Return the driver of ``client``: asyncio for a ``valkey.asyncio`` client, else synchronous."""
+    """Return the driver of ``client``: GLIDE's for a GLIDE client, asyncio for a ``valkey.asyncio`` one, else sync."""
     if isinstance(client, valkey.asyncio.Valkey | valkey.asyncio.ValkeyCluster):
         return AsyncioDriver(client)
+    if glide_kind(client) is not None:
+        from .driver_glide import GlideDriver  # GLIDE is an extra: imported once a GLIDE client shows up
+
+        return GlideDriver(client)
     return SyncDriver(client)
+
+
+def glide_kind(client: object) -> tuple[bool, bool] | None:
+    """Return (asyncio, cluster) for a Valkey GLIDE client (or a subclass of one); ``None`` for anything else.
+
+    By its classes' modules and names: GLIDE (the ``glide`` extra) is not imported to tell.
+    """
+    for kind in type(client).__mro__:
+        module = kind.__module__.partition(".")[0]
+        if kind.__name__ in ("GlideClient", "GlideClusterClient") and module in ("glide", "glide_sync"):
+            return module == "glide", kind.__name__ == "GlideClusterClient"
+    return None
+
+
+if TYPE_CHECKING:
+    from .driver_glide import GlideDriver

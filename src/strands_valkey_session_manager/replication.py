@@ -46,7 +46,8 @@ from valkey.exceptions import AskError, ClusterDownError, MovedError, TryAgainEr
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from .driver import Driver, Sent, SyncDriver, drive
+from .driver import Driver, Item, SyncDriver, drive
+from .driver import Transaction as Transaction  # callers build theirs as replication.Transaction
 from .options import Client, number
 
 logger = logging.getLogger(__name__)
@@ -65,18 +66,6 @@ CLUSTER_DOWN_PAUSE = 0.25
 #: Loads (after NOSCRIPT, "function not found") are about no key: the cluster client sends them to every
 #: primary it knows, a node added after an ASK included (the driver's node_at), so they reach where the call runs.
 _LOADS = ("SCRIPT LOAD", "FUNCTION LOAD")
-
-
-@dataclass(frozen=True)
-class Transaction:
-    """Commands about one slot run as one ``MULTI``/``EXEC`` block: :func:`execute` returns ``EXEC``'s replies.
-
-    Their replies come as the server sends them (no client-side parsing): an error one of them met when it
-    ran (``WRONGTYPE``) is a value in the list, as ``EXEC`` reports it, and the others ran. A command refused
-    before it was queued (a redirection, an unknown command) makes ``EXEC`` run none: that refusal is raised.
-    """
-
-    commands: tuple[tuple[Any, ...], ...]
 
 
 #: What one call sends: a command, or a transaction of them.
@@ -173,28 +162,19 @@ async def _send(
 
     Returns their replies and WAIT's (``None`` without ``wait``), errors as values.
     """
-    batch: list[Sent] = []
-    sizes = []  # how many replies each command has: ASKING's, then its own (MULTI's, each QUEUED, EXEC's)
+    batch: list[Item] = []
     for command in commands:
         if asking:
             batch.append((("ASKING",), {}))  # it lets the next command (a MULTI: the block) into an importing slot
         if isinstance(command, Transaction):
-            batch += [(part, options) for part in (("MULTI",), *command.commands, ("EXEC",))]
+            batch.append(Transaction(command.commands, options) if options else command)
         else:
             batch.append((command, options))
-        sizes.append(asking + (len(command.commands) + 2 if isinstance(command, Transaction) else 1))
     if wait is not None:
         batch.append((("WAIT", wait.replicas, wait.timeout_ms), {}))
-    # A transaction's replies as the server sends them: QUEUED is no command's reply.
-    replies = await driver.round_trip(node, batch, any(isinstance(command, Transaction) for command in commands))
+    replies = await driver.round_trip(node, batch)
     acknowledged = replies.pop() if wait is not None else None
-    answers, first = [], 0
-    for size in sizes:
-        own = replies[first + asking : first + size]  # without ASKING's OK
-        # A transaction's reply is EXEC's, unless a command was refused before it ran (EXEC then ran none).
-        answers.append(next((reply for reply in own[1:-1] if isinstance(reply, Exception)), own[-1]))
-        first += size
-    return answers, acknowledged
+    return replies[asking :: 1 + asking], acknowledged  # without ASKING's OKs
 
 
 def _checked(replies: list[Any], acknowledged: Any, wait: WaitForReplicas | None) -> list[Any]:

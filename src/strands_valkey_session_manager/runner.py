@@ -23,14 +23,17 @@ import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from strands.hooks import AgentInitializedEvent, HookRegistry, MultiAgentInitializedEvent
 
-from . import scripts
-from .driver import AsyncioDriver, Driver, SyncDriver, drive, driver_for
+from . import connection, scripts
+from .driver import Driver, drive, driver_for
 from .options import Client
 from .storage.client_loop import AsyncClient, ClientLoop, clone_client
+
+if TYPE_CHECKING:
+    from .driver_glide import SyncTwin
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,9 @@ T = TypeVar("T")
 
 #: A store operation, written once for every kind of client: a coroutine on the driver it is given.
 Operation = Callable[[Driver], Coroutine[Any, Any, Any]]
+#: Where an asyncio client's operations run off its home loop: a private loop and a clone (valkey-py), or a
+#: glide_sync twin (GLIDE: driver_glide.SyncTwin says why).
+Private = Union[ClientLoop, "SyncTwin"]
 
 #: Set while the SDK's synchronous logic runs inside an async hook: (runner, its queue). The runner's writes are
 #: queued there, then awaited by the hook (``deferring``). A context variable: other threads (the keep-alive)
@@ -54,7 +60,7 @@ class Runner:
         """Run on ``client``; nothing is sent."""
         self.client = client
         # An asyncio client: what is not awaited on the home loop runs on a private loop thread.
-        self._private = private_loop(client) if isinstance(client, AsyncClient) else None
+        self._private = private_loop(client) if self.driver.asyncio else None
         self.home: asyncio.AbstractEventLoop | None = None  # the loop open() ran on: the client is awaited there
         self._pending: list[Operation] = []  # writes of a restore on the home loop, awaited by the next hook
         self._tasks: set[asyncio.Future[Any]] = set()  # best-effort operations running as tasks (held: not collected)
@@ -72,34 +78,43 @@ class Runner:
     @property
     def blocking(self) -> bool:
         """Whether the client is synchronous: its operations run on the calling thread, hooks stay synchronous."""
-        return isinstance(self.driver, SyncDriver)
+        return not self.driver.asyncio
 
     def now(self, operation: Operation) -> Any:
         """Run ``operation`` from synchronous code and return what it returns (a read, or a write that must be done).
 
         An asyncio client's runs on the private loop thread, which blocks only this thread.
         """
-        if isinstance(self.driver, SyncDriver):
+        if not self.driver.asyncio:
             return drive(operation(self.driver))
-        return self._private_loop().call(lambda client: operation(AsyncioDriver(client)))
+        return self._private_loop().call(lambda client: operation(driver_for(client)))
 
     def later(self, operation: Operation) -> None:
         """Run a write from synchronous code: queued for the async hook running it (``deferring``), else :meth:`now`."""
         deferred = _DEFERRED.get()
-        if deferred is not None and deferred[0] is self and not isinstance(self.driver, SyncDriver):
+        if deferred is not None and deferred[0] is self and self.driver.asyncio:
             deferred[1].append(operation)
         else:
             self.now(operation)
 
     async def awaited(self, operation: Operation) -> Any:
         """Await ``operation``: on the client itself on the home loop, else on the private loop."""
-        if isinstance(self.driver, SyncDriver):
+        if not self.driver.asyncio:
             return drive(operation(self.driver))
         if self.home is asyncio.get_running_loop():
             return await operation(self.driver)
-        return await self._private_loop().run(lambda client: operation(AsyncioDriver(client)))
+        return await self._private_loop().run(lambda client: operation(driver_for(client)))
 
-    def _private_loop(self) -> ClientLoop:
+    def home_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make ``loop`` (the one ``open()`` runs on) the home loop, if the client may be awaited there.
+
+        An asyncio GLIDE client belongs to the loop it was made on (driver_glide.GlideDriver.loop): on another
+        loop, its operations go off the loop as anywhere else.
+        """
+        if getattr(self.driver, "loop", loop) is loop:
+            self.home = loop
+
+    def _private_loop(self) -> Private:
         assert self._private is not None  # an asyncio client's runner has one
         return self._private
 
@@ -114,7 +129,7 @@ class Runner:
         io: Driver | None = None
         if loop is not None and self._private is not None:
             private = self._private.client_on(loop)
-            io = self.driver if loop is self.home else AsyncioDriver(private) if private is not None else None
+            io = self.driver if loop is self.home else driver_for(private) if private is not None else None
         if io is None:
             self.now(operation)
             return
@@ -176,18 +191,23 @@ class Runner:
 
 #: The private loop of each asyncio client given to a manager: shared by its managers (one per request, often), so
 #: they share its connections. It goes with the client (closed when the client is garbage collected).
-_PRIVATE_LOOPS: weakref.WeakKeyDictionary[AsyncClient, ClientLoop] = weakref.WeakKeyDictionary()
+_PRIVATE_LOOPS: weakref.WeakKeyDictionary[Any, Private] = weakref.WeakKeyDictionary()
 _PRIVATE_LOCK = threading.Lock()
 
 
-def private_loop(client: AsyncClient) -> ClientLoop:
-    """Return the private loop of an asyncio client (made on first use)."""
+def private_loop(client: Any) -> Private:
+    """Return the private loop of an asyncio client (made on first use); a glide_sync twin for a GLIDE one."""
     with _PRIVATE_LOCK:
         found = _PRIVATE_LOOPS.get(client)
         if found is None:
-            found = _PRIVATE_LOOPS[client] = ClientLoop(
-                functools.partial(_clone, weakref.ref(client)), "valkey-session"
-            )
+            if connection.is_glide(client):
+                from .driver_glide import SyncTwin  # the same calls, on a glide_sync twin (see there why)
+
+                found = _PRIVATE_LOOPS[client] = SyncTwin(client)
+            else:
+                found = _PRIVATE_LOOPS[client] = ClientLoop(
+                    functools.partial(_clone, weakref.ref(client)), "valkey-session"
+                )
             weakref.finalize(client, found.close)
         return found
 
@@ -200,15 +220,15 @@ def _clone(client: weakref.ref[AsyncClient]) -> AsyncClient:
     return clone_client(alive)
 
 
-def close_built(client: Client | AsyncClient) -> None:
+def close_built(client: Any) -> None:
     """Disconnect a client ``from_url`` built: an asyncio one was used only through its private loop, closed here."""
-    if isinstance(client, AsyncClient):
+    if connection.is_asyncio(client):
         with _PRIVATE_LOCK:
             private = _PRIVATE_LOOPS.pop(client, None)
         if private is not None:
             private.close()
     else:
-        client.close()  # type: ignore[no-untyped-call]
+        client.close()
 
 
 def _log_listing_failure(task: asyncio.Future[Any]) -> None:

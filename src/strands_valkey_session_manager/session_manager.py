@@ -148,8 +148,8 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
         validate_id(session_id, "session_id")
         if owner is not None or require_owner:
             validate_id(owner, "owner (required: require_owner=True)" if require_owner and owner is None else "owner")
-        asyncio_client = isinstance(client, AsyncClient)
-        cluster = connection.check_client(client, "ValkeySessionManager", asyncio=asyncio_client)  # nothing sent yet
+        asyncio_client = connection.is_asyncio(client)
+        cluster = connection.check_client(client, "ValkeySessionManager", asyncio_client, glide=True)  # sends nothing
         self._runner = Runner(client)
         self._prefetched: dict[tuple[str, str], Any] = {}  # what open() read for the agents' restores
         keys = KeySchema(key_prefix, cluster=cluster)
@@ -243,7 +243,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             manager = cls(session_id, client, **options)  # nothing sent yet
         finally:
             _OPENING.reset(token)
-        manager._runner.home = asyncio.get_running_loop()
+        manager._runner.home_on(asyncio.get_running_loop())
         manager._opened = await manager._runner.awaited(manager.store.open_session)
         manager._runner.restoring(manager._start)  # on this loop, with nothing left to send but the listing
         await manager._runner.settled()
@@ -276,7 +276,14 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
 
     @classmethod
     def from_url(
-        cls, url: str, session_id: str, *, cluster: bool = False, asyncio: bool = False, **options: Any
+        cls,
+        url: str,
+        session_id: str,
+        *,
+        cluster: bool = False,
+        asyncio: bool = False,
+        client: str = "valkey",
+        **options: Any,
     ) -> ValkeySessionManager:
         """Open ``session_id`` on the Valkey at ``url`` through a client built for this manager (``close()`` it).
 
@@ -287,6 +294,10 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             cluster: Build a ``ValkeyCluster`` (it finds the other nodes from the URL's one).
             asyncio: Build a ``valkey.asyncio`` client (its calls from synchronous code run on a private loop
                 thread; from async code, pass a client to ``await ValkeySessionManager.open(...)`` instead).
+            client: ``"valkey"`` (valkey-py) or ``"glide"``: a ``glide_sync`` client (the ``glide`` extra), whose
+                settings are ``request_timeout``, ``connection_timeout`` (ms), ``ssl_ca_certs``, ``client_name``
+                (driver_glide.glide_configuration). An asyncio GLIDE client belongs to the loop it is made on:
+                make it there from ``glide_configuration(url)`` and pass it to ``open()``.
             **options: The constructor's options (``ttl``, ``key_prefix``, ``wait_replicas``, ``lock_timeout``, ...)
                 and the client's settings by name (``socket_timeout``, ``ssl_ca_certs``, ``max_connections``, ...),
                 which replace the defaults: ``socket_timeout=5``, ``socket_connect_timeout=2``, replies as bytes,
@@ -299,11 +310,11 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
             SessionException: If Valkey cannot be reached, or as for the constructor.
         """
         validate_id(session_id, "session_id")
-        mine, client = connection.open_url(cls, url, asyncio, cluster, options, SessionException)
+        mine, built = connection.open_url(cls, url, asyncio, cluster, options, SessionException, client)
         try:
-            manager = cls(session_id, client, **mine)
+            manager = cls(session_id, built, **mine)
         except BaseException:
-            runner.close_built(client)
+            runner.close_built(built)
             raise
         manager._owns_client = True
         return manager

@@ -207,7 +207,7 @@ class SessionStore:
             # The server read its clock after `sent`: taken as read at `sent`, the estimate of its clock is never
             # behind it (a refresh is judged due a round trip early at most, never late). Elapsed time is this
             # host's monotonic clock: a step of its wall clock (NTP, a migrated VM) changes nothing.
-            self.clock_ms = seconds * 1000 + micros / 1000 - sent * 1000
+            self.clock_ms = int(seconds) * 1000 + int(micros) / 1000 - sent * 1000  # GLIDE: as the server sent them
         record = (
             None if raw is None else codec.load_record(Session, raw, key, self.values)
         )  # a foreign value: said so first
@@ -285,7 +285,7 @@ class SessionStore:
         type, ``WATCH`` refused (an ACL rule without it), a slot in motion or a connection lost (the script
         retries as the client is set to): the script.
         """
-        if self.replica_wait is not None:
+        if self.replica_wait is not None or not io.pins:  # GLIDE: no connection to hold (driver_glide.py)
             return None
         try:
             return await self._delete_watched_once(io, session_id, known)
