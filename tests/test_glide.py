@@ -17,9 +17,11 @@ import valkey
 from strands import Agent
 from strands.types.exceptions import SessionException
 from test_acl import rule
+from valkey.exceptions import NoScriptError, ResponseError
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage
-from strands_valkey_session_manager.driver_glide import glide_configuration
+from strands_valkey_session_manager.driver import Item, Transaction, drive
+from strands_valkey_session_manager.driver_glide import GlideDriver, glide_configuration
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
@@ -204,3 +206,25 @@ def test_a_glide_sync_client_made_before_a_fork_works_in_the_child(server: Local
         inherited.close()
     assert out == str(["hello", "(scripted reply) You said: hello"])
     assert client.exists("session:child", "session:parent") == 2
+
+
+def test_a_round_trip_answers_each_item_in_order(server: LocalValkey, client: valkey.Valkey) -> None:
+    """Plain commands as one pipeline, a transaction as an atomic batch, ASKINGs (GLIDE follows ASK) answered OK."""
+    glide_client = glide_sync.GlideClient.create(glide_configuration(f"valkey://127.0.0.1:{server.port}"))
+    try:
+        driver = GlideDriver(glide_client)
+        items: list[Item] = [
+            (("ASKING",), {}),
+            (("INCRBY", "c", 5), {}),
+            (("ASKING",), {}),
+            Transaction((("SET", "k", "v"), ("INCR", "k"), ("INCR", "n"))),
+            (("GET", "k"), {}),
+            (("EVALSHA", "0" * 40, 0), {}),
+        ]
+        ok, added, asked, (stored, refused, counted), got, missing = drive(driver.round_trip(None, items))
+    finally:
+        glide_client.close()
+    assert (ok, added, asked, stored, counted, got) == (b"OK", 5, b"OK", b"OK", 1, b"v")
+    assert isinstance(refused, ResponseError) and "not an integer" in str(refused)  # ran, failed, as EXEC says
+    assert isinstance(missing, NoScriptError)  # what the scripts' reload looks for
+    assert client.get("n") == "1"

@@ -189,14 +189,12 @@ class GlideDriver:
         plain: list[tuple[Any, ...]] = []
         for item in [*items, None]:
             if isinstance(item, tuple):
-                if item[0][0] != "ASKING":  # GLIDE follows ASK itself
-                    plain.append(item[0])
-                else:
-                    replies.append(b"OK")
+                plain.append(item[0])
                 continue
-            if plain:
-                replies += await self._batch(node, plain, atomic=False)
-                plain = []
+            sent = [command for command in plain if command[0] != "ASKING"]  # GLIDE follows ASK itself
+            answers = iter(await self._batch(node, sent, atomic=False) if sent else [])
+            replies += [b"OK" if command[0] == "ASKING" else next(answers) for command in plain]
+            plain = []
             if isinstance(item, Transaction):
                 try:
                     replies.append(await self._batch(node, list(item.commands), atomic=True))
