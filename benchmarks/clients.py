@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,15 @@ def _pure(port: int) -> valkey.Valkey:
     return valkey.Valkey(connection_pool=pool)
 
 
+def _glide(port: int, asyncio: bool) -> Any:
+    """Build a GLIDE client of the server on ``port`` (asyncio: return the awaitable of one)."""
+    import glide
+    import glide_sync
+
+    config = glide_sync.GlideClientConfiguration([glide_sync.NodeAddress("localhost", port)])
+    return glide.GlideClient.create(config) if asyncio else glide_sync.GlideClient.create(config)
+
+
 #: Every client kind measured, by name; kinds whose package is missing are left out (:func:`available`).
 KINDS: dict[str, Kind] = {
     "valkey-py (pure Python)": Kind(False, _pure),
@@ -97,6 +107,10 @@ KINDS: dict[str, Kind] = {
     "valkey-py asyncio + libvalkey": Kind(
         True, lambda port: valkey.asyncio.Valkey(port=port, decode_responses=True), lambda: LIBVALKEY_AVAILABLE
     ),
+    "GLIDE sync (glide_sync)": Kind(
+        False, lambda port: _glide(port, False), lambda: find_spec("glide_sync") is not None
+    ),
+    "GLIDE asyncio (glide)": Kind(True, lambda port: _glide(port, True), lambda: find_spec("glide") is not None),
 }
 #: The floors' two clients: the reference (pure Python) and with libvalkey (the floors use valkey-py's API).
 PURE, NATIVE_SYNC = "valkey-py (pure Python)", "valkey-py + libvalkey"
