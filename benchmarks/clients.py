@@ -44,6 +44,7 @@ from valkey.connection import PythonRespSerializer
 from valkey.utils import LIBVALKEY_AVAILABLE
 
 from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.driver_glide import glide_configuration
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
@@ -86,7 +87,7 @@ def _glide(port: int, asyncio: bool) -> Any:
     import glide
     import glide_sync
 
-    config = glide_sync.GlideClientConfiguration([glide_sync.NodeAddress("localhost", port)])
+    config = glide_configuration(f"valkey://127.0.0.1:{port}")
     return glide.GlideClient.create(config) if asyncio else glide_sync.GlideClient.create(config)
 
 

@@ -11,6 +11,7 @@ second are measured too, for each way of keeping the sessions:
 - ``sync in to_thread``: the same, each hook and the construction run by ``asyncio.to_thread`` (what AgentCore's
   ``async_mode`` does);
 - ``asyncio client``: ``await ValkeySessionManager.open(...)`` on a ``valkey.asyncio.Valkey`` (hooks await);
+- ``GLIDE asyncio client``: the same on an asyncio ``glide.GlideClient`` (the ``glide`` extra), made on the loop;
 - ``FileSessionManager`` (the SDK's, on local disk);
 - ``SnapshotSessionManager`` over ``ValkeyStorage``.
 
@@ -25,6 +26,7 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from importlib.util import find_spec
 from typing import Any
 
 import valkey
@@ -34,6 +36,7 @@ from strands.hooks import AgentInitializedEvent, HookRegistry, MultiAgentInitial
 from strands.session import FileSessionManager, SnapshotSessionManager
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage
+from strands_valkey_session_manager.driver_glide import glide_configuration
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 
@@ -89,6 +92,17 @@ def openers(port: int, files: str) -> dict[str, Opener]:
     async def asyncio_client(session_id: str) -> Any:
         return await ValkeySessionManager.open(session_id, async_client, agent_ids=["assistant"])
 
+    glide_client: list[Any] = []  # made on the benchmark's loop, by the first conversation (GLIDE's belongs to it)
+    glide_made = asyncio.Lock()
+
+    async def glide_asyncio(session_id: str) -> Any:
+        async with glide_made:
+            if not glide_client:
+                import glide
+
+                glide_client.append(await glide.GlideClient.create(glide_configuration(f"valkey://127.0.0.1:{port}")))
+        return await ValkeySessionManager.open(session_id, glide_client[0], agent_ids=["assistant"])
+
     async def file(session_id: str) -> Any:
         return FileSessionManager(session_id, storage_dir=files)
 
@@ -100,6 +114,7 @@ def openers(port: int, files: str) -> dict[str, Opener]:
         "sync client": sync,
         "sync in to_thread": to_thread,
         "asyncio client": asyncio_client,
+        **({"GLIDE asyncio client": glide_asyncio} if find_spec("glide") is not None else {}),
         "FileSessionManager": file,
         "SnapshotSessionManager + ValkeyStorage": snapshot,
     }
