@@ -112,12 +112,22 @@ def manager(client: valkey.Valkey) -> Callable[..., ValkeySessionManager]:
 
 
 @pytest.fixture
-def make_storage(server: LocalValkey, client: valkey.Valkey) -> Iterator[Callable[..., ValkeyStorage]]:
+def storage_kind(request: pytest.FixtureRequest) -> str:
+    """The kind of client a storage test's ``ValkeyStorage`` gets: "asyncio" (valkey-py's), "glide" (``glide_sync``)
+    or "glide-asyncio" (asyncio ``glide``): the ``client_kind`` kinds ``ValkeyStorage`` takes ($TEST_CLIENT_KINDS)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_storage(
+    server: LocalValkey, client: valkey.Valkey, storage_kind: str
+) -> Iterator[Callable[..., ValkeyStorage]]:
     """Build ``ValkeyStorage`` on the (emptied) test server: ``make_storage(ttl=60)``; closed at teardown."""
     made: list[ValkeyStorage] = []
 
     def build(**kwargs: Any) -> ValkeyStorage:
-        made.append(ValkeyStorage(valkey.asyncio.Valkey(port=server.port), **kwargs))
+        given = valkey.asyncio.Valkey(port=server.port) if storage_kind == "asyncio" else twin_of(client, storage_kind)
+        made.append(ValkeyStorage(given, **kwargs))
         return made[-1]
 
     yield build
@@ -340,3 +350,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         elif metafunc.definition.get_closest_marker("valkey_py_only") is not None:
             kinds = [kind for kind in kinds if not kind.startswith("glide")] or ["sync"]
         metafunc.parametrize("client_kind", kinds, indirect=True)
+    if "storage_kind" in metafunc.fixturenames:
+        storage_kinds = [kind for kind in SELECTED_KINDS if kind != "sync"] or ["asyncio"]
+        if metafunc.definition.get_closest_marker("valkey_py_only") is not None:
+            storage_kinds = ["asyncio"]
+        metafunc.parametrize("storage_kind", storage_kinds, indirect=True)

@@ -127,13 +127,42 @@ def test_a_glide_client_that_compresses_values_is_refused(server: LocalValkey) -
         compressing.close()
 
 
-def test_storage_says_it_does_not_take_a_glide_client_yet(server: LocalValkey) -> None:
-    sync_client = glide_sync.GlideClient.create(glide_configuration(f"valkey://127.0.0.1:{server.port}"))
+def test_storage_on_a_glide_client_of_either_kind_is_read_by_valkey_py_storage(
+    server: LocalValkey, client: valkey.Valkey
+) -> None:
+    """glide_sync and asyncio glide (awaited on its own loop and on others): the keys valkey-py's storage reads."""
+    url = f"valkey://127.0.0.1:{server.port}"
+    sync_storage = ValkeyStorage(glide_sync.GlideClient.create(glide_configuration(url)), ttl=60)
+    asyncio.run(sync_storage.write("session/a/one.json", b"1"))
+
+    async def on_its_loop() -> None:
+        storage = ValkeyStorage(await glide.GlideClient.create(glide_configuration(url)))
+        await storage.write("session/a/two.json", b"2")  # from the client's own loop: no deadlock
+        assert await storage.list("session/") == ["session/a/one.json", "session/a/two.json"]
+        await asyncio.to_thread(lambda: asyncio.run(storage.write("session/b/three.json", b"3")))  # another loop
+        storage.close()
+
+    asyncio.run(on_its_loop())
+    plain = ValkeyStorage(valkey.asyncio.Valkey(port=server.port))
+    assert asyncio.run(plain.list("")) == ["session/a/one.json", "session/a/two.json", "session/b/three.json"]
+    assert asyncio.run(plain.read("session/b/three.json")) == b"3"
+    assert 0 < client.pttl("strands:session/a/one.json") <= 60_000
+    sync_storage.close()
+    assert asyncio.run(sync_storage.read("session/a/one.json")) == b"1"  # closed, usable: it reconnects
+    sync_storage.close()
+    plain.close()
+
+
+def test_storage_from_url_builds_glide(server: LocalValkey) -> None:
+    storage = ValkeyStorage.from_url(f"valkey://127.0.0.1:{server.port}", client="glide", request_timeout=2000)
     try:
-        with pytest.raises(TypeError, match="a GLIDE client, which it does not take yet"):
-            ValkeyStorage(sync_client)  # type: ignore[arg-type]
+        asyncio.run(storage.write("session/a/x", b"x"))
+        assert [found.key for found in asyncio.run(storage.search("x"))] == ["session/a/x"]
+        assert asyncio.run(storage.read("session/a/x")) == b"x"
     finally:
-        sync_client.close()
+        storage.close()
+    with pytest.raises(TypeError, match="unknown option 'socket_timeout'"):
+        ValkeyStorage.from_url(f"valkey://127.0.0.1:{server.port}", client="glide", socket_timeout=1)
 
 
 def test_an_asyncio_glide_client_on_its_own_loop_then_from_a_thread(server: LocalValkey, client: valkey.Valkey) -> None:

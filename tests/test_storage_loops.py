@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import valkey
 import valkey.asyncio
 
@@ -66,6 +67,7 @@ def test_the_given_client_is_left_alone_and_stays_usable_on_its_own_loop(server,
         storage.close()
 
 
+@pytest.mark.valkey_py_only  # counts its I/O thread
 def test_close_disconnects_stops_the_io_thread_and_the_next_use_reconnects(make_storage, client: valkey.Valkey) -> None:
     before, connected = len(storage_threads()), len(client.client_list())
     storage = make_storage()
@@ -84,6 +86,7 @@ def test_close_disconnects_stops_the_io_thread_and_the_next_use_reconnects(make_
     assert len(storage_threads()) == before + 1
 
 
+@pytest.mark.valkey_py_only  # counts its I/O thread
 def test_a_namespace_shares_its_storage_connection(make_storage) -> None:
     before = len(storage_threads())
     storage = make_storage()

@@ -21,7 +21,8 @@ What a driver provides (and all a new one, such as GLIDE's, must):
 - ``await sleep(seconds)``;
 - on a cluster: ``keyslot(key)``, ``await node_of(slot)`` (its primary, from the slot map), ``node_at(host,
   port)`` (added to the map's nodes if new), ``moved(error)`` (correct the slot map after ``MOVED``), ``await
-  refresh()`` (reload the slot map), ``retries`` (attempts after a dropped connection);
+  refresh()`` (reload the slot map), ``retries`` (attempts after a dropped connection), ``await primaries()``
+  (every primary, as a node for ``round_trip`` and ``target_nodes=``, with the slots it serves);
 - ``pinned(key)``: an async context manager holding one connection to ``key``'s node, yielding ``await
   send(commands)`` (one round trip, replies as bytes, errors as values) and closing a connection left
   watching keys rather than pooling it; only where ``pins`` (GLIDE multiplexes one connection per node and
@@ -192,6 +193,10 @@ class SyncDriver:
         """Reload the slot map."""
         self.client.nodes_manager.initialize()
 
+    async def primaries(self) -> list[tuple[Any, list[int]]]:
+        """Return every primary with the slots it serves, from the slot map."""
+        return by_primary(self.client.nodes_manager.slots_cache)
+
     @asynccontextmanager
     async def pinned(self, key: str) -> AsyncIterator[Send]:
         """One connection to ``key``'s node for several round trips (see the module docstring)."""
@@ -293,6 +298,11 @@ class AsyncioDriver:
         """Reload the slot map."""
         await self.client.nodes_manager.initialize()
 
+    async def primaries(self) -> list[tuple[Any, list[int]]]:
+        """Return every primary with the slots it serves, from the slot map (read first, if the client has not yet)."""
+        await self.client.initialize()
+        return by_primary(self.client.nodes_manager.slots_cache)
+
     @asynccontextmanager
     async def pinned(self, key: str) -> AsyncIterator[Send]:
         """One connection to ``key``'s node for several round trips (see the module docstring)."""
@@ -304,6 +314,14 @@ class AsyncioDriver:
             connection, release = await pool.get_connection("WATCH"), pool.release
         async with _holding(connection, release, True) as send:
             yield send
+
+
+def by_primary(slots: dict[int, list[Any]]) -> list[tuple[Any, list[int]]]:
+    """Return each primary of a valkey-py slot map (slot: its nodes, the primary first) with its slots."""
+    found: dict[str, tuple[Any, list[int]]] = {}
+    for slot, nodes in sorted(slots.items()):
+        found.setdefault(nodes[0].name, (nodes[0], []))[1].append(slot)
+    return list(found.values())
 
 
 #: The options of a command whose reply is read as the server sent it (bytes, whatever the client decodes).

@@ -155,12 +155,13 @@ class GlideDriver:
         self.retries = CLUSTER_RETRIES if self.cluster else 0
 
     async def command(self, *args: Any, **options: Any) -> Any:
-        """Send one command; on a cluster, loads go to every primary, and the rest by their key."""
+        """Send one command; on a cluster, to ``target_nodes=`` (a route), loads to every primary, the rest by key."""
         check_process(self.client)
         try:
             if self.cluster:
                 name = " ".join(map(str, args[:2])).upper()
                 route = AllPrimaries() if name.startswith(("SCRIPT LOAD", "FUNCTION LOAD")) else None
+                route = options.get("target_nodes", route)
                 reply = await _done(self.client.custom_command(_args(args), route))
             else:
                 reply = await _done(self.client.custom_command(_args(args)))
@@ -244,6 +245,15 @@ class GlideDriver:
     async def refresh(self) -> None:
         """Nothing: GLIDE reloads its slot map itself after a failed call."""
 
+    async def primaries(self) -> list[tuple[Any, list[int]]]:
+        """Return a route to every primary with the slots it serves, as the cluster says now (``CLUSTER SLOTS``)."""
+        ranges = await self.command("CLUSTER", "SLOTS")
+        found: dict[tuple[str, int], list[int]] = {}
+        for start, end, primary, *_ in ranges:
+            host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
+            found.setdefault((host, int(primary[1])), []).extend(range(int(start), int(end) + 1))
+        return [(ByAddressRoute(host, port), slots) for (host, port), slots in found.items()]
+
     @asynccontextmanager
     async def pinned(self, key: str) -> AsyncIterator[Send]:
         """GLIDE cannot hold a connection (``pins`` is False): callers check ``pins`` and take the script."""
@@ -259,12 +269,13 @@ class SyncTwin:
     event loop (the first one that made such a client), so a private loop waiting on it deadlocks whenever that
     loop waits for the private one. A ``glide_sync`` client made from the same configuration waits on no loop:
     synchronous code calls it on its own thread, another loop awaits it in a worker thread. Made on first use
-    (and anew in a forked child, where ``glide_sync`` reconnects by itself).
+    (and anew in a forked child, where ``glide_sync`` reconnects by itself). ``ValkeyStorage`` runs on one too,
+    for either kind of GLIDE client: the SDK awaits it from any loop, and the given client is left alone.
     """
 
     def __init__(self, client: Any) -> None:
-        """Describe the twin of the asyncio GLIDE ``client`` (nothing is made yet)."""
-        self._config = client.config
+        """Describe the twin of the GLIDE ``client`` (nothing is made yet)."""
+        self._config = getattr(client, "config", None) or client._config  # asyncio glide's, glide_sync's
         self._cluster = (glide_kind(client) or (True, False))[1]
         self._lock = threading.Lock()
         self._twin: Any = None

@@ -23,17 +23,14 @@ import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from strands.hooks import AgentInitializedEvent, HookRegistry, MultiAgentInitializedEvent
 
 from . import connection, scripts
 from .driver import Driver, drive, driver_for
 from .options import Client
-from .storage.client_loop import AsyncClient, ClientLoop, clone_client
-
-if TYPE_CHECKING:
-    from .driver_glide import SyncTwin
+from .storage.client_loop import AsyncClient, Private, clone_client, private_for
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +38,6 @@ T = TypeVar("T")
 
 #: A store operation, written once for every kind of client: a coroutine on the driver it is given.
 Operation = Callable[[Driver], Coroutine[Any, Any, Any]]
-#: Where an asyncio client's operations run off its home loop: a private loop and a clone (valkey-py), or a
-#: glide_sync twin (GLIDE: driver_glide.SyncTwin says why).
-Private = Union[ClientLoop, "SyncTwin"]
-
 #: Set while the SDK's synchronous logic runs inside an async hook: (runner, its queue). The runner's writes are
 #: queued there, then awaited by the hook (``deferring``). A context variable: other threads (the keep-alive)
 #: never see it.
@@ -200,14 +193,8 @@ def private_loop(client: Any) -> Private:
     with _PRIVATE_LOCK:
         found = _PRIVATE_LOOPS.get(client)
         if found is None:
-            if connection.is_glide(client):
-                from .driver_glide import SyncTwin  # the same calls, on a glide_sync twin (see there why)
-
-                found = _PRIVATE_LOOPS[client] = SyncTwin(client)
-            else:
-                found = _PRIVATE_LOOPS[client] = ClientLoop(
-                    functools.partial(_clone, weakref.ref(client)), "valkey-session"
-                )
+            clone = functools.partial(_clone, weakref.ref(client))
+            found = _PRIVATE_LOOPS[client] = private_for(client, clone, "valkey-session")
             weakref.finalize(client, found.close)
         return found
 

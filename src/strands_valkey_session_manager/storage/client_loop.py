@@ -31,16 +31,25 @@ import selectors
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import valkey.asyncio
 from valkey.asyncio.cluster import ClusterNode
 from valkey.asyncio.connection import BlockingConnectionPool, SSLConnection
 
+from ..connection import is_glide
+
+if TYPE_CHECKING:
+    from ..driver_glide import SyncTwin
+
 logger = logging.getLogger(__name__)
 
 AsyncClient = valkey.asyncio.Valkey | valkey.asyncio.ValkeyCluster
 T = TypeVar("T")
+
+#: Where an asyncio client's operations run off its own loop: a private loop and a clone (valkey-py), or a
+#: glide_sync twin (GLIDE: driver_glide.SyncTwin says why). Both take ``run``, ``call``, ``client_on``, ``close``.
+Private = Union["ClientLoop", "SyncTwin"]
 
 #: Seconds ``close()`` waits for the client to disconnect and the thread to end.
 CLOSE_TIMEOUT = 5.0
@@ -87,6 +96,18 @@ def _clone_cluster(client: valkey.asyncio.ValkeyCluster) -> valkey.asyncio.Valke
     )
     nodes = [ClusterNode(node.host, node.port) for node in manager.startup_nodes.values()]
     return valkey.asyncio.ValkeyCluster(startup_nodes=nodes, **options)
+
+
+def private_for(client: Any, make_clone: Callable[[], AsyncClient], name: str) -> Private:
+    """Return where ``client``'s operations run off its own loop (nothing is started yet).
+
+    A ``SyncTwin`` for a GLIDE client, else a ``ClientLoop`` named ``name`` serving ``make_clone()``.
+    """
+    if is_glide(client):
+        from ..driver_glide import SyncTwin  # the glide extra is there: its client is
+
+        return SyncTwin(client)
+    return ClientLoop(make_clone, name)
 
 
 #: Every ClientLoop of this process, detached from its parent's loop in a forked child.

@@ -13,24 +13,26 @@ import copy
 import functools
 import logging
 import weakref
+from collections.abc import Coroutine
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-import valkey.asyncio
 from strands.storage.search.keyword import STOP_WORDS, KeywordSearchStrategy, tokenize
 from strands.storage.storage import Storage, StorageSearchResult
 from strands.types.exceptions import StorageError
-from valkey.exceptions import ResponseError
+from valkey.exceptions import ResponseError, ValkeyError
 
-from .. import connection, errors, scripts, sdk, telemetry
-from ..driver import AsyncioDriver
+from .. import connection, errors, replication, scripts, sdk, telemetry
+from ..driver import Driver, driver_for
 from ..options import ttl_ms
 from ..scripts import BASE, Script
 from ..values import DEFAULT_MAX_VALUE_BYTES, Keyring, Values
-from .client_loop import AsyncClient, ClientLoop, clone_client
+from .client_loop import AsyncClient, clone_client, private_for
 from .keys import StorageKeySchema, escape_storage_key, storage_group, unescape_storage_key
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: ``with _errors(operation, key):`` turns what Valkey raises into a ``StorageError``.
 _errors = functools.partial(errors.translated, StorageError)
@@ -48,7 +50,8 @@ class ValkeyStorage:
     Each write, read and delete is one Lua script: the value, its group's index and the group's registry
     entry change together. ``list(prefix)`` reads the indexes (``ZRANGE ... BYLEX``), never SCAN or KEYS.
     A group (a key's first two path segments, e.g. ``session/<session_id>``) shares one deadline when
-    ``ttl`` is set, and one slot on a cluster.
+    ``ttl`` is set, and one slot on a cluster. Every operation is written once on the driver seam (driver.py),
+    for valkey-py's asyncio clients and Valkey GLIDE's alike.
 
     Example:
         ```python
@@ -64,7 +67,7 @@ class ValkeyStorage:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncClient | Any,
         *,
         ttl: int | timedelta | None = None,
         key_prefix: str = "strands",
@@ -77,7 +80,10 @@ class ValkeyStorage:
         Args:
             client: A ``valkey.asyncio.Valkey`` or ``valkey.asyncio.ValkeyCluster``. Its settings are copied into
                 a client of this storage's own, which runs on a private event loop thread, so the SDK may call
-                from any event loop; ``client`` itself is left alone. Its timeouts bound every call.
+                from any event loop; ``client`` itself is left alone. Its timeouts bound every call. Or a Valkey
+                GLIDE client, asyncio (``glide``) or ``glide_sync``, standalone or cluster: a ``glide_sync``
+                client made from its configuration runs every call, in a worker thread of the calling loop
+                (driver_glide.SyncTwin says why).
             ttl: Seconds (or a ``timedelta``) a group of keys lives after its last write or read; ``None``
                 (the default) sets no expiry.
             key_prefix: First part of every Valkey key (``strands`` gives ``strands:<key>``).
@@ -87,28 +93,34 @@ class ValkeyStorage:
             max_value_bytes: A larger value is refused (``StorageError``), nothing written; ``None``: no bound.
 
         Raises:
-            TypeError: If ``client`` is not an asyncio Valkey client (a URL, a pool, a synchronous client), or
-                its settings cannot be copied.
+            TypeError: If ``client`` is not an asyncio Valkey client or a GLIDE client (a URL, a pool, a
+                synchronous valkey-py client), or its settings cannot be copied.
             ValueError: If ``ttl``, ``key_prefix`` or a value setting is not usable.
         """
         self.values = Values(encryption, compression, max_value_bytes, StorageError)
-        self.keys = StorageKeySchema(key_prefix, cluster=connection.check_client(client, "ValkeyStorage", asyncio=True))
-        clone_client(client)  # refuse now, not on first use, a client whose settings cannot be copied
+        glide_sync = connection.is_glide(client) and not connection.is_asyncio(client)
+        cluster = connection.check_client(client, "ValkeyStorage", asyncio=not glide_sync, glide=True)
+        self.keys = StorageKeySchema(key_prefix, cluster=cluster)
+        if not connection.is_glide(client):
+            clone_client(client)  # refuse now, not on first use, a client whose settings cannot be copied
         self._telemetry_target = telemetry.Target(client)
         self.ttl_ms = ttl_ms(ttl)
-        self._io = ClientLoop(lambda: clone_client(client))
+        self._io = private_for(client, lambda: clone_client(client), "valkey-storage")
         self._prefix = ""
         self._root: ValkeyStorage | None = None  # a namespace keeps its root (whose finalizer closes _io) alive
         weakref.finalize(self, self._io.close)
 
     @classmethod
-    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> ValkeyStorage:
+    def from_url(cls, url: str, *, cluster: bool = False, client: str = "valkey", **options: Any) -> ValkeyStorage:
         """Store in the Valkey at ``url``, through a client built from it (``close()`` disconnects it).
 
         Args:
             url: ``valkey://[user:password@]host:port[/db]``, ``valkeys://`` for TLS (``?ssl_ca_certs=...``
                 in the query, or as an option), ``redis://``, ``rediss://``, ``unix://``.
             cluster: Use a ``valkey.asyncio.ValkeyCluster`` (it finds the other nodes from the URL's one).
+            client: ``"valkey"`` (valkey-py, the default) or ``"glide"``: a Valkey GLIDE client (the ``glide``
+                extra; docs/glide.md), whose settings are ``request_timeout``, ``connection_timeout`` (ms),
+                ``ssl_ca_certs`` and ``client_name``.
             **options: The constructor's options (``ttl``, ``key_prefix``) and the client's settings by name
                 (``socket_timeout``, ``ssl_ca_certs``, ``max_connections``, ...), which replace the defaults:
                 ``socket_timeout=5``, ``socket_connect_timeout=2`` and (standalone) 3 retries with exponential
@@ -120,8 +132,12 @@ class ValkeyStorage:
             ValueError: If ``url`` is not a Valkey URL, or as for the constructor. Nothing connects before the
                 first call.
         """
-        mine, client = connection.open_url(cls, url, True, cluster, options, StorageError)
-        return cls(client, **mine)
+        glide = client == "glide"
+        mine, built = connection.open_url(cls, url, not glide, cluster, options, StorageError, client)
+        storage = cls(built, **mine)
+        if glide:
+            built.close()  # its configuration made the storage's own client (driver_glide.SyncTwin)
+        return storage
 
     def __repr__(self) -> str:
         """Where this storage keeps its keys."""
@@ -147,7 +163,7 @@ class ValkeyStorage:
             telemetry.wrote(telemetry.SCRIPT, 0, len(sealed))
         with _errors(operation, full):
             reply = await self._io.run(
-                lambda client: scripts.run_on(STORAGE, AsyncioDriver(client), keys, args, session=False)
+                lambda client: scripts.run_on(STORAGE, driver_for(client), keys, args, session=False)
             )
         return self.values.open(keys[1], reply) if operation == "read" and reply is not None else reply
 
@@ -195,45 +211,42 @@ class ValkeyStorage:
         low, high = ("-", "+") if not prefix else (b"[" + prefix.encode(), b"(" + prefix.encode() + b"\xff")
         if prefix.count("/") >= 2:
             index = self.keys.index(storage_group(prefix))
+            command = ("ZRANGEBYLEX", index, low, high)
             with _errors("list", prefix):
-                members = await self._io.run(lambda client: client.zrangebylex(index, low, high))
+                members = await self._io.run(
+                    lambda client: replication.execute_on(driver_for(client), index, command, None)
+                )
         else:
             with _errors("list", prefix):
-                members = await self._io.run(lambda client: self._list_groups(client, low, high))
+                members = await self._io.run(lambda client: self._list_groups(driver_for(client), low, high))
         keys = sorted(unescape_storage_key(member.decode()) for member in members)
         return [key[len(self._prefix) :] for key in keys]
 
-    async def _list_groups(self, client: AsyncClient, low: bytes | str, high: bytes | str) -> builtins.list[bytes]:
+    async def _list_groups(self, driver: Driver, low: bytes | str, high: bytes | str) -> builtins.list[bytes]:
         """Keys in range from every group found through the registries: one script call per node."""
         before, after = self.keys.index_around()
         args = [0, low, high, before, after]
-        if not isinstance(client, valkey.asyncio.ValkeyCluster):
+        if not driver.cluster:
             registries = self.keys.registries()
-            found: builtins.list[bytes] = await STORAGE_LIST.on(AsyncioDriver(client), [], [*args, *registries])
+            found: builtins.list[bytes] = await STORAGE_LIST.on(driver, [], [*args, *registries])
             return found
         try:
-            return await self._list_on_primaries(client, args)
+            return await self._list_on_primaries(driver, args)
         except ResponseError as error:  # a slot moved between the slot map and the call: refresh, ask again
             if "non local key" not in str(error):
                 raise
             logger.debug("error=<%s> | slot map changed while listing, refreshing it", error)
-            await client.nodes_manager.initialize()
-            return await self._list_on_primaries(client, args)
+            await driver.refresh()
+            return await self._list_on_primaries(driver, args)
 
-    async def _list_on_primaries(
-        self, client: valkey.asyncio.ValkeyCluster, args: builtins.list[Any]
-    ) -> builtins.list[bytes]:
-        """Run the list script on every primary, in parallel, with the registries of the slots it serves."""
-        await client.initialize()  # the slot map
-        by_node: dict[str, tuple[Any, builtins.list[str]]] = {}
-        for slot, registry in enumerate(self.keys.registries()):
-            node = client.nodes_manager.slots_cache[slot][0]
-            by_node.setdefault(node.name, (node, []))[1].append(registry)
+    async def _list_on_primaries(self, driver: Driver, args: builtins.list[Any]) -> builtins.list[bytes]:
+        """Run the list script on every primary (in parallel on an asyncio driver), with the registries of its slots."""
+        registries = self.keys.registries()
         calls = [
-            STORAGE_LIST.on(AsyncioDriver(client), [], [*args, *registries], target_nodes=node)
-            for node, registries in by_node.values()
+            STORAGE_LIST.on(driver, [], [*args, *(registries[slot] for slot in slots)], target_nodes=node)
+            for node, slots in await driver.primaries()
         ]
-        return [key for keys in await asyncio.gather(*calls) for key in keys]
+        return [key for keys in await _each(driver, calls) for key in keys]
 
     @telemetry.traced(telemetry.STORAGE_SEARCH)
     async def search(self, query: str) -> builtins.list[StorageSearchResult]:
@@ -258,14 +271,8 @@ class ValkeyStorage:
         """Values of ``keys`` (relative) in one round trip, without sliding expiry; unreadable ones are None."""
         names = [self.keys.value(escape_storage_key(f"{self._prefix}{key}")) for key in keys]
 
-        async def get_all(client: AsyncClient) -> builtins.list[Any]:
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                pipe.get(name)
-            return list(await pipe.execute(raise_on_error=False))
-
         with _errors("search", self._prefix):
-            values = await self._io.run(get_all)
+            values = await self._io.run(lambda client: _get_all(driver_for(client), names))
         return [
             self.values.open(name, value) if isinstance(value, bytes) else None
             for name, value in zip(names, values, strict=True)
@@ -305,3 +312,39 @@ class _Fetched:
 
     async def read(self, key: str) -> bytes | None:
         return self._values.get(key)
+
+
+async def _each(driver: Driver, calls: builtins.list[Coroutine[Any, Any, T]]) -> builtins.list[T]:
+    """Await ``calls``: together on an asyncio driver, in turn on a synchronous one (which never suspends)."""
+    if driver.asyncio:
+        return builtins.list(await asyncio.gather(*calls))
+    return [await call for call in calls]
+
+
+async def _get_all(driver: Driver, names: builtins.list[str]) -> builtins.list[Any]:
+    """``GET`` each of ``names``: one round trip (one per primary, in parallel, on a cluster); errors as values.
+
+    A ``GET`` that failed on a cluster (its slot moved since the slot map was read) is sent again on its own,
+    following the slot (replication.read_on).
+    """
+    if not driver.cluster:
+        return await driver.round_trip(None, [(("GET", name), {}) for name in names])
+    primaries = await driver.primaries()
+    owner = {slot: index for index, (_, slots) in enumerate(primaries) for slot in slots}
+    groups: dict[int, builtins.list[int]] = {}
+    for at, name in enumerate(names):
+        groups.setdefault(owner.get(driver.keyslot(name), 0), []).append(at)
+    batches = [
+        driver.round_trip(primaries[node][0], [(("GET", names[at]), {}) for at in ats]) for node, ats in groups.items()
+    ]
+    values: builtins.list[Any] = [None] * len(names)
+    for ats, replies in zip(groups.values(), await _each(driver, batches), strict=True):
+        for at, reply in zip(ats, replies, strict=True):
+            values[at] = reply
+    for at, value in enumerate(values):
+        if isinstance(value, Exception):
+            try:
+                (values[at],) = await replication.read_on(driver, names[at], ("GET", names[at]))
+            except ValkeyError as error:
+                values[at] = error
+    return values
