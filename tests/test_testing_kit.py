@@ -70,3 +70,30 @@ def test_local_cluster_is_made_with_cluster_commands_without_valkey_cli(no_serve
         assert [cluster.role(node) for node in cluster.nodes] == ["master", "master", "slave", "slave"]
         assert cluster.replicas_of(cluster.master_of("{a}key")) and client.get("{a}key") == "1"
         client.close()
+
+
+def test_glide_clients_of_the_local_server_and_cluster(server, client, cluster, cluster_client) -> None:
+    """``glide_client()``: a glide_sync client, or (asyncio=True) an awaitable asyncio one; a cluster's is a cluster's."""
+    import asyncio
+
+    on_server = server.glide_client(request_timeout=3000)
+    try:
+        assert on_server.set("kit", "sync") == "OK" and client.get("kit") == "sync"
+    finally:
+        on_server.close()
+
+    async def asyncio_client() -> bytes:
+        glide_client = await server.glide_client(asyncio=True)
+        try:
+            return await glide_client.get("kit")  # type: ignore[no-any-return]
+        finally:
+            await glide_client.close()
+
+    assert asyncio.run(asyncio_client()) == b"sync"
+    on_cluster = cluster.glide_client()
+    try:
+        assert type(on_cluster).__name__ == "GlideClusterClient"
+        on_cluster.set("{kit}a", "1")
+        assert cluster_client.get("{kit}a") == "1"
+    finally:
+        on_cluster.close()

@@ -111,6 +111,8 @@ class LocalCluster(Running):
     replica is in sync. ``kill(node)`` crashes one node (SIGKILL) and ``start_node(node)`` brings it back.
     """
 
+    cluster = True
+
     def __init__(
         self,
         binary: str | None = None,

@@ -133,6 +133,34 @@ _Server = TypeVar("_Server", bound="Running")
 class Running:
     """``with`` support for a local server: ``start()`` on entry, ``stop()`` on exit, whatever happened."""
 
+    #: Whether it is a cluster (its GLIDE client is a cluster client).
+    cluster = False
+
+    @property
+    def url(self) -> str:
+        """The URL a client connects with."""
+        raise NotImplementedError
+
+    def glide_client(self, asyncio: bool = False, **settings: Any) -> Any:
+        """Return a Valkey GLIDE client of it (the ``glide`` extra): ``glide_sync``, or with ``asyncio`` an awaitable.
+
+        Await the asyncio one on the loop it is to belong to (``await server.glide_client(asyncio=True)``).
+
+        Settings by name as ``from_url(client="glide")`` takes them (``request_timeout``...; driver_glide);
+        a TLS server's CA is trusted. Close the client when done (``close()``, awaited for asyncio).
+        """
+        from ..driver_glide import glide_client, glide_configuration
+
+        ca = getattr(self, "tls_files", None)
+        if ca is not None:
+            settings = {"ssl_ca_certs": str(ca.ca), **settings}
+        if not asyncio:
+            return glide_client(self.url, self.cluster, settings)
+        import glide
+
+        kind = glide.GlideClusterClient if self.cluster else glide.GlideClient
+        return kind.create(glide_configuration(self.url, cluster=self.cluster, **settings))
+
     def start(self) -> Running:
         """Start the server(s) and wait until they answer."""
         raise NotImplementedError
