@@ -24,7 +24,7 @@ from strands import Agent
 from strands.multiagent import Swarm
 from valkey.cluster import ValkeyCluster
 
-from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage, runner, scripts
+from strands_valkey_session_manager import SessionDirectory, ValkeySessionManager, ValkeyStorage, runner, scripts
 from strands_valkey_session_manager.testing.cluster import LocalCluster
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey, embedded_server, find_server
@@ -310,7 +310,8 @@ def client_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     """Run a test once per kind of client: every manager it builds gets that kind's twin of its client.
 
     "sync": valkey-py's synchronous client as given; "asyncio": its ``valkey.asyncio`` twin; "glide" and
-    "glide-asyncio": a GLIDE twin (``glide_sync``, asyncio ``glide``) on the same server or cluster. The test's own
+    "glide-asyncio": a GLIDE twin (``glide_sync``, asyncio ``glide``) on the same server or cluster (a
+    ``SessionDirectory`` gets the ``glide_sync`` one for both: it is synchronous). The test's own
     ``client`` (what it inspects the store with) stays valkey-py's. A test marked ``sync_client_only`` (it drives
     the synchronous client's own objects: its pool, its connections) runs once; one marked ``valkey_py_only``
     (it drives what GLIDE has not: a held connection, valkey-py's own retry settings) runs on valkey-py's kinds.
@@ -328,6 +329,14 @@ def client_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
             original(self, *args, **kwargs)
 
         monkeypatch.setattr(ValkeySessionManager, "__init__", init)
+        if kind.startswith("glide"):  # SessionDirectory takes synchronous clients: glide_sync's for both GLIDE kinds
+            listing = SessionDirectory.__init__
+
+            @functools.wraps(listing)
+            def directory_init(self: SessionDirectory, client: Any, *args: Any, **kwargs: Any) -> None:
+                listing(self, twin_of(client, "glide"), *args, **kwargs)
+
+            monkeypatch.setattr(SessionDirectory, "__init__", directory_init)
         made = getattr(request.module, "counting_client", None)
         if made is not None:  # its twin connected at once too, before the test counts
             monkeypatch.setattr(request.module, "counting_client", lambda *args: _twinned(made(*args), kind))

@@ -31,11 +31,10 @@ from typing import Any
 from strands.types.exceptions import SessionException
 from strands.types.session import SessionMessage
 from valkey.client import NEVER_DECODE
-from valkey.cluster import ValkeyCluster
 from valkey.exceptions import ValkeyError
 
 from . import codec, connection, errors, replication, scripts, telemetry
-from .driver import SyncDriver, drive
+from .driver import drive, driver_for
 from .keys import AGENT, MULTI_AGENT, KeySchema, parse_suffix, validate_id
 from .options import Client
 from .values import PLAIN, Keyring, Values
@@ -112,24 +111,8 @@ def _iso(ms: int) -> str:
 
 
 def _read_each(client: Client, groups: list[tuple[str, list[tuple[Any, ...]]]]) -> list[list[Any]]:
-    """Read-only commands about many slots (one group per slot) in one pipeline: a round trip per node.
-
-    A group that met an error (a slot moving on a cluster) is read again on its own, following its slot
-    (replication.read); the others keep their replies. Returns each group's replies, in order.
-    """
-    untyped: Any = client
-    pipe = untyped.pipeline() if isinstance(client, ValkeyCluster) else untyped.pipeline(transaction=False)
-    for _, commands in groups:
-        for command in commands:
-            pipe.execute_command(*command, **{NEVER_DECODE: True})
-    replies: Iterator[Any] = iter(pipe.execute(raise_on_error=False) if groups else [])
-    answers = []
-    for key, commands in groups:
-        mine = [next(replies) for _ in commands]
-        if any(isinstance(reply, Exception) for reply in mine):
-            mine = replication.read(client, key, *commands, **{NEVER_DECODE: True})
-        answers.append(mine)
-    return answers
+    """Read-only commands about many slots (one group per slot): a round trip per node (replication.read_each_on)."""
+    return drive(replication.read_each_on(driver_for(client), groups, **{NEVER_DECODE: True}))
 
 
 @contextlib.contextmanager
@@ -248,7 +231,7 @@ class SessionDirectory:
     """
 
     def __init__(self, client: Client, key_prefix: str = "session", *, encryption: Keyring | None = None) -> None:
-        """Use ``client`` (a synchronous ``valkey.Valkey`` or ``ValkeyCluster``) and the managers' ``key_prefix``.
+        """Use ``client`` (synchronous: valkey-py's, or GLIDE's ``glide_sync``) and the managers' ``key_prefix``.
 
         ``encryption``: the managers' ``Keyring``, if they encrypt: the session records it reads (owner,
         ``created_at``) are opened with it (compressed ones need nothing).
@@ -257,7 +240,7 @@ class SessionDirectory:
             TypeError: If ``client`` is no synchronous Valkey client, or ``encryption`` no ``Keyring``.
             ValueError: If ``key_prefix`` is not usable.
         """
-        cluster = connection.check_client(client, "SessionDirectory", asyncio=False)
+        cluster = connection.check_client(client, "SessionDirectory", asyncio=False, glide=True)
         self.client = client
         self.keys = KeySchema(key_prefix, cluster=cluster)
         self.values = Values(encryption, None, None)
@@ -360,7 +343,7 @@ class SessionDirectory:
 
     def _delete_again(self, keys: builtins.list[str], args: builtins.list[Any], walk: builtins.list[str]) -> int:
         """Delete one session on its own (its batched call did not simply succeed), record first under busy writers."""
-        io = SyncDriver(self.client)
+        io = driver_for(self.client)
 
         async def call(arguments: builtins.list[Any], declared: builtins.list[str]) -> int:
             deleted: int = await scripts.run_on(scripts.DELETE_SESSION, io, keys, arguments, walk=declared)

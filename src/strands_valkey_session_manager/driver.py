@@ -445,6 +445,13 @@ async def _done(result: Any) -> Any:
 Driver = Union[SyncDriver, AsyncioDriver, "GlideDriver"]
 
 
+async def together(driver: Driver, calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Await ``calls``: together on an asyncio driver, in turn on a synchronous one (whose awaits never suspend)."""
+    if driver.asyncio:
+        return list(await asyncio.gather(*calls))
+    return [await call for call in calls]
+
+
 def driver_for(client: Any) -> Driver:
     """Return the driver of ``client``: GLIDE's for a GLIDE client, asyncio for a ``valkey.asyncio`` one, else sync."""
     if isinstance(client, valkey.asyncio.Valkey | valkey.asyncio.ValkeyCluster):

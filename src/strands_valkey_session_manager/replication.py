@@ -46,7 +46,7 @@ from valkey.exceptions import AskError, ClusterDownError, MovedError, TryAgainEr
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from .driver import Driver, Item, SyncDriver, drive
+from .driver import Driver, Item, drive, driver_for, together
 from .driver import Transaction as Transaction  # callers build theirs as replication.Transaction
 from .options import Client, number
 
@@ -142,12 +142,59 @@ async def read_on(driver: Driver, key: str, *commands: tuple[Any, ...], **option
 
 def execute(client: Client, key: str, command: Command, wait: WaitForReplicas | None, **options: Any) -> Any:
     """:func:`execute_on` a synchronous client."""
-    return drive(execute_on(SyncDriver(client), key, command, wait, **options))
+    return drive(execute_on(driver_for(client), key, command, wait, **options))
 
 
 def read(client: Client, key: str, *commands: tuple[Any, ...], **options: Any) -> list[Any]:
     """:func:`read_on` a synchronous client."""
-    return drive(read_on(SyncDriver(client), key, *commands, **options))
+    return drive(read_on(driver_for(client), key, *commands, **options))
+
+
+async def each_slot_on(
+    driver: Driver, groups: list[tuple[str, list[tuple[Any, ...]]]], **options: Any
+) -> list[list[Any]]:
+    """Send groups of commands (each about one key's slot) in one round trip per node; each group's replies.
+
+    Standalone, one round trip; on a cluster, one per primary of the slot map (in parallel on an asyncio driver).
+    Errors are values: a command whose slot moved meanwhile gets the redirection (callers send it again on its
+    own, following its slot, as :func:`read_each_on` does). ``options`` go with each command (``NEVER_DECODE``).
+    """
+    items: list[list[Item]] = [[(command, options) for command in commands] for _, commands in groups]
+    batches: dict[Any, list[int]] = {}
+    if driver.cluster and groups:
+        primaries = await driver.primaries()
+        owner = {slot: at for at, (_, slots) in enumerate(primaries) for slot in slots}
+        for index, (key, _) in enumerate(groups):
+            batches.setdefault(owner.get(driver.keyslot(key), 0), []).append(index)
+        nodes = [primaries[at][0] for at in batches]
+    else:
+        batches = {None: list(range(len(groups)))} if groups else {}
+        nodes = [None] * len(batches)
+    sent = [
+        driver.round_trip(node, [item for at in ats for item in items[at]])
+        for node, ats in zip(nodes, batches.values(), strict=True)
+    ]
+    answers: list[list[Any]] = [[] for _ in groups]
+    for ats, replies in zip(batches.values(), await together(driver, sent), strict=True):
+        flow = iter(replies)
+        for at in ats:
+            answers[at] = [next(flow) for _ in items[at]]
+    return answers
+
+
+async def read_each_on(
+    driver: Driver, groups: list[tuple[str, list[tuple[Any, ...]]]], **options: Any
+) -> list[list[Any]]:
+    """Read-only commands about many slots (one group per slot): :func:`each_slot_on`, retried per group.
+
+    A group that met an error (a slot moving on a cluster) is read again on its own, following its slot
+    (:func:`read_on`); the others keep their replies.
+    """
+    answers = await each_slot_on(driver, groups, **options)
+    for at, (key, commands) in enumerate(groups):
+        if any(isinstance(reply, Exception) for reply in answers[at]):
+            answers[at] = await read_on(driver, key, *commands, **options)
+    return answers
 
 
 async def _send(

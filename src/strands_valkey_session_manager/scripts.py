@@ -20,11 +20,10 @@ from typing import Any
 
 import valkey
 from valkey.client import NEVER_DECODE
-from valkey.cluster import ValkeyCluster
 from valkey.exceptions import NoScriptError, ResponseError
 
 from . import errors, replication, values
-from .driver import Driver, SyncDriver, drive
+from .driver import Driver, drive, driver_for
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +129,8 @@ class Script:
         wait: replication.WaitForReplicas | None = None,
         **options: Any,
     ) -> Any:
-        """:meth:`on` a synchronous client."""
-        return drive(self.on(SyncDriver(client), keys, args, wait, **options))
+        """:meth:`on` a synchronous client (valkey-py's or ``glide_sync``)."""
+        return drive(self.on(driver_for(client), keys, args, wait, **options))
 
 
 class Library:
@@ -227,8 +226,8 @@ async def run_on(
 
 
 def run(script: Script, client: valkey.Valkey | Any, keys: list[str], args: list[Any], **how: Any) -> Any:
-    """:func:`run_on` a synchronous client."""
-    return drive(run_on(script, SyncDriver(client), keys, args, **how))
+    """:func:`run_on` a synchronous client (valkey-py's or ``glide_sync``)."""
+    return drive(run_on(script, driver_for(client), keys, args, **how))
 
 
 def run_each(
@@ -245,11 +244,11 @@ def run_each(
     Returns each call's reply, in order.
     """
     again = again or (lambda keys, args, walk: run(script, client, keys, args, walk=walk))
-    untyped: Any = client
-    pipe = untyped.pipeline() if isinstance(client, ValkeyCluster) else untyped.pipeline(transaction=False)
-    for keys, args, walk in calls:
-        pipe.execute_command("EVALSHA", script.sha, len(keys) + len(walk), *keys, *walk, 0, "", len(walk), *args)
-    replies = pipe.execute(raise_on_error=False) if calls else []
+    sent = [
+        (keys[0], [("EVALSHA", script.sha, len(keys) + len(walk), *keys, *walk, 0, "", len(walk), *args)])
+        for keys, args, walk in calls
+    ]
+    replies = [reply for (reply,) in drive(replication.each_slot_on(driver_for(client), sent))]
     return [
         again(keys, args, walk) if isinstance(reply, Exception) else reply
         for (keys, args, walk), reply in zip(calls, replies, strict=True)

@@ -23,7 +23,7 @@ from ..values import Keyring
 from . import connect, demo, models, sealed, snapshots, tail, transcript, transfer
 from .errors import INTERRUPTED, NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, named, plural, seconds, shorten, ttl_seconds
-from .store import SCAN_COUNT, SessionDump, SessionExists, SessionSummary, Store
+from .store import SCAN_COUNT, SessionDump, SessionExists, SessionSummary, Store, key_count, pipelined
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -345,7 +345,7 @@ def sessions(
         if layout != snapshots.MANAGER:
             snapshot_store = snapshots.beside(store, storage_prefix)
             snapshot_found = snapshot_store.summaries(snapshot_store.session_ids(match)[:fetch])
-        total = store.client.dbsize()
+        total = key_count(store.client)
 
         def progress(matched: int, sessions_found: int) -> None:
             tick(advance=0, text=f"scanning {total} keys: {matched} matched, {sessions_found} sessions")
@@ -724,14 +724,13 @@ def import_(
         snapshot_store = snapshots.beside(store, _snapshot_choice()[0])
         dumps = [sealed.sealed(store, dump, settings) if isinstance(dump, SessionDump) else dump for dump in dumps]
         if not force:
-            pipe = store.client.pipeline(transaction=False)
+            reads: list[tuple[Any, ...]] = []
             for dump in dumps:
                 keys = [store.keys.session(dump.session_id), store.keys.index(dump.session_id)]
                 if isinstance(dump, snapshots.SnapshotDump):
                     keys = [snapshot_store.keys.index(group) for group in snapshot_store.groups(dump.session_id)]
-                for key in keys:  # one key per EXISTS: a snapshot session's two groups are in two slots
-                    pipe.exists(key)
-            counts = iter(pipe.execute())
+                reads += [("EXISTS", key) for key in keys]  # one key per EXISTS: a snapshot session's groups' slots
+            counts = iter(pipelined(store.client, reads))
             existing = [dump.session_id for dump in dumps if next(counts) + next(counts)]
             if existing:
                 exists = "exists" if len(existing) == 1 else "exist"

@@ -36,7 +36,7 @@ from . import transcript
 from .errors import NOT_FOUND, REFUSED, USAGE, CliError
 from .output import Output, plural, seconds, shorten, ttl_seconds
 from .sealed import open_value
-from .store import ForeignRecord, KeyInfo, SessionExists, Store, as_bytes, as_text, ttl_or_none
+from .store import ForeignRecord, KeyInfo, SessionExists, Store, as_bytes, as_text, pipelined, ttl_or_none
 
 MANAGER, SNAPSHOT = "manager", "snapshot"
 #: Bytes read from the start of a snapshot to find its ``created_at`` (its third field, ~90 bytes in).
@@ -125,11 +125,14 @@ class SnapshotStore:
         per primary). A group may have expired since the registry last pruned it: :meth:`summaries` drops it.
         """
         namespace = f"{SNAPSHOT_NAMESPACE}/".encode()
-        pipe = self.client.pipeline(transaction=False)
-        for registry in self.keys.registries():
-            pipe.zrangebylex(registry, b"[" + namespace, b"(" + namespace + b"\xff")
+        reads = [
+            ("ZRANGEBYLEX", registry, b"[" + namespace, b"(" + namespace + b"\xff")
+            for registry in self.keys.registries()
+        ]
         ids = {
-            unescape_storage_key(as_text(member))[len(namespace) :] for members in pipe.execute() for member in members
+            unescape_storage_key(as_text(member))[len(namespace) :]
+            for members in pipelined(self.client, reads)
+            for member in members
         }
         return sorted(session_id for session_id in ids if fnmatchcase(session_id, match))
 
@@ -160,13 +163,13 @@ class SnapshotStore:
             for session_id, (keys, ttl) in zip(session_ids, self._members(session_ids), strict=True)
         ]
         listed = [entry for entry in listed if entry[1]]  # expired since the registry listed it
-        pipe = self.client.pipeline(transaction=False)
+        reads: list[tuple[Any, ...]] = []
         for session_id, keys, _ in listed:
             for key in keys:
-                pipe.strlen(self.keys.value(key))
+                reads.append(("STRLEN", self.keys.value(key)))
                 if (found := snapshot_of(session_id, unescape_storage_key(key))) and found[2] is None:
-                    pipe.getrange(self.keys.value(key), 0, HEAD - 1)
-        replies = iter(pipe.execute(raise_on_error=False))
+                    reads.append(("GETRANGE", self.keys.value(key), 0, HEAD - 1))
+        replies = iter(pipelined(self.client, reads, raising=False))
         summaries = []
         for session_id, keys, ttl in listed:
             size, saved, scopes = 0, [], []
@@ -208,10 +211,8 @@ class SnapshotStore:
             return None
         keys = sorted(unescape_storage_key(member) for member in members)
         reading = [key for key in keys if wanted(key)]
-        pipe = self.client.pipeline(transaction=False)
-        for key in reading:
-            pipe.get(self.keys.value(escape_storage_key(key)))
-        values = {key: as_bytes(value) for key, value in zip(reading, pipe.execute(), strict=True) if value is not None}
+        got = pipelined(self.client, [("GET", self.keys.value(escape_storage_key(key))) for key in reading])
+        values = {key: as_bytes(value) for key, value in zip(reading, got, strict=True) if value is not None}
         if settings is not None:
             values = {
                 key: open_value(settings, self.keys.value(escape_storage_key(key)), v) for key, v in values.items()
@@ -224,11 +225,11 @@ class SnapshotStore:
         if dump is None:
             return None
         found = [(key, parsed) for key in dump.keys if (parsed := snapshot_of(session_id, key)) and parsed[2]]
-        pipe = self.client.pipeline(transaction=False)
+        reads: list[tuple[Any, ...]] = []
         for key, _ in found:
-            pipe.getrange(self.keys.value(escape_storage_key(key)), 0, HEAD - 1)
-            pipe.strlen(self.keys.value(escape_storage_key(key)))
-        replies = iter(pipe.execute())
+            value = self.keys.value(escape_storage_key(key))
+            reads += [("GETRANGE", value, 0, HEAD - 1), ("STRLEN", value)]
+        replies = iter(pipelined(self.client, reads))
         listed = [
             Checkpoint(member, str(snapshot_id), _created_at(next(replies)), next(replies))
             for key, (_, member, snapshot_id) in found
@@ -242,13 +243,11 @@ class SnapshotStore:
             return []
         indexes = [self.keys.index(group) for group in self.groups(session_id)]
         names = [*indexes, *(self.keys.value(member) for member in members)]
-        pipe = self.client.pipeline(transaction=False)
+        reads: list[tuple[Any, ...]] = []
         for name in names:
-            pipe.type(name)
-            pipe.pttl(name)
-            pipe.zcard(name) if name in indexes else pipe.strlen(name)
-            pipe.memory_usage(name)
-        replies = iter(pipe.execute(raise_on_error=False))
+            reads += [("TYPE", name), ("PTTL", name), ("ZCARD" if name in indexes else "STRLEN", name)]
+            reads.append(("MEMORY", "USAGE", name))
+        replies = iter(pipelined(self.client, reads, raising=False))
         infos = [KeyInfo(name, as_text(next(replies)), *_life_and_sizes(replies)) for name in names]
         return [info for info in infos if info.type != "none"]
 
@@ -265,7 +264,7 @@ class SnapshotStore:
         groups: dict[str, list[str]] = {group: [] for group in self.groups(dump.session_id)}
         for key in dump.values:  # transfer.read allows only keys of these two groups
             groups[storage_group(escape_storage_key(key))].append(key)
-        if not force and any(self.client.exists(self.keys.index(group)) for group in groups):
+        if not force and any(pipelined(self.client, [("EXISTS", self.keys.index(group)) for group in groups])):
             raise SessionExists(f"Session {dump.session_id} already exists")
         written = 0
         for group, keys in groups.items():
@@ -335,10 +334,9 @@ def beside(store: Store, prefix: str = "strands") -> SnapshotStore:
 
 def layouts_of(store: Store, snapshots: SnapshotStore, session_id: str) -> list[str]:
     """Return the layouts in which the session exists (``manager``, ``snapshot``): one pipelined round trip."""
-    pipe = store.client.pipeline(transaction=False)
-    pipe.exists(store.keys.session(session_id))
-    pipe.exists(snapshots.index(session_id))
-    found = pipe.execute()
+    found = pipelined(
+        store.client, [("EXISTS", store.keys.session(session_id)), ("EXISTS", snapshots.index(session_id))]
+    )
     return [layout for layout, count in zip((MANAGER, SNAPSHOT), found, strict=True) if count]
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from strands.types.exceptions import SessionException
-from valkey.cluster import ValkeyCluster
-from valkey.exceptions import ResponseError
+from valkey.exceptions import AskError, MovedError, ResponseError
 
-from .. import errors, scripts
+from .. import errors, replication, scripts
+from ..driver import Driver, drive, driver_for
 from ..keys import AGENT, MESSAGE, MULTI_AGENT, SESSION, KeySchema, parse_suffix, validate_id
 from ..options import Client
 from ..values import Values
@@ -154,6 +154,55 @@ def _json_field(raw: bytes | str | None, name: str) -> Any:
     return data.get(name) if isinstance(data, dict) else None
 
 
+def pipelined(client: Client, commands: list[tuple[Any, ...]], raising: bool = True) -> list[Any]:
+    """Send read commands about any keys in one round trip per node, on any synchronous client; their replies.
+
+    A command's key is its first argument (``MEMORY USAGE``'s, its second). A reply of a key whose slot moved
+    meanwhile is read again, following it. Errors are raised (the first), or with ``raising=False`` returned as
+    values.
+    """
+    driver = driver_for(client)
+    groups = [(as_text(command[2] if command[0] == "MEMORY" else command[1]), [command]) for command in commands]
+    replies = [reply for (reply,) in drive(replication.each_slot_on(driver, groups))]
+    for at, reply in enumerate(replies):
+        if isinstance(reply, MovedError | AskError):
+            (replies[at],) = drive(replication.read_on(driver, groups[at][0], commands[at]))
+    failed = next((reply for reply in replies if isinstance(reply, Exception)), None)
+    if raising and failed is not None:
+        raise failed
+    return replies
+
+
+def scan(client: Client, pattern: str, count: int, kind: str) -> Iterator[bytes | str]:
+    """``SCAN`` the keys of type ``kind`` matching ``pattern`` (on each primary of a cluster)."""
+    driver = driver_for(client)
+    nodes = [node for node, _ in drive(driver.primaries())] if driver.cluster else [None]
+    for node in nodes:
+        cursor = 0
+        while True:
+            reply = _on(driver, node, "SCAN", cursor, "MATCH", pattern, "COUNT", count, "TYPE", kind)
+            position = reply[0]  # valkey-py's cluster client gives it by node
+            cursor, found = int(next(iter(position.values())) if isinstance(position, dict) else position), reply[1]
+            yield from found
+            if not cursor:
+                break
+
+
+def key_count(client: Client) -> int:
+    """Return the number of keys (``DBSIZE``; on a cluster, summed over its primaries)."""
+    driver = driver_for(client)
+    nodes = [node for node, _ in drive(driver.primaries())] if driver.cluster else [None]
+    return sum(int(_on(driver, node, "DBSIZE")) for node in nodes)
+
+
+def _on(driver: Driver, node: Any, *command: Any) -> Any:
+    """Send ``command`` to ``node`` of a cluster (``None``: the standalone server); its reply."""
+    if node is None:
+        return drive(driver.command(*command))
+    reply = drive(driver.command(*command, target_nodes=node))
+    return next(iter(reply.values())) if isinstance(reply, dict) else reply  # valkey-py's cluster: by node
+
+
 @dataclass(frozen=True)
 class Store:
     """The sessions under one key prefix on one server (standalone or cluster)."""
@@ -164,7 +213,7 @@ class Store:
     @classmethod
     def of(cls, client: Client, key_prefix: str = "session") -> Store:
         """Wrap a client; a ``ValkeyCluster`` gets the hash-tagged key layout, as the manager uses."""
-        return cls(client, KeySchema(key_prefix, cluster=isinstance(client, ValkeyCluster)))
+        return cls(client, KeySchema(key_prefix, cluster=driver_for(client).cluster))
 
     def _run(self, script: scripts.Script, session_id: str, *own: str, ttl_ms: int = 0, **options: Any) -> Any:
         """Run an admin script on one session (KEYS: its record, its index, ``own``; its keys learnt by walking).
@@ -209,7 +258,7 @@ class Store:
 
         def candidates() -> Iterator[str]:
             nonlocal matched
-            for key in self.client.scan_iter(match=self.keys.session_pattern(match), count=count, _type="string"):
+            for key in scan(self.client, self.keys.session_pattern(match), count, "string"):
                 matched += 1
                 if progress is not None and matched % count == 0:
                     progress(matched, found)
@@ -238,12 +287,11 @@ class Store:
         redacted). A tail (``GETRANGE -TAIL -1``) is enough, since ``updated_at`` is the last field of each record
         (the SDK's field order, kept by codec), and keeps a listing from reading whole messages (images...).
         """
-        pipe = self.client.pipeline(transaction=False)
+        reads: list[tuple[Any, ...]] = []
         for session_id in session_ids:
-            pipe.get(self.keys.session(session_id))
-            pipe.pttl(self.keys.session(session_id))
-            pipe.smembers(self.keys.index(session_id))
-        replies = iter(pipe.execute(raise_on_error=False))
+            reads += [("GET", self.keys.session(session_id)), ("PTTL", self.keys.session(session_id))]
+            reads.append(("SMEMBERS", self.keys.index(session_id)))
+        replies = iter(pipelined(self.client, reads, raising=False))
         summaries: list[_Summary] = []
         for session_id in session_ids:
             record, pttl, members = next(replies), next(replies), next(replies)
@@ -267,14 +315,14 @@ class Store:
 
     def _read_agents(self, summaries: list[_Summary]) -> None:
         """Count each agent's messages and collect its and its newest message's ``updated_at``: two round trips."""
-        pipe = self.client.pipeline(transaction=False)
+        reads: list[tuple[Any, ...]] = []
         for summary in summaries:
             for agent_id in summary.agents:
-                pipe.zcard(self.keys.messages(summary.session_id, agent_id))
-                pipe.zrange(self.keys.messages(summary.session_id, agent_id), -1, -1)
-                pipe.getrange(self.keys.agent(summary.session_id, agent_id), -TAIL, -1)
-        replies = iter(pipe.execute(raise_on_error=False))
-        pipe = self.client.pipeline(transaction=False)
+                messages = self.keys.messages(summary.session_id, agent_id)
+                reads += [("ZCARD", messages), ("ZRANGE", messages, -1, -1)]
+                reads.append(("GETRANGE", self.keys.agent(summary.session_id, agent_id), -TAIL, -1))
+        replies = iter(pipelined(self.client, reads, raising=False))
+        tails: list[tuple[Any, ...]] = []
         asked: list[_Summary] = []  # whose newest message's tail each reply of the next round trip is
         for summary in summaries:
             for agent_id in summary.agents:
@@ -282,9 +330,11 @@ class Store:
                 summary.messages += count if isinstance(count, int) else 0
                 summary.updated.append(_updated_at(tail))
                 if isinstance(newest, list) and newest and as_text(newest[0]).isdecimal():
-                    pipe.getrange(self.keys.message(summary.session_id, agent_id, int(newest[0])), -TAIL, -1)
+                    tails.append(
+                        ("GETRANGE", self.keys.message(summary.session_id, agent_id, int(newest[0])), -TAIL, -1)
+                    )
                     asked.append(summary)
-        for summary, tail in zip(asked, pipe.execute(raise_on_error=False), strict=True):
+        for summary, tail in zip(asked, pipelined(self.client, tails, raising=False), strict=True):
             summary.updated.append(_updated_at(tail))
 
     # -- one session ------------------------------------------------------------------------

@@ -7,23 +7,21 @@ Key layout, grouping and expiry: see ``keys.py`` and ``docs/storage.md``.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import copy
 import functools
 import logging
 import weakref
-from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from strands.storage.search.keyword import STOP_WORDS, KeywordSearchStrategy, tokenize
 from strands.storage.storage import Storage, StorageSearchResult
 from strands.types.exceptions import StorageError
-from valkey.exceptions import ResponseError, ValkeyError
+from valkey.exceptions import ResponseError
 
 from .. import connection, errors, replication, scripts, sdk, telemetry
-from ..driver import Driver, driver_for
+from ..driver import Driver, driver_for, together
 from ..options import ttl_ms
 from ..scripts import BASE, Script
 from ..values import DEFAULT_MAX_VALUE_BYTES, Keyring, Values
@@ -246,7 +244,7 @@ class ValkeyStorage:
             STORAGE_LIST.on(driver, [], [*args, *(registries[slot] for slot in slots)], target_nodes=node)
             for node, slots in await driver.primaries()
         ]
-        return [key for keys in await _each(driver, calls) for key in keys]
+        return [key for keys in await together(driver, calls) for key in keys]
 
     @telemetry.traced(telemetry.STORAGE_SEARCH)
     async def search(self, query: str) -> builtins.list[StorageSearchResult]:
@@ -272,7 +270,9 @@ class ValkeyStorage:
         names = [self.keys.value(escape_storage_key(f"{self._prefix}{key}")) for key in keys]
 
         with _errors("search", self._prefix):
-            values = await self._io.run(lambda client: _get_all(driver_for(client), names))
+            reads = [(name, [("GET", name)]) for name in names]
+            got = await self._io.run(lambda client: replication.read_each_on(driver_for(client), reads))
+        values = [value for (value,) in got]
         return [
             self.values.open(name, value) if isinstance(value, bytes) else None
             for name, value in zip(names, values, strict=True)
@@ -312,39 +312,3 @@ class _Fetched:
 
     async def read(self, key: str) -> bytes | None:
         return self._values.get(key)
-
-
-async def _each(driver: Driver, calls: builtins.list[Coroutine[Any, Any, T]]) -> builtins.list[T]:
-    """Await ``calls``: together on an asyncio driver, in turn on a synchronous one (which never suspends)."""
-    if driver.asyncio:
-        return builtins.list(await asyncio.gather(*calls))
-    return [await call for call in calls]
-
-
-async def _get_all(driver: Driver, names: builtins.list[str]) -> builtins.list[Any]:
-    """``GET`` each of ``names``: one round trip (one per primary, in parallel, on a cluster); errors as values.
-
-    A ``GET`` that failed on a cluster (its slot moved since the slot map was read) is sent again on its own,
-    following the slot (replication.read_on).
-    """
-    if not driver.cluster:
-        return await driver.round_trip(None, [(("GET", name), {}) for name in names])
-    primaries = await driver.primaries()
-    owner = {slot: index for index, (_, slots) in enumerate(primaries) for slot in slots}
-    groups: dict[int, builtins.list[int]] = {}
-    for at, name in enumerate(names):
-        groups.setdefault(owner.get(driver.keyslot(name), 0), []).append(at)
-    batches = [
-        driver.round_trip(primaries[node][0], [(("GET", names[at]), {}) for at in ats]) for node, ats in groups.items()
-    ]
-    values: builtins.list[Any] = [None] * len(names)
-    for ats, replies in zip(groups.values(), await _each(driver, batches), strict=True):
-        for at, reply in zip(ats, replies, strict=True):
-            values[at] = reply
-    for at, value in enumerate(values):
-        if isinstance(value, Exception):
-            try:
-                (values[at],) = await replication.read_on(driver, names[at], ("GET", names[at]))
-            except ValkeyError as error:
-                values[at] = error
-    return values
