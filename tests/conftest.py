@@ -139,8 +139,15 @@ def make_storage(
 
 
 @pytest.fixture
-def cli(server: LocalValkey, client: valkey.Valkey) -> Callable[..., Any]:
-    """``cli("keys", "user-42")``: run a ``strands-valkey`` command in-process against the (emptied) test server."""
+def cli(
+    request: pytest.FixtureRequest, server: LocalValkey, client: valkey.Valkey, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Any]:
+    """``cli("keys", "user-42")``: run a ``strands-valkey`` command in-process against the (emptied) test server.
+
+    Parametrized indirectly with "glide" (``@pytest.mark.parametrize("cli", ["valkey", "glide"], indirect=True)``),
+    its commands use a GLIDE client ($STRANDS_VALKEY_CLIENT=glide).
+    """
+    monkeypatch.setenv("STRANDS_VALKEY_CLIENT", getattr(request, "param", "valkey"))
 
     def run(*args: str, input: str | None = None) -> Any:
         return invoke(*args, "--url", server.url, input=input)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from helpers import CommandCounter, add_messages
 
 from strands_valkey_session_manager import ValkeySessionManager
@@ -31,6 +32,7 @@ def test_delete_not_confirmed_deletes_nothing(cli, seed, client) -> None:
     assert len(client.keys("session:user-42*")) == 10
 
 
+@pytest.mark.parametrize("cli", ["valkey", "glide"], indirect=True)
 def test_delete_yes_removes_every_key_of_each_session_and_no_other(cli, seed, client) -> None:
     for session_id in ("user-4", "user-42", "user-420"):
         seed(session_id, agents=("solo",))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from cli_support import PNG
 from helpers import CommandCounter
 
 from strands_valkey_session_manager import ValkeySessionManager
 
 
+@pytest.mark.parametrize("cli", ["valkey", "glide"], indirect=True)
 def test_show_prints_roles_text_tool_calls_results_image_sizes_and_state(cli, seed) -> None:
     seed("user-42", agents=("researcher",), swarm=True)
 
@@ -39,6 +41,7 @@ def test_show_aligns_ids_and_roles_so_every_text_starts_in_one_column(cli, clien
     assert lines[0].startswith(" #0 ") and lines[11].startswith("#11 ")
 
 
+@pytest.mark.parametrize("cli", ["valkey", "glide"], indirect=True)
 def test_show_json_is_the_session_as_an_export_entry(cli, seed) -> None:
     seed("user-42", agents=("researcher",))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import CommandCounter
 from strands import Agent
 
@@ -13,6 +14,7 @@ from strands_valkey_session_manager.keys import KeySchema
 from strands_valkey_session_manager.testing.model import ScriptedModel
 
 
+@pytest.mark.parametrize("cli", ["valkey", "glide"], indirect=True)
 def test_sessions_lists_agents_messages_ttl_and_last_update(cli, seed) -> None:
     seed("user-1")
     seed("user-2", ttl=None, agents=("solo",))
@@ -142,3 +144,18 @@ def test_sessions_of_the_cluster_key_layout_are_found_by_their_hash_tag(client) 
 
     assert [summary.session_id for summary in store.summaries()] == ["standalone"]
     assert client.exists("session:{standalone}") == 1
+
+
+def test_client_glide_after_the_command_lists_and_shows_a_clusters_sessions(cluster, cluster_client) -> None:
+    """--client glide after the command (a glide_sync cluster client, recognised by itself, as valkey-py's is)."""
+    from cli_support import invoke
+
+    manager = ValkeySessionManager("on-cluster", cluster_client, ttl=600)
+    Agent(model=ScriptedModel(["pong"]), session_manager=manager, callback_handler=None)("ping")
+
+    listed = invoke("sessions", "--json", "--client", "glide", "--url", cluster.url)
+    shown = invoke("show", "on-cluster", "--client", "glide", "--url", cluster.url)
+
+    assert listed.exit_code == 0, listed.stderr
+    assert [(entry["session_id"], entry["messages"]) for entry in json.loads(listed.stdout)] == [("on-cluster", 2)]
+    assert shown.exit_code == 0 and "ping" in shown.stdout and "pong" in shown.stdout, shown.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import valkey
 from helpers import add_messages
 from strands import Agent
@@ -38,6 +39,7 @@ def assert_same_session(before: dict, after: dict, ttl_tolerance_ms: int = 5000)
         assert before[key][2] - ttl_tolerance_ms <= pttl <= before[key][2], (key, before[key][2], pttl)
 
 
+@pytest.mark.parametrize("cli", ["valkey", "glide"], indirect=True)
 def test_export_delete_import_gives_back_the_identical_session(cli, seed, raw_client, tmp_path) -> None:
     seed("user-42", swarm=True)
     before = snapshot(raw_client, "user-42")
@@ -158,6 +160,7 @@ def test_import_force_replaces_every_key_of_the_existing_session(cli, seed, raw_
     assert_same_session(before, snapshot(raw_client, "user-42"))
 
 
+@pytest.mark.parametrize("cli", ["valkey", "glide"], indirect=True)
 def test_export_to_stdout_pipes_into_import_from_stdin(cli, seed, raw_client) -> None:
     seed("user-42", agents=("solo",))
     before = snapshot(raw_client, "user-42")

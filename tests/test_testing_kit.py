@@ -73,7 +73,7 @@ def test_local_cluster_is_made_with_cluster_commands_without_valkey_cli(no_serve
 
 
 def test_glide_clients_of_the_local_server_and_cluster(server, client, cluster, cluster_client) -> None:
-    """``glide_client()``: a glide_sync client, or (asyncio=True) an awaitable asyncio one; a cluster's is a cluster's."""
+    """``glide_client()``: glide_sync, or (asyncio=True) an awaitable asyncio one; a cluster's is a cluster's."""
     import asyncio
 
     on_server = server.glide_client(request_timeout=3000)

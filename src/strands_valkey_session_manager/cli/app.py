@@ -32,6 +32,13 @@ URL_HELP = (
     "valkey://, valkeys:// (TLS), redis://, rediss:// or unix:// URL. "
     f"Default: $VALKEY_URL, else $REDIS_URL, else {connect.DEFAULT_URL}."
 )
+#: The client libraries --client picks from, and the variable read when it is not given.
+CLIENTS = ("valkey", "glide")
+CLIENT_VARIABLE = "STRANDS_VALKEY_CLIENT"
+CLIENT_HELP = (
+    "valkey (valkey-py) or glide (Valkey GLIDE's glide_sync: the glide extra; no unix:// URLs). "
+    f"Default: ${CLIENT_VARIABLE}, else valkey."
+)
 
 
 @click.group(
@@ -40,7 +47,17 @@ URL_HELP = (
 )
 @click.version_option(__version__, "--version", prog_name="strands-valkey", message="%(prog)s %(version)s")
 @click.option("-u", "--url", metavar="URL", help=f"{URL_HELP} Before the command or after it.")
-def app(url: str | None) -> None:
+@click.option(
+    "--client",
+    "library",
+    type=click.Choice(CLIENTS),
+    envvar=CLIENT_VARIABLE,
+    default="valkey",
+    show_default=True,
+    help=f"{CLIENT_HELP} Before the command or after it.",
+)
+@click.pass_context
+def app(ctx: click.Context, url: str | None, library: str) -> None:
     """Run the Valkey session tutorial as a demo, and inspect and manage Strands Agents sessions in Valkey.
 
     Every command takes -u/--url, before it or after it (default: $VALKEY_URL, else $REDIS_URL, else
@@ -52,6 +69,7 @@ def app(url: str | None) -> None:
     Exit codes: 0 ok, 1 not found, 2 usage error, 3 Valkey unreachable or failing, 4 refused (would
     overwrite, not confirmed, or a key this library did not write), 130 interrupted.
     """
+    ctx.meta["library"] = library
 
 
 def _ids(ctx: click.Context, param: click.Parameter, values: Any) -> Any:
@@ -83,7 +101,16 @@ def _connection(fn: F) -> F:
         callback=_prefix,
         help="First part of every key.",
     )(fn)
+    fn = click.option("--client", type=click.Choice(CLIENTS), expose_value=False, callback=_library, help=CLIENT_HELP)(
+        fn
+    )
     return click.option("-u", "--url", metavar="URL", callback=_url, help=URL_HELP)(fn)
+
+
+def _library(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--client after the command replaces the one before it (or ``$STRANDS_VALKEY_CLIENT``)."""
+    if value is not None:
+        ctx.meta["library"] = value
 
 
 def _url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -179,7 +206,8 @@ def command(*examples: str, **options: Any) -> Callable[[F], click.Command]:
 
 
 def _open(url: str | None, key_prefix: str, cluster: bool = False) -> AbstractContextManager[Store]:
-    return connect.store(connect.resolve_url(url)[0], key_prefix, cluster)
+    library = click.get_current_context().meta.get("library", "valkey")
+    return connect.store(connect.resolve_url(url)[0], key_prefix, cluster, library)
 
 
 def _not_found(session_ids: list[str], key_prefix: str) -> CliError:

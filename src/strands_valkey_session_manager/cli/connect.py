@@ -23,6 +23,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from ..connection import redact as redact  # re-exported: the demo names it connect.redact
+from ..driver import drive, driver_for
 from .errors import REFUSED, UNAVAILABLE, USAGE, CliError
 from .store import ForeignRecord, Store
 
@@ -122,8 +123,11 @@ def unreachable(url: str, error: BaseException) -> CliError:
     )
 
 
-def _client(url: str, cluster: bool) -> valkey.Valkey | ValkeyCluster:
-    """Open a client for ``url`` (bytes, not decoded), as a cluster client if asked or if the server is one."""
+def _client(url: str, cluster: bool, library: str = "valkey") -> Any:
+    """Open a client for ``url`` (bytes, not decoded), as a cluster client if asked or if the server is one.
+
+    ``library``: ``valkey`` (valkey-py) or ``glide`` (a ``glide_sync`` client, the ``glide`` extra).
+    """
     if not url.lower().startswith(tuple(f"{scheme}:" for scheme in SCHEMES)):
         raise CliError(f"--url {redact(url)!r}: expected valkey://, valkeys://, redis://, rediss:// or unix://", USAGE)
     address, scheme = _address(url), urlsplit(url).scheme.lower()
@@ -137,6 +141,8 @@ def _client(url: str, cluster: bool) -> valkey.Valkey | ValkeyCluster:
             f"URL ({redact(plain)}), or enable TLS on the server.",
             UNAVAILABLE,
         )
+    if library == "glide":
+        return _glide_client(url, cluster)
     options = {"decode_responses": False, "socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT}
     if not cluster:
         client = valkey.Valkey.from_url(url, **options)
@@ -159,11 +165,32 @@ def _client(url: str, cluster: bool) -> valkey.Valkey | ValkeyCluster:
         raise unreachable(url, error) from error
 
 
-@contextmanager
-def store(url: str, key_prefix: str, cluster: bool = False) -> Iterator[Store]:
-    """Open the sessions under ``key_prefix`` at ``url``; the client is closed on leaving."""
+def _glide_client(url: str, cluster: bool) -> Any:
+    """Open a ``glide_sync`` client for ``url``: a cluster client if asked or if the server is one."""
     try:
-        client = _client(url, cluster)
+        from ..driver_glide import glide_client
+    except ImportError as error:
+        raise CliError(
+            f"--client glide needs Valkey GLIDE ({error}): pip install 'strands-valkey-session-manager[glide]'", USAGE
+        ) from error
+    settings = {"request_timeout": int(TIMEOUT * 1000), "connection_timeout": int(TIMEOUT * 1000)}
+    if not cluster:
+        client = glide_client(url, False, settings)
+        try:
+            info = drive(driver_for(client).command("INFO", "cluster"))
+        except NoPermissionError:  # as for valkey-py: --cluster says if it is one
+            return client
+        if b"cluster_enabled:1" not in info:
+            return client
+        client.close()
+    return glide_client(url, True, settings)
+
+
+@contextmanager
+def store(url: str, key_prefix: str, cluster: bool = False, library: str = "valkey") -> Iterator[Store]:
+    """Open the sessions under ``key_prefix`` at ``url`` (``library``: see ``_client``); closed on leaving."""
+    try:
+        client = _client(url, cluster, library)
     except ValueError as error:  # a malformed URL
         raise CliError(f"--url {redact(url)!r}: {error}", USAGE) from error
     except ValkeyError as error:
@@ -181,4 +208,4 @@ def store(url: str, key_prefix: str, cluster: bool = False) -> Iterator[Store]:
     except SessionException as error:
         raise CliError(str(error), UNAVAILABLE) from error
     finally:
-        client.close()  # type: ignore[no-untyped-call]
+        client.close()

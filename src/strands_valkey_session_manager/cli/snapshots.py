@@ -138,13 +138,12 @@ class SnapshotStore:
 
     def _members(self, session_ids: list[str]) -> list[tuple[list[str], int | None]]:
         """For each session: the escaped keys of both its groups (snapshots first) and its PTTL; one round trip."""
-        pipe = self.client.pipeline(transaction=False)
+        reads: list[tuple[Any, ...]] = []
         for session_id in session_ids:
             snapshots, stash = self.groups(session_id)
-            pipe.zrange(self.keys.index(snapshots), 0, -1)
-            pipe.pttl(self.keys.index(snapshots))
-            pipe.zrange(self.keys.index(stash), 0, -1)
-        replies = iter(pipe.execute())
+            reads += [("ZRANGE", self.keys.index(snapshots), 0, -1), ("PTTL", self.keys.index(snapshots))]
+            reads.append(("ZRANGE", self.keys.index(stash), 0, -1))
+        replies = iter(pipelined(self.client, reads))
         found = []
         for _ in session_ids:
             members, pttl, stashed = next(replies), next(replies), next(replies)

@@ -27,6 +27,7 @@ from valkey.cluster import ValkeyCluster
 from valkey.exceptions import ValkeyError
 
 from .. import codec, replication
+from ..connection import is_glide
 from ..keys import AGENT, MULTI_AGENT, parse_suffix
 from ..values import PLAIN, Values
 from .output import Output
@@ -249,9 +250,12 @@ def _clock(iso: str) -> str:
 
 
 def _waiter(store: Store, session_key: str) -> Callable[[float], None]:
-    """How to wait between looks: for a keyspace notification about the session (if possible), else sleep."""
+    """How to wait between looks: for a keyspace notification about the session (if possible), else sleep.
+
+    A cluster's, or a GLIDE client's (its pub/sub is set when it is made), looks again after a sleep.
+    """
     client: Any = store.client
-    if isinstance(client, ValkeyCluster):
+    if isinstance(client, ValkeyCluster) or is_glide(client):
         return time.sleep
     try:
         flags = "".join(as_text(value) for value in client.config_get("notify-keyspace-events").values())
