@@ -114,7 +114,7 @@ def manager(client: valkey.Valkey) -> Callable[..., ValkeySessionManager]:
 @pytest.fixture
 def storage_kind(request: pytest.FixtureRequest) -> str:
     """The kind of client a storage test's ``ValkeyStorage`` gets: "asyncio" (valkey-py's), "glide" (``glide_sync``)
-    or "glide-asyncio" (asyncio ``glide``): the ``client_kind`` kinds ``ValkeyStorage`` takes ($TEST_CLIENT_KINDS)."""
+    or "glide-asyncio" (asyncio ``glide``): "asyncio" always, the GLIDE kinds $TEST_CLIENT_KINDS selects."""
     return str(request.param)
 
 
@@ -367,7 +367,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             kinds = [kind for kind in kinds if not kind.startswith("glide")] or ["sync"]
         metafunc.parametrize("client_kind", kinds, indirect=True)
     if "storage_kind" in metafunc.fixturenames:
-        storage_kinds = [kind for kind in SELECTED_KINDS if kind != "sync"] or ["asyncio"]
+        # valkey-py's asyncio storage on every server; GLIDE's where $TEST_CLIENT_KINDS selects it
+        storage_kinds = ["asyncio", *(kind for kind in SELECTED_KINDS if kind.startswith("glide"))]
         if metafunc.definition.get_closest_marker("valkey_py_only") is not None:
             storage_kinds = ["asyncio"]
         metafunc.parametrize("storage_kind", storage_kinds, indirect=True)

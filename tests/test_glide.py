@@ -132,15 +132,18 @@ def test_storage_on_a_glide_client_of_either_kind_is_read_by_valkey_py_storage(
 ) -> None:
     """glide_sync and asyncio glide (awaited on its own loop and on others): the keys valkey-py's storage reads."""
     url = f"valkey://127.0.0.1:{server.port}"
-    sync_storage = ValkeyStorage(glide_sync.GlideClient.create(glide_configuration(url)), ttl=60)
+    sync_client = glide_sync.GlideClient.create(glide_configuration(url))
+    sync_storage = ValkeyStorage(sync_client, ttl=60)
     asyncio.run(sync_storage.write("session/a/one.json", b"1"))
 
     async def on_its_loop() -> None:
-        storage = ValkeyStorage(await glide.GlideClient.create(glide_configuration(url)))
+        asyncio_client = await glide.GlideClient.create(glide_configuration(url))
+        storage = ValkeyStorage(asyncio_client)
         await storage.write("session/a/two.json", b"2")  # from the client's own loop: no deadlock
         assert await storage.list("session/") == ["session/a/one.json", "session/a/two.json"]
         await asyncio.to_thread(lambda: asyncio.run(storage.write("session/b/three.json", b"3")))  # another loop
         storage.close()
+        await asyncio_client.close()
 
     asyncio.run(on_its_loop())
     plain = ValkeyStorage(valkey.asyncio.Valkey(port=server.port))
@@ -150,6 +153,7 @@ def test_storage_on_a_glide_client_of_either_kind_is_read_by_valkey_py_storage(
     sync_storage.close()
     assert asyncio.run(sync_storage.read("session/a/one.json")) == b"1"  # closed, usable: it reconnects
     sync_storage.close()
+    sync_client.close()
     plain.close()
 
 
