@@ -22,7 +22,8 @@ What a driver provides (and all a new one, such as GLIDE's, must):
 - on a cluster: ``keyslot(key)``, ``await node_of(slot)`` (its primary, from the slot map), ``node_at(host,
   port)`` (added to the map's nodes if new), ``moved(error)`` (correct the slot map after ``MOVED``), ``await
   refresh()`` (reload the slot map), ``retries`` (attempts after a dropped connection), ``await primaries()``
-  (every primary, as a node for ``round_trip`` and ``target_nodes=``, with the slots it serves);
+  (every primary, as a node for ``round_trip`` and ``target_nodes=``, with the slots it serves), ``routes``
+  (whether ``round_trip(None, ...)`` on a cluster sends each command to its key's node itself: GLIDE's);
 - ``pinned(key)``: an async context manager holding one connection to ``key``'s node, yielding ``await
   send(commands)`` (one round trip, replies as bytes, errors as values) and closing a connection left
   watching keys rather than pooling it; only where ``pins`` (GLIDE multiplexes one connection per node and
@@ -131,6 +132,7 @@ class SyncDriver:
 
     asyncio = False
     pins = True
+    routes = False
 
     def __init__(self, client: Any) -> None:
         """Drive ``client``."""
@@ -218,6 +220,7 @@ class AsyncioDriver:
 
     asyncio = True
     pins = True
+    routes = False
 
     def __init__(self, client: Any) -> None:
         """Drive ``client``."""

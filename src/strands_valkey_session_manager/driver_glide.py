@@ -144,6 +144,8 @@ class GlideDriver:
 
     #: GLIDE multiplexes its connections: none can be held for a WATCH.
     pins = False
+    #: A batch with no route is split by GLIDE over the nodes of its keys' slots (replies in order).
+    routes = True
 
     def __init__(self, client: Any) -> None:
         """Drive ``client``."""

@@ -155,13 +155,14 @@ async def each_slot_on(
 ) -> list[list[Any]]:
     """Send groups of commands (each about one key's slot) in one round trip per node; each group's replies.
 
-    Standalone, one round trip; on a cluster, one per primary of the slot map (in parallel on an asyncio driver).
+    Standalone, or a driver that ``routes`` (GLIDE splits it itself), one round trip; on a cluster, one per primary
+    of the slot map (in parallel on an asyncio driver).
     Errors are values: a command whose slot moved meanwhile gets the redirection (callers send it again on its
     own, following its slot, as :func:`read_each_on` does). ``options`` go with each command (``NEVER_DECODE``).
     """
     items: list[list[Item]] = [[(command, options) for command in commands] for _, commands in groups]
     batches: dict[Any, list[int]] = {}
-    if driver.cluster and groups:
+    if driver.cluster and not driver.routes and groups:
         primaries = await driver.primaries()
         owner = {slot: at for at, (_, slots) in enumerate(primaries) for slot in slots}
         for index, (key, _) in enumerate(groups):
