@@ -36,7 +36,7 @@ from strands.hooks import AgentInitializedEvent, HookRegistry, MultiAgentInitial
 from strands.session import FileSessionManager, SnapshotSessionManager
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage
-from strands_valkey_session_manager.driver_glide import glide_configuration
+from strands_valkey_session_manager.connection import glide_configuration
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 

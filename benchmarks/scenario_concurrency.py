@@ -21,6 +21,7 @@ from strands import Agent
 
 from strands_valkey_session_manager.testing.model import ScriptedModel
 
+from .kinds import KINDS
 from .seed import AGENT_ID, Context
 from .stores import make_manager
 from .timing import percentile
@@ -34,13 +35,11 @@ def _process(
     """One process: ``threads`` agents, warmed up, then released together with every other process.
 
     Each agent runs ``length`` turns if it is an int, else turns until ``length`` seconds have passed. ``kind``:
-    a synchronous client kind of clients.py (``None``: valkey-py as it is installed).
+    a synchronous client kind of kinds.py (``None``: valkey-py as it is installed).
     """
     if kind is None:
         client = valkey.Valkey(host="127.0.0.1", port=port, decode_responses=True, max_connections=threads + 2)
     else:
-        from .clients import KINDS  # not at the top: clients.py imports this module
-
         client = KINDS[kind].make(port)
     agents = [
         Agent(

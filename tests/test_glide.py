@@ -20,8 +20,9 @@ from test_acl import rule
 from valkey.exceptions import NoScriptError, ResponseError
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeyStorage
+from strands_valkey_session_manager.connection import glide_configuration
 from strands_valkey_session_manager.driver import Item, Transaction, drive
-from strands_valkey_session_manager.driver_glide import GlideDriver, glide_configuration
+from strands_valkey_session_manager.driver_glide import GlideDriver
 from strands_valkey_session_manager.testing.model import ScriptedModel
 from strands_valkey_session_manager.testing.server import LocalValkey
 

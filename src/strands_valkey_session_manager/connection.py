@@ -26,7 +26,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.exceptions import ValkeyClusterException, ValkeyError
 
-from .driver import glide_kind
+from .driver import AsyncioDriver, Driver, SyncDriver, glide_kind
 from .options import Client
 
 #: Seconds a reply may take (``socket_timeout``) and a connection (TCP and TLS handshake) may take to open.
@@ -208,7 +208,7 @@ def _open_glide(
     failure: type[Exception],
     library: str,
 ) -> tuple[dict[str, Any], Any]:
-    """:func:`open_url` for ``client="glide"``: a ``glide_sync`` client (driver_glide.glide_configuration)."""
+    """:func:`open_url` for ``client="glide"``: a ``glide_sync`` client (:func:`glide_configuration`)."""
     if library != "glide":
         raise ValueError(f"client=<{library!r}> | {caller} builds client='valkey' (valkey-py) or client='glide'")
     if asyncio:
@@ -219,7 +219,6 @@ def _open_glide(
         )
     if not isinstance(url, str):
         raise TypeError(f"url=<{type(url).__qualname__}> | {caller} takes a URL string (valkey://host:6379)")
-    from .driver_glide import glide_client
 
     mine = {name: value for name, value in options.items() if name in names}
     try:
@@ -273,11 +272,9 @@ def check_client(client: object, owner: str, asyncio: bool, glide: bool = False)
 
     ``owner`` (``ValkeySessionManager``, ``ValkeyStorage``) needs a synchronous client, or an asyncio one
     if ``asyncio``; with ``glide``, a GLIDE client of that kind too, unless it compresses values
-    (driver_glide.check_glide).
+    (:func:`check_glide`).
     """
     if glide and is_glide(client) and is_asyncio(client) == asyncio:
-        from .driver_glide import check_glide  # the glide extra is there: its client is
-
         check_glide(client, owner)
         return bool(glide_kind(client) == (asyncio, True))
     standalone, cluster = client_class(asyncio, False), client_class(asyncio, True)
@@ -309,3 +306,102 @@ def _describe(client: object, asyncio: bool, glide: bool) -> str:
     if asyncio and (isinstance(client, (valkey.Valkey, ValkeyCluster)) or is_glide(client)):
         return "a synchronous client, but the SDK awaits its Storage on event loops"
     return "something that is not a Valkey client"
+
+
+def driver_for(client: Any) -> Driver:
+    """Return the driver of ``client``: GLIDE's for a GLIDE client, asyncio for a ``valkey.asyncio`` one, else sync."""
+    if isinstance(client, valkey.asyncio.Valkey | valkey.asyncio.ValkeyCluster):
+        return AsyncioDriver(client)
+    if glide_kind(client) is not None:
+        from .driver_glide import GlideDriver  # GLIDE is an extra: imported once a GLIDE client shows up
+
+        return GlideDriver(client)
+    return SyncDriver(client)
+
+
+def check_glide(client: Any, owner: str) -> None:
+    """``TypeError`` for a GLIDE client that cannot keep the contract: one that compresses values."""
+    config = getattr(client, "config", None) or getattr(client, "_config", None)
+    compression = getattr(config, "compression", None)
+    if compression is not None and getattr(compression, "enabled", True):
+        raise TypeError(
+            f"client=<{type(client).__qualname__}> | {owner} got a GLIDE client with compression on: it would "
+            "change the stored values (the contract says what they are). Make it without compression= "
+            '(compression="zstd" on the manager compresses values the contract\'s way).'
+        )
+
+
+#: The client settings ``from_url(..., client="glide")`` takes by name (the URL says where and who).
+GLIDE_SETTINGS = ("request_timeout", "connection_timeout", "ssl_ca_certs", "client_name")
+#: ``request_timeout`` (ms) of a GLIDE client ``from_url`` builds: as valkey-py's ``socket_timeout`` there.
+REQUEST_TIMEOUT_MS = 5000
+CONNECTION_TIMEOUT_MS = 2000
+
+
+def glide_configuration(url: str, *, cluster: bool = False, **settings: Any) -> Any:
+    """Return the GLIDE configuration for ``url``: ``glide_sync`` and asyncio ``glide`` clients are made from it.
+
+    ``valkey://[user:password@]host:port[/db]``, ``valkeys://`` for TLS, ``redis://``, ``rediss://``. GLIDE has no
+    URL parser of its own. Settings by name: ``request_timeout`` and ``connection_timeout`` (ms; defaults 5000
+    and 2000), ``ssl_ca_certs`` (a CA file to trust, TLS), ``client_name``. No compression (values stay what the
+    contract says), RESP3 as GLIDE defaults.
+
+    An asyncio GLIDE client belongs to the loop it is made on: ``await glide.GlideClient.create(config)`` there.
+
+    Raises:
+        ValueError: If ``url`` is not a valkey://, valkeys://, redis:// or rediss:// URL.
+        TypeError: If a setting is unknown, or ``ssl_ca_certs`` is given without TLS.
+    """
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    import glide_sync
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("valkey", "valkeys", "redis", "rediss"):
+        raise ValueError(
+            f"url=<{redact(url)}> | a GLIDE client takes valkey://, valkeys:// (TLS), redis:// or rediss:// (TLS) URLs"
+        )
+    query = dict(parse_qsl(parts.query))
+    settings = {**{name: value for name, value in query.items() if name in GLIDE_SETTINGS}, **settings}
+    for name in settings:
+        if name not in GLIDE_SETTINGS:
+            raise unknown_option("from_url(client='glide')", name, GLIDE_SETTINGS, f"the settings {GLIDE_SETTINGS}")
+    tls = parts.scheme in ("valkeys", "rediss")
+    advanced: dict[str, Any] = {"connection_timeout": int(settings.get("connection_timeout", CONNECTION_TIMEOUT_MS))}
+    if "ssl_ca_certs" in settings:
+        if not tls:
+            raise TypeError(f"url=<{redact(url)}> | ssl_ca_certs needs a valkeys:// or rediss:// URL (TLS)")
+        with open(settings["ssl_ca_certs"], "rb") as ca:
+            advanced["tls_config"] = glide_sync.TlsAdvancedConfiguration(root_pem_cacerts=ca.read())
+    password = unquote(parts.password) if parts.password else None
+    username = unquote(parts.username) if parts.username else None
+    database = int(parts.path.strip("/") or 0) if parts.path.strip("/") else None
+    options: dict[str, Any] = {
+        "use_tls": tls,
+        "credentials": glide_sync.ServerCredentials(password, username) if password else None,
+        "request_timeout": int(settings.get("request_timeout", REQUEST_TIMEOUT_MS)),
+        "client_name": settings.get("client_name"),
+        "lazy_connect": True,  # as valkey-py's: the first command connects, and says why it could not
+    }
+    addresses = [glide_sync.NodeAddress(parts.hostname or "localhost", parts.port or 6379)]
+    if cluster:
+        on_cluster = glide_sync.AdvancedGlideClusterClientConfiguration(**advanced)
+        return glide_sync.GlideClusterClientConfiguration(addresses, advanced_config=on_cluster, **options)
+    if database:
+        options["database_id"] = database
+    standalone = glide_sync.AdvancedGlideClientConfiguration(**advanced)
+    return glide_sync.GlideClientConfiguration(addresses, advanced_config=standalone, **options)
+
+
+def glide_client(url: str, cluster: bool, settings: dict[str, Any]) -> Any:
+    """Return a ``glide_sync`` client for ``url`` (see :func:`glide_configuration`)."""
+    import glide_sync
+    from glide_shared.exceptions import GlideError
+
+    from .driver_glide import valkey_error
+
+    config = glide_configuration(url, cluster=cluster, **settings)
+    try:
+        return (glide_sync.GlideClusterClient if cluster else glide_sync.GlideClient).create(config)
+    except GlideError as error:
+        raise valkey_error(error) from error

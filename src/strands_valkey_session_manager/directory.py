@@ -34,7 +34,8 @@ from valkey.client import NEVER_DECODE
 from valkey.exceptions import ValkeyError
 
 from . import codec, connection, errors, replication, scripts, telemetry
-from .driver import drive, driver_for
+from .connection import driver_for
+from .driver import drive
 from .keys import AGENT, MULTI_AGENT, KeySchema, parse_suffix, validate_id
 from .options import Client
 from .values import PLAIN, Keyring, Values

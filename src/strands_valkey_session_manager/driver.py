@@ -39,9 +39,9 @@ import inspect
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import Any, Protocol, TypeVar
 
 import valkey.asyncio
 from valkey.asyncio.cluster import ClusterNode as AsyncClusterNode
@@ -125,6 +125,50 @@ def drive(steps: Coroutine[Any, Any, T]) -> T:
         return done.value  # type: ignore[no-any-return]
     steps.close()
     raise RuntimeError("a synchronous driver's operation suspended")  # pragma: no cover
+
+
+class Driver(Protocol):
+    """What every driver provides: the operations are written on these, and nothing else (the module docstring)."""
+
+    client: Any
+    #: Whether the client is an asyncio one (its operations are awaited on its loop), and a cluster one.
+    asyncio: bool
+    cluster: bool
+    #: Whether a connection can be held for ``WATCH`` (``pinned``); whether a batch with no route goes by its keys.
+    pins: bool
+    routes: bool
+    #: Attempts after a dropped connection, on a cluster.
+    retries: int
+
+    async def command(self, *args: Any, **options: Any) -> Any:
+        """Send one command."""
+
+    async def round_trip(self, node: Any, items: list[Item]) -> list[Any]:
+        """Send the items in one round trip to ``node``; return the replies, errors as values."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Pause."""
+
+    def keyslot(self, key: str) -> int:
+        """Return the key's cluster slot."""
+
+    async def node_of(self, slot: int) -> Any:
+        """Return the slot's primary."""
+
+    def node_at(self, host: str, port: int) -> Any:
+        """Return the node at ``host:port``."""
+
+    def moved(self, error: Exception) -> None:
+        """Note a ``MOVED``."""
+
+    async def refresh(self) -> None:
+        """Reload the slot map."""
+
+    async def primaries(self) -> list[tuple[Any, list[int]]]:
+        """Return every primary and the slots it serves."""
+
+    def pinned(self, key: str) -> AbstractAsyncContextManager[Send]:
+        """Hold one connection to ``key``'s node for several round trips."""
 
 
 class SyncDriver:
@@ -444,26 +488,11 @@ async def _done(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-#: Any kind of driver.
-Driver = Union[SyncDriver, AsyncioDriver, "GlideDriver"]
-
-
 async def together(driver: Driver, calls: list[Coroutine[Any, Any, T]]) -> list[T]:
     """Await ``calls``: together on an asyncio driver, in turn on a synchronous one (whose awaits never suspend)."""
     if driver.asyncio:
         return list(await asyncio.gather(*calls))
     return [await call for call in calls]
-
-
-def driver_for(client: Any) -> Driver:
-    """Return the driver of ``client``: GLIDE's for a GLIDE client, asyncio for a ``valkey.asyncio`` one, else sync."""
-    if isinstance(client, valkey.asyncio.Valkey | valkey.asyncio.ValkeyCluster):
-        return AsyncioDriver(client)
-    if glide_kind(client) is not None:
-        from .driver_glide import GlideDriver  # GLIDE is an extra: imported once a GLIDE client shows up
-
-        return GlideDriver(client)
-    return SyncDriver(client)
 
 
 def glide_kind(client: object) -> tuple[bool, bool] | None:
@@ -476,7 +505,3 @@ def glide_kind(client: object) -> tuple[bool, bool] | None:
         if kind.__name__ in ("GlideClient", "GlideClusterClient") and module in ("glide", "glide_sync"):
             return module == "glide", kind.__name__ == "GlideClusterClient"
     return None
-
-
-if TYPE_CHECKING:
-    from .driver_glide import GlideDriver

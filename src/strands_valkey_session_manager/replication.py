@@ -46,7 +46,8 @@ from valkey.exceptions import AskError, ClusterDownError, MovedError, TryAgainEr
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from .driver import Driver, Item, drive, driver_for, together
+from .connection import driver_for
+from .driver import Driver, Item, drive, together
 from .driver import Transaction as Transaction  # callers build theirs as replication.Transaction
 from .options import Client, number
 

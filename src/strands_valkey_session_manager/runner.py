@@ -28,7 +28,8 @@ from typing import Any, TypeVar
 from strands.hooks import AgentInitializedEvent, HookRegistry, MultiAgentInitializedEvent
 
 from . import connection, scripts
-from .driver import Driver, drive, driver_for
+from .connection import driver_for
+from .driver import Driver, drive
 from .options import Client
 from .storage.client_loop import AsyncClient, Private, clone_client, private_for
 

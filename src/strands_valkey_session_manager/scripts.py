@@ -23,7 +23,8 @@ from valkey.client import NEVER_DECODE
 from valkey.exceptions import NoScriptError, ResponseError
 
 from . import errors, replication, values
-from .driver import Driver, drive, driver_for
+from .connection import driver_for
+from .driver import Driver, drive
 
 logger = logging.getLogger(__name__)
 

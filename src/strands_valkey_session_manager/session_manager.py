@@ -296,7 +296,7 @@ class ValkeySessionManager(RepositorySessionManager, SessionRepository):
                 thread; from async code, pass a client to ``await ValkeySessionManager.open(...)`` instead).
             client: ``"valkey"`` (valkey-py) or ``"glide"``: a ``glide_sync`` client (the ``glide`` extra), whose
                 settings are ``request_timeout``, ``connection_timeout`` (ms), ``ssl_ca_certs``, ``client_name``
-                (driver_glide.glide_configuration). An asyncio GLIDE client belongs to the loop it is made on:
+                (connection.glide_configuration). An asyncio GLIDE client belongs to the loop it is made on:
                 make it there from ``glide_configuration(url)`` and pass it to ``open()``.
             **options: The constructor's options (``ttl``, ``key_prefix``, ``wait_replicas``, ``lock_timeout``, ...)
                 and the client's settings by name (``socket_timeout``, ``ssl_ca_certs``, ``max_connections``, ...),

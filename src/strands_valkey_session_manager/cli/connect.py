@@ -22,8 +22,9 @@ from valkey.exceptions import AuthenticationError, NoPermissionError, ValkeyClus
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
+from ..connection import driver_for
 from ..connection import redact as redact  # re-exported: the demo names it connect.redact
-from ..driver import drive, driver_for
+from ..driver import drive
 from .errors import REFUSED, UNAVAILABLE, USAGE, CliError
 from .store import ForeignRecord, Store
 
@@ -168,7 +169,7 @@ def _client(url: str, cluster: bool, library: str = "valkey") -> Any:
 def _glide_client(url: str, cluster: bool) -> Any:
     """Open a ``glide_sync`` client for ``url``: a cluster client if asked or if the server is one."""
     try:
-        from ..driver_glide import glide_client
+        from ..connection import glide_client
     except ImportError as error:
         raise CliError(
             f"--client glide needs Valkey GLIDE ({error}): pip install 'strands-valkey-session-manager[glide]'", USAGE

@@ -19,7 +19,8 @@ from strands.types.exceptions import SessionException
 from valkey.exceptions import AskError, MovedError, ResponseError
 
 from .. import errors, replication, scripts
-from ..driver import Driver, drive, driver_for
+from ..connection import driver_for
+from ..driver import Driver, drive
 from ..keys import AGENT, MESSAGE, MULTI_AGENT, SESSION, KeySchema, parse_suffix, validate_id
 from ..options import Client
 from ..values import Values

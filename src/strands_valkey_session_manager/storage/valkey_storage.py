@@ -21,7 +21,8 @@ from strands.types.exceptions import StorageError
 from valkey.exceptions import ResponseError
 
 from .. import connection, errors, replication, scripts, sdk, telemetry
-from ..driver import Driver, driver_for, together
+from ..connection import driver_for
+from ..driver import Driver, together
 from ..options import ttl_ms
 from ..scripts import BASE, Script
 from ..values import DEFAULT_MAX_VALUE_BYTES, Keyring, Values

@@ -149,7 +149,7 @@ class Running:
         Settings by name as ``from_url(client="glide")`` takes them (``request_timeout``...; driver_glide);
         a TLS server's CA is trusted. Close the client when done (``close()``, awaited for asyncio).
         """
-        from ..driver_glide import glide_client, glide_configuration
+        from ..connection import glide_client, glide_configuration
 
         ca = getattr(self, "tls_files", None)
         if ca is not None:
