@@ -84,6 +84,7 @@ def test_with_wait_replicas_no_acknowledged_message_is_lost_in_a_failover(
     with pytest.raises(SessionException, match="0 of 1 replicas acknowledged"):
         agent("while the new master has no replica")  # it is written, but the caller is told it is not safe yet
     cluster.start_node(master)  # the old master comes back as the new master's replica
+    wait_until(lambda: replicating(replica, master), timeout=30, what="the old master to replicate the new one")
     agent("with a replica again")
 
     restored = make_agent(ValkeySessionManager("user-42", cluster.client()))
@@ -95,6 +96,13 @@ def test_with_wait_replicas_no_acknowledged_message_is_lost_in_a_failover(
         "with a replica again",
     ]
     assert stored_ids(cluster_client) == [str(n) for n in range(len(agent.messages))]
+
+
+def replicating(master: LocalValkey, replica: LocalValkey) -> bool:
+    """Whether ``replica`` replicates ``master``, its link up and caught up (a ``WAIT`` on ``master`` then counts it)."""
+    with replica.client() as r:
+        link = r.info("replication")
+    return link.get("role") == "slave" and link.get("master_link_status") == "up" and in_sync(master, replica)
 
 
 def in_sync(master: LocalValkey, replica: LocalValkey) -> bool:

@@ -52,8 +52,9 @@ def in_child(work: Callable[[], Any], timeout: float = 60) -> Any:
             os._exit(0)
     os.close(write)
     try:
-        ready, _, _ = select.select([read], [], [], timeout)
-        assert ready, f"the child did not finish within {timeout}s"
+        waiting = select.poll()  # not select(): a descriptor above 1023 is out of its range
+        waiting.register(read, select.POLLIN)
+        assert waiting.poll(timeout * 1000), f"the child did not finish within {timeout}s"
         chunks = []
         while chunk := os.read(read, 65536):
             chunks.append(chunk)
