@@ -99,7 +99,7 @@ def test_with_wait_replicas_no_acknowledged_message_is_lost_in_a_failover(
 
 
 def replicating(master: LocalValkey, replica: LocalValkey) -> bool:
-    """Whether ``replica`` replicates ``master``, its link up and caught up (a ``WAIT`` on ``master`` then counts it)."""
+    """Whether ``replica`` replicates ``master``, its link up and caught up: a ``WAIT`` on ``master`` counts it."""
     with replica.client() as r:
         link = r.info("replication")
     return link.get("role") == "slave" and link.get("master_link_status") == "up" and in_sync(master, replica)
