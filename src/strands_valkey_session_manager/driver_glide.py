@@ -18,8 +18,9 @@ if awaitable, so the same driver serves both, and an operation on a ``glide_sync
 - ``WAIT`` counts the replicas that acknowledged every write sent on its connection: GLIDE's one connection per
   node carries our write and others' (it may wait for theirs too, never miss ours). Standalone, it follows the
   write in the same pipeline. On a cluster, GLIDE may have followed an ``ASK`` to a node the round trip was not
-  routed to, and does not say so: ``WAIT`` goes to every primary after the write (one more round trip), and the
-  least count is the answer.
+  routed to, and does not say so; in a failover, its map of every primary may not show the one just promoted:
+  ``WAIT`` goes to the slot's primary as GLIDE routes it and to every primary after the write (two more round
+  trips), and the least count is the answer.
 - Fork: GLIDE runs a runtime thread of its own, which a forked child does not inherit; a client made before a
   fork is refused in the child (``SessionException``: make the client after the fork).
 """
@@ -179,14 +180,18 @@ class GlideDriver:
         check_process(self.client)
         last = items[-1] if items else None
         if self.cluster and isinstance(last, tuple) and last[0][0] == "WAIT":
-            # GLIDE may have followed an ASK to another node than the route: WAIT on every primary, the least
-            # acknowledgements counting (a primary whose connection carried none of our writes answers at once).
+            # GLIDE may have followed an ASK to another node than the route, or a MOVED to a primary its map of
+            # every primary does not show yet (just promoted, in a failover): WAIT on the slot's primary as GLIDE
+            # routes it now and on every primary, the least acknowledgements counting (a primary whose connection
+            # carried none of our writes answers at once). A WAIT that fails is the write unconfirmed.
             replies = await self.round_trip(node, items[:-1])
+            counts: list[Any] = []
             try:
-                acknowledged = await _done(self.client.custom_command(_args(last[0]), AllPrimaries()))
+                for route in (node, AllPrimaries()):
+                    acknowledged = await _done(self.client.custom_command(_args(last[0]), route))
+                    counts += acknowledged.values() if isinstance(acknowledged, dict) else [acknowledged]
             except GlideError as error:
                 return [*replies, valkey_error(error)]
-            counts = acknowledged.values() if isinstance(acknowledged, dict) else [acknowledged]
             return [*replies, min(int(count) for count in counts)]
         replies = []
         plain: list[tuple[Any, ...]] = []
